@@ -1,0 +1,1 @@
+"""Backend lowerers: one module per target, and the Backend protocol."""

@@ -1,0 +1,1 @@
+"""Calibration: data readers, statistics collection, thresholds (native extension + numpy reference)."""

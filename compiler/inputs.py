@@ -1,0 +1,105 @@
+"""Concrete input shapes and generated input feeds for a model.
+
+Symbolic dims are resolved from the user's shapes first; otherwise the leading dim is the batch
+size and any other symbolic dim takes ``DEFAULT_SYMBOLIC_DIM`` (a sequence length, typically).
+Generated data is seeded, so the same model and seed give the same feeds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.context import Feeds
+from onnxc.errors import OnnxcError
+from onnxc.irutil import constant_array
+
+DEFAULT_SYMBOLIC_DIM = 128
+
+
+def parse_shape_overrides(items: list[str] | None) -> dict[str, list[int]]:
+    """Parse CLI ``name=1x3x224x224`` (or ``name=1,3,224,224``) items."""
+    shapes: dict[str, list[int]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.replace(",", "x").split("x") if d]
+        except ValueError:
+            raise OnnxcError(f"bad shape {item!r}: expected NAME=1x3x224x224") from None
+    return shapes
+
+
+def resolve_input_shapes(
+    model: ir.Model,
+    overrides: dict[str, list[int]] | None = None,
+    *,
+    batch: int = 1,
+    default_dim: int = DEFAULT_SYMBOLIC_DIM,
+) -> dict[str, list[int]]:
+    """A concrete shape for every graph input that is not an initializer."""
+    overrides = overrides or {}
+    symbol_values: dict[str, int] = {}
+    shapes: dict[str, list[int]] = {}
+    for value in model.graph.inputs:
+        if value.is_initializer():
+            continue
+        name = value.name or ""
+        if name in overrides:
+            shapes[name] = list(overrides[name])
+            if value.shape is not None and len(value.shape) == len(shapes[name]):
+                for dim, concrete in zip(value.shape, shapes[name]):
+                    if isinstance(dim, ir.SymbolicDim) and dim.value:
+                        symbol_values.setdefault(dim.value, concrete)
+            continue
+        if value.shape is None:
+            raise OnnxcError(f"input {name!r} has no shape; give one with --shape {name}=DIMxDIM...")
+        resolved = []
+        for axis, dim in enumerate(value.shape):
+            if isinstance(dim, int):
+                resolved.append(dim)
+            elif dim.value and dim.value in symbol_values:
+                resolved.append(symbol_values[dim.value])
+            else:
+                concrete = batch if axis == 0 else default_dim
+                if dim.value:
+                    symbol_values[dim.value] = concrete
+                resolved.append(concrete)
+        shapes[name] = resolved
+    return shapes
+
+
+def random_feeds(model: ir.Model, shapes: dict[str, list[int]], *, seed: int = 0) -> Feeds:
+    """Seeded random feeds: floats ~ N(0, 1); integer inputs within the range their use allows."""
+    rng = np.random.default_rng(seed)
+    feeds: Feeds = {}
+    for value in model.graph.inputs:
+        if value.name not in shapes:
+            continue
+        shape = shapes[value.name]
+        dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
+        if np.issubdtype(dtype, np.floating):
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[value.name] = np.ones(shape, dtype=np.bool_)
+        elif np.issubdtype(dtype, np.integer):
+            high = _index_bound(value)
+            feeds[value.name] = rng.integers(0, high, size=shape).astype(dtype)
+        else:
+            raise OnnxcError(f"cannot generate data for input {value.name!r} of type {dtype}; give real inputs")
+    return feeds
+
+
+def _index_bound(value: ir.Value) -> int:
+    """Integer inputs that index a table (Gather on an initializer) stay below its size; masks get 0/1."""
+    bounds = []
+    for use in value.uses():
+        node = use.node
+        if node.op_type == "Gather" and use.idx == 1:
+            table = constant_array(node.inputs[0])
+            if table is not None and table.ndim > 0:
+                bounds.append(table.shape[int(node.attributes.get_int("axis", 0))])
+    if bounds:
+        return max(1, min(bounds))
+    name = (value.name or "").lower()
+    return 2 if "mask" in name or "type" in name else 10

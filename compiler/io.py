@@ -1,0 +1,154 @@
+"""Loading and saving models safely.
+
+``load`` refuses anything it cannot read completely and correctly, with one line saying why:
+missing or non-ONNX files, truncated protobuf, external data that is absent, too short, or whose
+``location`` is absolute or escapes the model's folder (no file outside that folder is opened).
+Weights stay memory-mapped (onnx_ir's lazy external tensors), so loading a large model costs
+little memory.
+
+``save`` writes into a temporary folder beside the destination and renames the files into
+place when they are complete, so a failure never leaves a partial output and never touches the
+input. Models whose weights exceed the protobuf limit are written with external data.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from onnxc._version import __version__
+from onnxc.errors import InvalidModelError, ModelLoadError
+
+# Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
+EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
+
+
+def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
+    """Load an ONNX model into the onnx_ir IR, validating file, external data and graph."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a file")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{path}: not a readable ONNX model (corrupt or truncated protobuf: {_first_line(error)})") from None
+    except MemoryError:
+        raise ModelLoadError(f"{path}: not a readable ONNX model (protobuf parse ran out of memory)") from None
+    if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
+        raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
+    base_dir = path.resolve().parent
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _check_external_data(tensor, base_dir, path)
+    if check:
+        try:
+            onnx.checker.check_model(proto)
+        except onnx.checker.ValidationError as error:
+            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as error:  # noqa: BLE001 - any deserialization failure means a bad model
+        raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
+    ir.external_data.set_base_dir(model.graph, str(base_dir))
+    return model
+
+
+def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:
+    """Save atomically; returns the files written (the model, and its external data if any).
+
+    ``external_data=None`` chooses: external data when the weights are too large for one
+    protobuf file or the model already kept weights outside, else a single file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a folder, give a file name for the output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES or _has_external_tensors(model)
+    model.producer_name = "onnxc"
+    model.producer_version = __version__
+    data_name = f"{path.name}.data"
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        staged_model = staging / path.name
+        if external_data:
+            ir.save(model, staged_model, external_data=data_name)
+        else:
+            ir.save(model, staged_model)
+        written = []
+        staged_data = staging / data_name
+        if staged_data.exists():
+            os.replace(staged_data, path.parent / data_name)
+            written.append(path.parent / data_name)
+        os.replace(staged_model, path)
+        written.insert(0, path)
+        return written
+    except ValueError as error:
+        raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def weight_bytes(model: ir.Model) -> int:
+    """Bytes held by all initializers of all graphs."""
+    return sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
+
+
+def _has_external_tensors(model: ir.Model) -> bool:
+    return any(
+        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
+    )
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def _check_external_data(tensor: onnx.TensorProto, base_dir: Path, model_path: Path) -> None:
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    where = f"{model_path}: initializer {tensor.name!r}"
+    if not location:
+        raise ModelLoadError(f"{where} has external data without a location")
+    if os.path.isabs(location) or location.startswith(("\\", "/")) or (len(location) > 1 and location[1] == ":"):
+        raise ModelLoadError(f"{where}: external data location {location!r} is absolute; only paths inside the model's folder are allowed")
+    normalized = os.path.normpath(location)
+    if normalized == ".." or normalized.startswith(".." + os.sep):
+        raise ModelLoadError(f"{where}: external data location {location!r} escapes the model's folder")
+    target = (base_dir / normalized).resolve()
+    if base_dir != target and base_dir not in target.parents:
+        raise ModelLoadError(f"{where}: external data location {location!r} escapes the model's folder (through a link)")
+    if not target.is_file():
+        raise ModelLoadError(f"{where}: external data file {location!r} not found next to the model")
+    offset = int(info.get("offset", 0) or 0)
+    length = info.get("length")
+    size = target.stat().st_size
+    needed = offset + int(length) if length else offset
+    if offset < 0 or needed > size:
+        raise ModelLoadError(f"{where}: external data file {location!r} is too short ({size} bytes, needs {needed})")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+

@@ -1,0 +1,71 @@
+"""Small helpers over onnx_ir shared by passes: constants, new initializers, graph walking."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+
+def all_nodes(model: ir.Model) -> Iterator[ir.Node]:
+    """Every node of the main graph and of its subgraphs (If/Loop/Scan bodies)."""
+    for graph in model.graphs():
+        yield from graph
+
+
+def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The tensor a value always holds (an initializer that is not an input, or a Constant), else None."""
+    if value is None:
+        return None
+    if value.const_value is not None and value.is_initializer() and not value.is_graph_input():
+        return value.const_value
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain == "":
+        attr = producer.attributes.get("value")
+        if attr is not None and attr.type == ir.AttributeType.TENSOR:
+            return attr.value
+    return None
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The numpy array a value always holds, or None when it is not a constant."""
+    tensor = constant_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Value:
+    """Add ``array`` as an initializer named after ``base_name`` (made unique) and return its value."""
+    name = unique_value_name(graph, base_name)
+    value = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+    graph.register_initializer(value)
+    return value
+
+
+def unique_value_name(graph: ir.Graph, base_name: str) -> str:
+    taken = graph.initializers
+    if base_name not in taken:
+        return base_name
+    index = 1
+    while f"{base_name}_{index}" in taken:
+        index += 1
+    return f"{base_name}_{index}"
+
+
+def single_consumer(value: ir.Value) -> ir.Node | None:
+    """The one node that reads ``value`` when it is read once and is not a graph output."""
+    uses = value.uses()
+    if len(uses) != 1 or value.is_graph_output():
+        return None
+    return uses[0].node
+
+
+def static_shape(value: ir.Value) -> tuple[int, ...] | None:
+    shape = value.shape
+    if shape is None or not shape.is_static():
+        return None
+    return tuple(int(d) for d in shape)

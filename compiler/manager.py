@@ -1,0 +1,181 @@
+"""The PassManager: runs a pipeline, verifies each pass, and records what each one did."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Union
+
+import onnx_ir as ir
+
+from onnxc.analysis import model_stats
+from onnxc.context import Context
+from onnxc.errors import OnnxcError, PassFailedError
+from onnxc.inputs import random_feeds, resolve_input_shapes
+from onnxc.pass_base import Pass
+from onnxc.progress import progress_bar
+from onnxc.verify import Comparison, compare_outputs, run_feeds
+
+LOSSLESS_ATOL = 1e-4
+LOSSLESS_RTOL = 1e-4
+VERIFICATION_FEEDS = 2
+
+
+@dataclasses.dataclass
+class Group:
+    """Passes run together, repeatedly until none changes the model when ``fixed_point`` is set."""
+
+    passes: list["Step"]
+    name: str = "group"
+    fixed_point: bool = True
+    max_iterations: int = 10
+
+
+Step = Union[Pass, Group]
+
+
+@dataclasses.dataclass
+class PassRecord:
+    """What one pass did over a run (summed over its applications inside fixed-point groups)."""
+
+    name: str
+    description: str
+    lossless: bool
+    applications: int = 0
+    changes: int = 0
+    time_s: float = 0.0
+    nodes_before: int = 0
+    nodes_after: int = 0
+    params_before: int = 0
+    params_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    max_abs_error: float | None = None
+    min_cosine: float | None = None
+
+
+@dataclasses.dataclass
+class CompileReport:
+    passes: list[PassRecord]
+    before: dict
+    after: dict
+    total_time_s: float
+    iterations: dict[str, int]
+    error_vs_original: dict | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class PassManager:
+    """Run ``steps`` over a model in place, with optional per-pass numerical verification.
+
+    With ``verify=True`` every pass that changed the model is checked against the model before
+    it on the verification inputs: a lossless pass whose outputs moved beyond float tolerance
+    stops the run with an error naming it; a lossy pass has its error recorded.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        context: Context | None = None,
+        *,
+        verify: bool = False,
+        atol: float = LOSSLESS_ATOL,
+        rtol: float = LOSSLESS_RTOL,
+    ):
+        self.steps = list(steps)
+        self.context = context or Context()
+        self.verify = verify
+        self.atol = atol
+        self.rtol = rtol
+        self._records: dict[int, PassRecord] = {}
+        self._order: list[int] = []
+        self._iterations: dict[str, int] = {}
+        self._feeds = None
+        self._previous_outputs = None
+        self._original_outputs = None
+
+    def run(self, model: ir.Model) -> CompileReport:
+        start = time.perf_counter()
+        before = model_stats(model)
+        if self.verify:
+            shapes = resolve_input_shapes(model, self.context.input_shapes)
+            self._feeds = self.context.verification_inputs or [
+                random_feeds(model, shapes, seed=self.context.seed + i) for i in range(VERIFICATION_FEEDS)
+            ]
+            self._original_outputs = self._previous_outputs = run_feeds(model, self._feeds, label="input model")
+        with progress_bar(total=_count_steps(self.steps), desc="passes", enabled=self.context.progress) as bar:
+            for step in self.steps:
+                self._run_step(model, step, bar)
+        error = None
+        if self.verify:
+            error = compare_outputs(self._original_outputs, self._previous_outputs).as_dict()
+        records = [self._records[key] for key in self._order]
+        return CompileReport(records, before, model_stats(model), time.perf_counter() - start, self._iterations, error)
+
+    def _run_step(self, model: ir.Model, step: Step, bar) -> bool:
+        if isinstance(step, Group):
+            changed_any = False
+            for iteration in range(step.max_iterations):
+                self._iterations[step.name] = iteration + 1
+                changed = False
+                for inner in step.passes:
+                    changed |= self._run_step(model, inner, bar if iteration == 0 else None)
+                changed_any |= changed
+                if not (step.fixed_point and changed):
+                    break
+            return changed_any
+        return self._run_pass(model, step, bar)
+
+    def _run_pass(self, model: ir.Model, pass_: Pass, bar) -> bool:
+        record = self._records.get(id(pass_))
+        stats_before = model_stats(model)
+        if record is None:
+            record = PassRecord(pass_.name, pass_.describe(), pass_.lossless,
+                                nodes_before=stats_before["nodes"], params_before=stats_before["params"],
+                                bytes_before=stats_before["weight_bytes"])
+            self._records[id(pass_)] = record
+            self._order.append(id(pass_))
+        if bar is not None:
+            bar.set_postfix_str(pass_.name)
+        started = time.perf_counter()
+        try:
+            result = pass_.bind(self.context)(model)
+        except OnnxcError:
+            raise
+        except Exception as error:  # noqa: BLE001 - name the pass whatever it raised
+            raise PassFailedError(f"pass {pass_.describe()!r} failed: {type(error).__name__}: {_first_line(error)}") from error
+        record.time_s += time.perf_counter() - started
+        record.applications += 1
+        record.changes += int(result.modified)
+        stats_after = model_stats(model)
+        record.nodes_after = stats_after["nodes"]
+        record.params_after = stats_after["params"]
+        record.bytes_after = stats_after["weight_bytes"]
+        if bar is not None:
+            bar.update(1)
+        if self.verify and result.modified:
+            self._check(model, pass_, record)
+        return result.modified
+
+    def _check(self, model: ir.Model, pass_: Pass, record: PassRecord) -> None:
+        outputs = run_feeds(model, self._feeds, label=f"model after pass {pass_.name!r}")
+        comparison: Comparison = compare_outputs(self._previous_outputs, outputs)
+        record.max_abs_error = max(record.max_abs_error or 0.0, comparison.max_abs)
+        record.min_cosine = min(record.min_cosine if record.min_cosine is not None else 1.0, comparison.min_cosine)
+        if pass_.lossless and not comparison.within(self.atol, self.rtol):
+            raise PassFailedError(
+                f"pass {pass_.describe()!r} is lossless but changed the outputs ({comparison.summary()}); "
+                "run without it or report the model"
+            )
+        self._previous_outputs = outputs
+
+
+def _count_steps(steps: Sequence[Step]) -> int:
+    return sum(_count_steps(s.passes) if isinstance(s, Group) else 1 for s in steps)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,53 @@
+"""Shared test helpers: build models from text, check them, compare their outputs on ORT."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import onnxc
+from onnxc.inputs import random_feeds, resolve_input_shapes
+from onnxc.verify import compare_models
+
+
+def parse_model(text: str) -> ir.Model:
+    """An ir.Model from ONNX textual syntax (``onnx.parser``), checked."""
+    proto = onnx.parser.parse_model(text)
+    onnx.checker.check_model(proto, full_check=True)
+    return ir.serde.deserialize_model(proto)
+
+
+def checked(model: ir.Model) -> onnx.ModelProto:
+    """Serialize and run the full ONNX checker (with shape inference), returning the proto."""
+    proto = ir.to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def run_pipeline(model: ir.Model, pipeline: str, *, feeds_count: int = 2, atol: float = 1e-5, shapes=None):
+    """Run ``pipeline`` on a copy, check the result, assert outputs match the original on ORT.
+
+    Returns (optimized model, comparison).
+    """
+    original = ir.to_proto(model)
+    optimized = ir.serde.deserialize_model(copy.deepcopy(original))
+    onnxc.compile(optimized, pipeline)
+    checked(optimized)
+    resolved = resolve_input_shapes(optimized, shapes or {})
+    feeds = [random_feeds(optimized, resolved, seed=s) for s in range(feeds_count)]
+    comparison = compare_models(ir.serde.deserialize_model(original), optimized, feeds)
+    assert comparison.max_abs <= atol or comparison.max_rel <= atol, comparison.summary()
+    return optimized, comparison
+
+
+def op_count(model: ir.Model, op_type: str) -> int:
+    """Nodes of ``op_type`` in the model and its subgraphs."""
+    return sum(1 for graph in model.graphs() for node in graph if node.op_type == op_type)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
