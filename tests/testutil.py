@@ -1,12 +1,10 @@
-"""Shared test helpers: build models from text, check them, compare their outputs on ORT."""
+"""Test helpers: build models from text, check them, compare their outputs on ORT."""
 from __future__ import annotations
 
 import copy
 
-import numpy as np
 import onnx
 import onnx_ir as ir
-import pytest
 
 import onnxc
 from onnxc.inputs import random_feeds, resolve_input_shapes
@@ -46,8 +44,3 @@ def run_pipeline(model: ir.Model, pipeline: str, *, feeds_count: int = 2, atol: 
 def op_count(model: ir.Model, op_type: str) -> int:
     """Nodes of ``op_type`` in the model and its subgraphs."""
     return sum(1 for graph in model.graphs() for node in graph if node.op_type == op_type)
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)
