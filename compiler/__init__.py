@@ -9,6 +9,7 @@ from onnxc._version import __version__
 from onnxc.context import Context
 from onnxc.driver import compile, default_pipeline
 from onnxc.errors import OnnxcError
+from onnxc.graphsurgeon import graphsurgeon_pass
 from onnxc.io import load, save
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import create_pass, load_plugin, register_pass, registered_passes
@@ -22,6 +23,7 @@ __all__ = [
     "compile",
     "create_pass",
     "default_pipeline",
+    "graphsurgeon_pass",
     "load",
     "load_plugin",
     "option",

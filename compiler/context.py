@@ -21,7 +21,7 @@ class Context:
         calibration_cache: file where calibration statistics are stored and reused.
         verification_inputs: feeds used to check each pass numerically; generated when unset.
         statistics: calibration statistics computed so far, keyed by tensor name.
-        progress: whether long work shows progress bars.
+        progress: whether long work shows progress bars (None: only on a terminal).
         seed: seed for anything random (generated inputs), so runs are reproducible.
     """
 
@@ -31,5 +31,5 @@ class Context:
     calibration_cache: Path | None = None
     verification_inputs: list[Feeds] | None = None
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    progress: bool = False
+    progress: bool | None = False
     seed: int = 0

@@ -132,10 +132,11 @@ class _Parser:
             return bytes(text[1:-1], "utf-8").decode("unicode_escape")
         if kind != "word":
             raise PipelineError(f"pipeline {self.text!r}: unexpected {text!r}")
-        return _scalar(text)
+        return parse_scalar(text)
 
 
-def _scalar(text: str) -> Any:
+def parse_scalar(text: str) -> Any:
+    """A bare pipeline value: true/false, none, an int, a float, else the text itself."""
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

@@ -1,0 +1,33 @@
+"""Latency measurement that survives a noisy shared machine.
+
+The contenders are interleaved round by round (so a burst of load hits them alike), each round
+takes the median of several calls, and the result is the minimum of those medians.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def compare_latency(
+    contenders: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 5,
+    calls_per_round: int = 10,
+    warmup: int = 3,
+) -> dict[str, float]:
+    """Seconds per call for each contender: min over rounds of the median within a round."""
+    for function in contenders.values():
+        for _ in range(warmup):
+            function()
+    best = {name: float("inf") for name in contenders}
+    for _ in range(rounds):
+        for name, function in contenders.items():
+            samples = []
+            for _ in range(calls_per_round):
+                start = time.perf_counter()
+                function()
+                samples.append(time.perf_counter() - start)
+            best[name] = min(best[name], statistics.median(samples))
+    return best

@@ -1,0 +1,68 @@
+import pytest
+
+from onnxc.driver import build_steps
+from onnxc.errors import PipelineError
+from onnxc.manager import Group
+from onnxc.pipeline import PassSpec, load_recipe, parse_pipeline
+from onnxc.registry import create_pass
+
+
+def test_parse_names_options_and_values():
+    specs = parse_pipeline("default, fold-constants(size_limit=64), x(a=1.5,b=true,c='s,t',d=[1,2],e=word)")
+    assert specs == [
+        PassSpec("default"),
+        PassSpec("fold-constants", {"size_limit": 64}),
+        PassSpec("x", {"a": 1.5, "b": True, "c": "s,t", "d": [1, 2], "e": "word"}),
+    ]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("a(b=1", "ends early"),
+    ("a,,b", "expected a pass name"),
+    ("a(b=1,b=2)", "given twice"),
+    ("a(=1)", "option name"),
+])
+def test_parse_errors_are_clear(text, message):
+    with pytest.raises(PipelineError, match=message):
+        parse_pipeline(text)
+
+
+def test_default_expands_to_fixed_point_group_then_final_passes():
+    steps = build_steps("default,toposort")
+    assert isinstance(steps[0], Group) and steps[0].fixed_point
+    assert [s.name for s in steps[1:]] == ["infer-shapes", "toposort", "toposort"]
+    assert len(steps[0].passes) > 5
+
+
+def test_unknown_pass_and_option_errors_name_them():
+    with pytest.raises(PipelineError, match="unknown pass 'remove-unusd'.*remove-unused"):
+        build_steps("remove-unusd")
+    with pytest.raises(PipelineError, match="has no option 'bogus'"):
+        create_pass("fold-constants", {"bogus": 1})
+    with pytest.raises(PipelineError, match="default.*no option"):
+        build_steps("default(x=1)")
+
+
+def test_recipe_reads_passes_target_and_calibration(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'target = "tensorrt"\n[calibration]\ndata = "calib"\n'
+        '[[passes]]\nname = "default"\n[[passes]]\nname = "fold-constants"\nsize_limit = 8\n'
+    )
+    loaded = load_recipe(recipe)
+    assert loaded.target == "tensorrt"
+    assert loaded.calibration["data"] == str((tmp_path / "calib").resolve())
+    assert loaded.passes == [PassSpec("default"), PassSpec("fold-constants", {"size_limit": 8})]
+
+
+def test_recipe_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[passes]\n")
+    with pytest.raises(PipelineError, match="not valid TOML"):
+        load_recipe(bad)
+    bad.write_text('colour = "red"\n[[passes]]\nname = "x"\n')
+    with pytest.raises(PipelineError, match="unknown key"):
+        load_recipe(bad)
+    with pytest.raises(PipelineError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")
