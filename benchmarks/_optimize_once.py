@@ -1,0 +1,61 @@
+"""Child process for bench_pipeline.py: optimize one model with one tool, print JSON figures.
+
+Run as ``python _optimize_once.py TOOL IN OUT REPEATS``. Times cover load + optimize + save
+(imports excluded); peak RSS is the process's, and ``rss_after_import`` is what the imports
+alone cost, so the difference is the work's own memory.
+"""
+import json
+import resource
+import statistics
+import sys
+import time
+
+import psutil
+
+
+def optimize_onnxc(source: str, target: str) -> None:
+    import onnxc
+
+    model = onnxc.load(source)
+    onnxc.compile(model)
+    onnxc.save(model, target)
+
+
+def optimize_onnxslim(source: str, target: str) -> None:
+    import onnx
+    import onnxslim
+
+    onnx.save(onnxslim.slim(source), target)
+
+
+def optimize_onnxsim(source: str, target: str) -> None:
+    import onnx
+    import onnxsim
+
+    model, _ = onnxsim.simplify(onnx.load(source), check_n=0)
+    onnx.save(model, target)
+
+
+TOOLS = {"onnxc": optimize_onnxc, "onnxslim": optimize_onnxslim, "onnxsim": optimize_onnxsim}
+
+
+def main() -> None:
+    tool, source, target, repeats = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    __import__({"onnxc": "onnxc.passes", "onnxslim": "onnxslim", "onnxsim": "onnxsim"}[tool])
+    import onnx  # noqa: F401 - every tool imports it; keep it out of the timing
+
+    rss_after_import = psutil.Process().memory_info().rss
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        TOOLS[tool](source, target)
+        times.append(time.perf_counter() - start)
+    print(json.dumps({
+        "seconds": statistics.median(times),
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_after_import": rss_after_import,
+    }))
+
+
+if __name__ == "__main__":
+    main()

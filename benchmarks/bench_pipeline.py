@@ -1,0 +1,101 @@
+"""onnxc's default pipeline vs onnxslim and onnxsim on the zoo models, in one run.
+
+For each model: load + optimize + save time and peak memory (each tool in its own process,
+interleaved round by round, minimum of per-round medians), node counts after each tool, and ORT
+CPU latency of onnxc's output vs the original (fusion must never make a model slower).
+
+    python benchmarks/bench_pipeline.py                       # all zoo models
+    python benchmarks/bench_pipeline.py --models resnet50 bert --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from onnxc.inputs import random_feeds, resolve_input_shapes
+from onnxc.io import load
+from onnxc.models_zoo import export, list_models
+from onnxc.report import table
+from onnxc.runtime import OrtRunner
+from onnxc.timing import compare_latency
+
+HERE = Path(__file__).resolve().parent
+TOOLS = ("onnxc", "onnxslim", "onnxsim")
+
+
+def run_tool(tool: str, source: Path, target: Path, repeats: int) -> dict:
+    result = subprocess.run([sys.executable, str(HERE / "_optimize_once.py"), tool, str(source), str(target), str(repeats)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1][:120]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def node_count(path: Path) -> int:
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def ort_latency(original: Path, optimized: Path) -> tuple[float, float]:
+    model = load(original)
+    feeds = random_feeds(model, resolve_input_shapes(model), seed=0)
+    a, b = OrtRunner(original, threads=2), OrtRunner(optimized, threads=2)
+    times = compare_latency({"original": lambda: a.run(feeds), "onnxc": lambda: b.run(feeds)}, rounds=7, calls_per_round=10)
+    return times["original"], times["onnxc"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", help="zoo model names (default: all)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per tool (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per round, median taken (default 3)")
+    args = parser.parse_args()
+    names = args.models or [m.name for m in list_models()]
+    speed_rows, node_rows, latency_rows = [], [], []
+    with tempfile.TemporaryDirectory(prefix="onnxc-bench-") as tmp:
+        for name in names:
+            source = Path(tmp) / f"{name}.onnx"
+            export(name, source)
+            best: dict[str, dict] = {}
+            for _ in range(args.rounds):
+                for tool in TOOLS:
+                    figures = run_tool(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
+                    if "error" in figures:
+                        best[tool] = figures
+                    elif "error" not in best.get(tool, {}) and figures["seconds"] < best.get(tool, {}).get("seconds", float("inf")):
+                        best[tool] = figures
+            def secs(tool):
+                return best[tool].get("seconds")
+            def work_mb(tool):
+                f = best[tool]
+                return None if "error" in f else (f["peak_rss"] - f["rss_after_import"]) / 1e6
+            row = [name]
+            for tool in TOOLS:
+                row.append("failed" if secs(tool) is None else f"{secs(tool):.3f}")
+            for peer in ("onnxslim", "onnxsim"):
+                row.append(f"{secs(peer) / secs('onnxc'):.2f}x" if secs(peer) and secs("onnxc") else "-")
+            for tool in TOOLS:
+                row.append("-" if work_mb(tool) is None else f"{work_mb(tool):.0f}")
+            speed_rows.append(row)
+            counts = [node_count(source)] + [
+                node_count(Path(tmp) / f"{name}.{tool}.onnx") if "error" not in best[tool] else None for tool in TOOLS
+            ]
+            node_rows.append([name, *("-" if c is None else str(c) for c in counts)])
+            original, optimized = ort_latency(source, Path(tmp) / f"{name}.onnxc.onnx")
+            latency_rows.append([name, f"{original * 1e3:.2f}", f"{optimized * 1e3:.2f}", f"{original / optimized:.2f}x"])
+            print(f"done {name}", file=sys.stderr)
+    print("load + optimize + save (s, min of medians), speed-up of onnxc over each peer, work memory (MB over imports)")
+    print(table(["model", "onnxc s", "onnxslim s", "onnxsim s", "vs onnxslim", "vs onnxsim", "onnxc MB", "onnxslim MB", "onnxsim MB"], speed_rows))
+    print("\nnode count after optimization")
+    print(table(["model", "original", "onnxc", "onnxslim", "onnxsim"], node_rows))
+    print("\nORT CPU latency, 2 threads (ms, min of medians; >1x = onnxc output faster)")
+    print(table(["model", "original ms", "onnxc ms", "speed-up"], latency_rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Scale: default pipeline on a 30k-node graph (vs onnxslim), and peak memory on a >2 GB model.
+
+    python benchmarks/bench_scale.py               # both
+    python benchmarks/bench_scale.py --skip-large  # only the deep graph
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+
+from onnxc.models_zoo.synthetic import deep_graph, large_external_model
+
+HERE = Path(__file__).resolve().parent
+
+
+def deep_graph_figures(tmp: Path, blocks: int) -> None:
+    source = tmp / "deep.onnx"
+    onnx.save(deep_graph(blocks), str(source))
+    nodes = len(onnx.load(str(source)).graph.node)
+    results = {}
+    for tool in ("onnxc", "onnxslim"):
+        child = subprocess.run([sys.executable, str(HERE / "_optimize_once.py"), tool, str(source), str(tmp / f"deep.{tool}.onnx"), "1"],
+                               capture_output=True, text=True)
+        results[tool] = json.loads(child.stdout.strip().splitlines()[-1])["seconds"] if child.returncode == 0 else None
+    after = len(onnx.load(str(tmp / "deep.onnxc.onnx")).graph.node)
+    slim = f"{results['onnxslim']:.2f} s" if results["onnxslim"] else "failed"
+    ratio = f"{results['onnxslim'] / results['onnxc']:.2f}x" if results["onnxslim"] else "-"
+    print(f"deep graph: {nodes} nodes -> {after}; onnxc load+default+save {results['onnxc']:.2f} s, onnxslim {slim} (onnxc speed-up {ratio})")
+
+
+def large_model_figures(tmp: Path, size: int) -> None:
+    started = time.perf_counter()
+    (tmp / "in").mkdir()
+    source = large_external_model(tmp / "in" / "big.onnx", size)
+    print(f"large model: wrote {size / 1e9:.2f} GB of external data in {time.perf_counter() - started:.1f} s")
+    out = tmp / "out" / "big.onnx"
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-m", "onnxc", "compile", str(source), "-o", str(out), "--no-progress"],
+                           capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        print(f"large model: onnxc failed: {child.stderr.strip()}")
+        return
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(f"large model: onnxc compile {seconds:.1f} s, peak RSS {peak / 1e9:.2f} GB = {peak / size:.2f}x the model size (limit 2x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--blocks", type=int, default=2500, help="12-node blocks in the deep graph (default 2500 = 30k nodes)")
+    parser.add_argument("--large-bytes", type=int, default=2_200_000_000, help="weight bytes of the large model")
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="onnxc-scale-") as tmp:
+        deep_graph_figures(Path(tmp), args.blocks)
+        if not args.skip_large:
+            large_model_figures(Path(tmp), args.large_bytes)
+
+
+if __name__ == "__main__":
+    main()
