@@ -45,12 +45,16 @@ def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
     base_dir = path.resolve().parent
+    has_external = False
     for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             _check_external_data(tensor, base_dir, path)
+            has_external = True
     if check:
         try:
-            onnx.checker.check_model(proto)
+            # Given a proto, the checker looks for external data files in the working directory;
+            # given the path, it looks beside the model.
+            onnx.checker.check_model(str(path) if has_external else proto)
         except onnx.checker.ValidationError as error:
             raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     try:
