@@ -1,10 +1,16 @@
-"""Model measurements: node and parameter counts, weight bytes, op histogram."""
+"""Model measurements: node and parameter counts, weight bytes, op histogram, and the full
+``onnxc inspect`` summary (signature, weights by dtype, external data files, compute cost).
+"""
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 
 import onnx_ir as ir
 
+from onnxc.costs import compute_costs
+from onnxc.errors import OnnxcError
 from onnxc.io import weight_bytes
 from onnxc.irutil import all_nodes
 
@@ -34,3 +40,182 @@ def model_stats(model: ir.Model) -> dict:
         "params": parameter_count(model),
         "weight_bytes": weight_bytes(model),
     }
+
+
+def inspect_model(model: ir.Model, path: str | os.PathLike | None = None, input_shapes: dict[str, list[int]] | None = None) -> dict:
+    """Everything ``onnxc inspect`` reports about a model, as a JSON-able dict.
+
+    ``costs`` is None when they cannot be computed (shape inference fails, an input has no
+    shape), with the reason in ``costs_error``; the rest of the summary is still returned.
+    """
+    try:
+        costs, costs_error = compute_costs(model, input_shapes).to_dict(), None
+    except OnnxcError as error:
+        costs, costs_error = None, str(error)
+    return {
+        "path": None if path is None else str(path),
+        "file_bytes": _file_size(path),
+        "ir_version": model.ir_version,
+        "opsets": {domain or "ai.onnx": version for domain, version in sorted(model.opset_imports.items())},
+        "producer": {"name": model.producer_name or "", "version": model.producer_version or ""},
+        "graph_name": model.graph.name or "",
+        "inputs": [_signature(value) for value in model.graph.inputs if not value.is_initializer()],
+        "outputs": [_signature(value) for value in model.graph.outputs],
+        "nodes": sum(1 for _ in all_nodes(model)),
+        "op_histogram": op_histogram(model),
+        "parameters": parameter_count(model),
+        "weight_bytes": weight_bytes(model),
+        "weight_bytes_by_dtype": weight_bytes_by_dtype(model),
+        "external_data": external_data_files(model, path),
+        "costs": costs,
+        "costs_error": costs_error,
+    }
+
+
+def weight_bytes_by_dtype(model: ir.Model) -> dict[str, int]:
+    """Initializer bytes per data type name (``FLOAT``, ``INT64``...), largest first."""
+    totals: Counter[str] = Counter()
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                totals[value.const_value.dtype.name] += value.const_value.nbytes
+    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
+
+
+def external_data_files(model: ir.Model, path: str | os.PathLike | None = None) -> list[dict]:
+    """The distinct files initializers keep their data in, relative to the model's folder.
+
+    Each entry: ``file``, ``bytes`` (size on disk, None when missing), ``tensors`` (how many
+    initializers point into it) and ``tensor_bytes`` (the bytes they use).
+    """
+    default_dir = str(Path(path).resolve().parent) if path is not None else ""
+    files: dict[str, dict] = {}
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if not isinstance(tensor, ir.ExternalTensor):
+                continue
+            location = os.path.normpath(tensor.location)
+            entry = files.get(location)
+            if entry is None:
+                entry = files[location] = {
+                    "file": Path(location).as_posix(),
+                    "bytes": _file_size(os.path.join(tensor.base_dir or default_dir, location)),
+                    "tensors": 0,
+                    "tensor_bytes": 0,
+                }
+            entry["tensors"] += 1
+            entry["tensor_bytes"] += tensor.nbytes
+    return [files[key] for key in sorted(files)]
+
+
+def _file_size(path: str | os.PathLike | None) -> int | None:
+    if path is None or not os.path.isfile(path):
+        return None
+    return os.path.getsize(path)
+
+
+def _signature(value: ir.Value) -> dict:
+    """Name, dtype and shape with symbolic dims kept by name (``?`` for unnamed ones)."""
+    shape = None
+    if value.shape is not None:
+        shape = [dim if isinstance(dim, int) else (dim.value or "?") for dim in value.shape]
+    return {"name": value.name, "dtype": value.dtype.name if value.dtype is not None else None, "shape": shape}
+
+
+def format_inspection(info: dict) -> str:
+    """A plain-text report of an ``inspect_model`` dict: aligned columns, humanized numbers."""
+    sections = [_format_header(info), _format_signature(info), _format_weights(info), _format_compute(info)]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _format_header(info: dict) -> str:
+    model = info["path"] or info["graph_name"] or "model"
+    if info["file_bytes"] is not None:
+        model += f" ({human_bytes(info['file_bytes'])})"
+    producer = " ".join(part for part in (info["producer"]["name"], info["producer"]["version"]) if part) or "-"
+    opsets = ", ".join(f"{domain} {version}" for domain, version in info["opsets"].items())
+    rows = [
+        ["Model", model],
+        ["IR version", str(info["ir_version"])],
+        ["Opsets", opsets],
+        ["Producer", producer],
+        ["Nodes", f"{info['nodes']:,}"],
+    ]
+    return _columns(rows)
+
+
+def _format_signature(info: dict) -> str:
+    parts = []
+    for title, values in (("Inputs", info["inputs"]), ("Outputs", info["outputs"])):
+        rows = [[v["name"], v["dtype"] or "?", _shape_text(v["shape"])] for v in values]
+        parts.append(f"{title}\n" + _columns(rows, indent=2))
+    return "\n".join(parts)
+
+
+def _format_weights(info: dict) -> str:
+    lines = [f"Parameters  {human_count(info['parameters'])} params, {human_bytes(info['weight_bytes'])}"]
+    if info["weight_bytes_by_dtype"]:
+        lines.append(_columns([[dtype, human_bytes(size)] for dtype, size in info["weight_bytes_by_dtype"].items()], indent=2, right=(1,)))
+    if info["external_data"]:
+        rows = [
+            [entry["file"], "missing" if entry["bytes"] is None else human_bytes(entry["bytes"]), f"{entry['tensors']} tensors"]
+            for entry in info["external_data"]
+        ]
+        lines.append("External data")
+        lines.append(_columns(rows, indent=2, right=(1, 2)))
+    return "\n".join(lines)
+
+
+def _format_compute(info: dict) -> str:
+    costs = info["costs"]
+    if costs is None:
+        lines = [f"Compute     not available: {info['costs_error']}", "Ops"]
+        lines.append(_columns([[op, str(count)] for op, count in info["op_histogram"].items()], indent=2, right=(1,)))
+        return "\n".join(lines)
+    shapes = ", ".join(f"{name} {_shape_text(shape)}" for name, shape in costs["input_shapes"].items())
+    lines = [f"Compute     {human_count(costs['total_macs'], 'MACs')}, {human_count(costs['total_flops'], 'FLOPs')} at {shapes}"]
+    if costs["resolved_dims"]:
+        lines.append("            symbolic dims: " + ", ".join(f"{name}={size}" for name, size in costs["resolved_dims"].items()))
+    total_flops = costs["total_flops"] or 1
+    rows = [["op", "count", "MACs", "FLOPs", "% FLOPs"]]
+    for op, cost in costs["by_op"].items():
+        rows.append([op, str(cost["count"]), human_count(cost["macs"]), human_count(cost["flops"]), f"{100 * cost['flops'] / total_flops:.1f}"])
+    lines.append(_columns(rows, indent=2, right=(1, 2, 3, 4)))
+    if costs["uncounted"]:
+        lines.append("Uncounted (0 MACs/FLOPs assumed)")
+        rows = [[op, str(entry["count"]), entry["reason"]] for op, entry in costs["uncounted"].items()]
+        lines.append(_columns(rows, indent=2, right=(1,)))
+    return "\n".join(lines)
+
+
+def _shape_text(shape: list | None) -> str:
+    return "?" if shape is None else "[" + ", ".join(str(dim) for dim in shape) + "]"
+
+
+def _columns(rows: list[list[str]], *, indent: int = 0, right: tuple[int, ...] = ()) -> str:
+    """Rows as aligned columns; the columns listed in ``right`` are right-aligned (numbers)."""
+    if not rows:
+        return " " * indent + "(none)"
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(len(row) for row in rows))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append(" " * indent + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def human_count(value: float, unit: str = "") -> str:
+    """Three significant digits with a decimal prefix: 4_090_000_000, "MACs" -> "4.09 GMACs"."""
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale * 0.9995:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}".rstrip() if isinstance(value, float) else f"{value} {unit}".rstrip()
+
+
+def human_bytes(value: int) -> str:
+    """Decimal units, as file sizes are usually quoted: 97_500_000 -> "97.5 MB"."""
+    return human_count(value, "B")
