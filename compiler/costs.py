@@ -22,7 +22,8 @@ given shapes, else ``onnxc.inputs.resolve_input_shapes`` defaults), then ONNX sh
 with data propagation runs on a light copy of the graph: initializers above
 ``INLINE_INITIALIZER_ELEMENTS`` elements travel as typed graph inputs without their data, so
 the weights are never serialized, while small ones (the shape tensors Reshape and Expand read)
-keep their values. The model itself is not modified.
+keep their values. Shape arithmetic that inference does not see through is evaluated on the
+small known values between inference rounds. The model itself is not modified.
 """
 from __future__ import annotations
 
@@ -33,12 +34,18 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx.reference import ReferenceEvaluator
 
 from onnxc.errors import OnnxcError
 from onnxc.inputs import resolve_input_shapes
 from onnxc.irutil import all_nodes
 
 __all__ = ["CostReport", "NodeCost", "OpCost", "ShapeInferenceFailed", "UncountedNode", "compute_costs"]
+
+# Rounds of (fold known values, infer again); exporters' shape arithmetic settles in two or three.
+_MAX_FOLD_ROUNDS = 8
+# Ops whose outputs are not a function of their inputs: never replaced by constants.
+_NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
 # Initializers up to this many elements keep their data for shape inference: enough for any
 # shape tensor, small enough that the light copy never holds real weights.
@@ -189,17 +196,94 @@ def _resolved_dims(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str,
 
 
 def _infer_concrete_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str, Shape | None]:
-    """Inferred shape per value name (None where a dim stayed unknown)."""
+    """Inferred shape per value name (None where a dim stayed unknown).
+
+    ONNX inference does not see through all shape arithmetic (a Slice whose end comes from
+    ``Shape``, as exporters emit for position ids, leaves the batch dim unknown downstream), so
+    while some shape is unknown, the small integer computations whose inputs are all known are
+    evaluated and turned into constants, and inference runs again.
+    """
     proto = _light_proto(model, concrete)
+    folded: dict[str, np.ndarray] = {}
+    shapes = _run_inference(proto)
+    for _ in range(_MAX_FOLD_ROUNDS):
+        if all(shape is not None for shape in shapes.values()) or not _fold_known_values(proto, shapes, folded):
+            break
+        shapes = _run_inference(proto)
+        shapes.update({name: tuple(int(d) for d in array.shape) for name, array in folded.items()})
+    return shapes
+
+
+def _run_inference(proto: onnx.ModelProto) -> dict[str, Shape | None]:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except Exception as error:  # noqa: BLE001 - the C API raises several types; all mean "inference failed"
         reason = str(error).strip().splitlines()
         raise ShapeInferenceFailed(f"shape inference failed: {reason[0] if reason else type(error).__name__}") from None
-    shapes: dict[str, Shape | None] = {}
-    for info in _value_infos(inferred.graph):
-        shapes[info.name] = _proto_shape(info.type)
-    return shapes
+    return {info.name: _proto_shape(info.type) for info in _value_infos(inferred.graph)}
+
+
+def _fold_known_values(proto: onnx.ModelProto, shapes: dict[str, Shape | None], folded: dict[str, np.ndarray]) -> bool:
+    """Replace main-graph nodes computable from known shapes and small constants by initializers."""
+    graph = proto.graph
+    overridable = {info.name for info in graph.input}
+    known = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name not in overridable}
+    kept = []
+    for node in graph.node:
+        values = _evaluate(node, known, shapes, proto)
+        if values is None:
+            kept.append(node)
+            continue
+        known.update(zip(node.output, values))
+        if node.op_type == "Constant":
+            kept.append(node)
+            continue
+        for name, array in zip(node.output, values):
+            folded[name] = array
+            graph.initializer.append(onnx.numpy_helper.from_array(array, name))
+    changed = len(kept) != len(graph.node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return changed
+
+
+def _evaluate(
+    node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, Shape | None], proto: onnx.ModelProto
+) -> list[np.ndarray] | None:
+    """The node's output values when they follow from known values and are small, else None."""
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or not all(node.output):
+        return None
+    if any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute):
+        return None
+    if node.op_type in ("Shape", "Size"):
+        shape = shapes.get(node.input[0])
+        if shape is None:
+            return None
+        if node.op_type == "Size":
+            return [np.array(math.prod(shape), dtype=np.int64)]
+        attrs = {attr.name: attr.i for attr in node.attribute}
+        return [np.array(shape[attrs.get("start", 0) : attrs.get("end", len(shape))], dtype=np.int64)]
+    inputs = [name for name in node.input if name]
+    if node.op_type != "Constant" and (not inputs or not all(name in known for name in inputs)):
+        return None
+    try:
+        single = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [node],
+                "fold",
+                [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(known[n].dtype), known[n].shape) for n in inputs],
+                [onnx.helper.make_empty_tensor_value_info(n) for n in node.output],
+            ),
+            opset_imports=list(proto.opset_import),
+            ir_version=proto.ir_version,
+        )
+        values = ReferenceEvaluator(single).run(None, {n: known[n] for n in inputs})
+    except Exception:  # noqa: BLE001 - folding is best effort: a node it cannot evaluate is left to inference
+        return None
+    arrays = [np.asarray(value) for value in values]
+    if any(array.size > INLINE_INITIALIZER_ELEMENTS for array in arrays):
+        return None
+    return arrays
 
 
 def _light_proto(model: ir.Model, concrete: dict[str, list[int]]) -> onnx.ModelProto:
@@ -339,7 +423,7 @@ def _bias_adds(node: ir.Node, index: int, shapes: _ShapeTable) -> int:
     return shapes.elements(node.outputs[0]) if _input(node, index) is not None else 0
 
 
-def _conv(x_index: int, w_index: int, bias_index: int | None) -> Rule:
+def _conv(w_index: int, bias_index: int | None) -> Rule:
     def rule(node: ir.Node, shapes: _ShapeTable) -> tuple[int, int]:
         # Weight is [Cout, Cin/group, k...]: every output element is a dot product of that length.
         weight = shapes.of(node.inputs[w_index])
@@ -520,9 +604,9 @@ def _build_rules() -> dict[str, Rule]:
     rules.update({op: _free for op in _DATA_MOVEMENT})
     rules.update(
         {
-            "Conv": _conv(0, 1, 2),
-            "ConvInteger": _conv(0, 1, None),
-            "QLinearConv": _conv(0, 3, 8),
+            "Conv": _conv(1, 2),
+            "ConvInteger": _conv(1, None),
+            "QLinearConv": _conv(3, 8),
             "ConvTranspose": _conv_transpose,
             "Gemm": _gemm,
             "MatMul": _matmul(0, 1),

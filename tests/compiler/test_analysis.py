@@ -288,6 +288,42 @@ def test_large_constant_nodes_travel_as_typed_inputs(monkeypatch):
     assert report.by_op["Constant"].count == 1
 
 
+POSITION_IDS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[B, S, 16] x, float[32, 16] pos_table, float[16, 16] w) => (float[B, S, 16] y)
+{
+  ids = Constant <value = int64[1, 32] {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                                        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31}> ()
+  zero = Constant <value = int64[1] {0}> ()
+  one = Constant <value = int64[1] {1}> ()
+  one_scalar = Constant <value = int64 {1}> ()
+  shape = Shape(x)
+  seq_scalar = Gather(shape, one_scalar)
+  seq = Unsqueeze(seq_scalar, zero)
+  positions = Slice(ids, zero, seq, one)
+  embedded = Gather(pos_table, positions)
+  summed = Add(x, embedded)
+  y = MatMul(summed, w)
+}
+"""
+
+
+def test_shape_arithmetic_onnx_inference_cannot_see_through_is_folded(monkeypatch):
+    # Slice with an end computed by Shape (position ids, as exporters emit them) leaves ONNX
+    # inference with unknown dims; folding the known values recovers them.
+    model = build(POSITION_IDS, pos_table=rand(32, 16), w=rand(16, 16))
+    checked(model)
+    report = compute_costs(model, {"x": [1, 10, 16]})
+    assert report.uncounted == []
+    assert node_costs(report)["summed"] == (0, 10 * 16)
+    assert node_costs(report)["y"][0] == 10 * 16 * 16
+
+    # Without folding, broadcasting batch 1 against the unknown positions' dim stays unknown.
+    monkeypatch.setattr("onnxc.costs._MAX_FOLD_ROUNDS", 0)
+    unfolded = compute_costs(model, {"x": [1, 10, 16]})
+    assert {node.op_type for node in unfolded.uncounted} == {"Add", "MatMul"}
+
+
 def test_recurrent_cells_count_gates_per_timestep():
     model = build(
         """
@@ -339,6 +375,25 @@ def test_pooling_norms_and_einsum():
     assert costs["e"] == (2 * 5 * 6 * 4, 2 * 2 * 5 * 6 * 4)
     assert costs["f"] == costs["e"]
     assert costs["m"] == (0, 4 * 8 * 8)
+
+
+def test_attention_op_and_integer_matmul():
+    model = build(
+        """
+        <ir_version: 10, opset_import: ["" : 23]>
+        g (float[1, 2, 5, 4] q, float[1, 2, 6, 4] k, float[1, 2, 6, 3] v, uint8[N, 8] a, uint8[8, 4] b) => (float[1, 2, 5, 3] y, int32[N, 4] z)
+        {
+          y = Attention(q, k, v)
+          z = MatMulInteger(a, b)
+        }
+        """,
+        b=np.ones((8, 4), np.uint8),
+    )
+    checked(model)
+    costs = node_costs(compute_costs(model, {"a": [3, 8]}))
+    scores = 1 * 2 * 5 * 6
+    assert costs["y"] == (scores * (4 + 3), 2 * scores * (4 + 3) + 3 * scores)
+    assert costs["z"] == (3 * 4 * 8, 2 * 3 * 4 * 8)
 
 
 def test_subgraph_nodes_are_counted_once():
@@ -516,3 +571,37 @@ def test_cheap_stats_still_match_the_detailed_ones():
     assert model_stats(model) == {"nodes": 4, "params": 112, "weight_bytes": 448}
     assert parameter_count(model) == 112
     assert op_histogram(model) == {"Conv": 1, "Flatten": 1, "GlobalAveragePool": 1, "Relu": 1}
+
+
+def zoo_build():
+    """The zoo's ``build``, or a skip while the zoo is not importable."""
+    try:
+        from onnxc.models_zoo import build
+    except ImportError as error:
+        pytest.skip(f"the model zoo is not available: {error}")
+    return build
+
+
+def test_resnet50_at_224_has_the_published_cost():
+    model = ir.serde.deserialize_model(zoo_build()("resnet50", batch="N"))
+    info = inspect_model(model, None)
+    macs = info["costs"]["total_macs"]
+    assert 3.8e9 <= macs <= 4.2e9
+    # The figure profilers (thop, ptflops, fvcore) give torchvision's ResNet-50: convolutions and fc.
+    assert macs == 4_089_184_256
+    assert info["costs"]["by_op"]["Conv"]["count"] == 53
+    # 25,557,032 trainable parameters plus the BatchNormalization running mean and variance.
+    assert info["parameters"] == 25_557_032 + 2 * 26_560
+    assert info["costs"]["resolved_dims"] == {"N": 1}
+
+
+@pytest.mark.parametrize("seq", [128, 64])
+def test_exported_bert_attention_costs_follow_sequence_length(seq):
+    model = ir.serde.deserialize_model(zoo_build()("bert", layers=2, hidden=128, heads=2, intermediate=512))
+    report = compute_costs(model, None if seq == 128 else {"input_ids": [1, seq], "attention_mask": [1, seq], "token_type_ids": [1, seq]})
+    hidden, intermediate = 128, 512
+    per_layer = 4 * seq * hidden * hidden + 2 * seq * hidden * intermediate + 2 * seq * seq * hidden
+    pooler = hidden * hidden
+    assert report.uncounted == []
+    assert report.resolved_dims == {"N": 1, "S": seq}
+    assert report.total_macs == 2 * per_layer + pooler
