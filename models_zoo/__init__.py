@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,10 @@ class ModelInfo:
     description: str
     inputs: tuple[InputInfo, ...]
     options: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for JSON listings)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from onnxc.errors import OnnxcError
 from onnxc.models_zoo.graph import GraphBuilder, check_dim
+from onnxc.runtime import OrtRunner
 
 DATA_DIR = Path(__file__).parent / "data"
 WEIGHTS_PATH = DATA_DIR / "digits_cnn.npz"
@@ -107,8 +108,6 @@ def evaluate(model: str | os.PathLike | ir.Model | onnx.ModelProto, split: str =
 
     A model with a fixed batch dim is fed in chunks of that size, the last one padded.
     """
-    from onnxc.runtime import OrtRunner
-
     if isinstance(model, onnx.ModelProto):
         model = ir.serde.deserialize_model(model)
     x, y = load_split(split)

@@ -33,7 +33,7 @@ def build_mobilenetv2(
     Each inverted residual is 1x1 expand Conv -> BatchNormalization -> Clip(0, 6), 3x3 depthwise
     Conv (group = channels) -> BatchNormalization -> Clip(0, 6), 1x1 projection Conv ->
     BatchNormalization, plus the identity when shapes allow. Head: GlobalAveragePool -> Flatten
-    -> Dropout -> Gemm. At the defaults the trainable parameters match torchvision (3,504,872).
+    -> Identity -> Dropout -> Gemm. At the defaults the trainable parameters match torchvision (3,504,872).
     """
     check_dim("batch", batch)
     if image < 32 or classes < 1 or width_mult <= 0:
@@ -55,6 +55,9 @@ def build_mobilenetv2(
     with b.scope("features"), b.scope(f"features.{index}"):
         x = conv_bn_act(b, x, cin, last, 1, act="relu6", names=(f"features.{index}.0", f"features.{index}.1"))
     x = b.op("Flatten", b.op("GlobalAveragePool", x), axis=1)
+    # Keras-style exports name the pooled features through an Identity before the classifier.
+    with b.scope("pre_logits"):
+        x = b.op("Identity", x)
     with b.scope("classifier"):
         with b.scope("classifier.0"):
             x = dropout(b, x)

@@ -31,7 +31,7 @@ def build_vit(
     the position embedding Added. Each block: decomposed LayerNorm, one fused QKV MatMul + Add,
     Reshape to [batch, tokens, 3, heads, head size], Transpose, Gather of Q, K, V, Q scaled by Mul,
     Softmax attention, projection, residual Add; then LayerNorm, MLP with erf-GELU, residual Add.
-    Head: LayerNorm, Gather of the class token, Gemm.
+    Head: LayerNorm, Gather of the class token, Identity, Dropout, Gemm.
     """
     check_dim("batch", batch)
     if hidden % heads:
@@ -59,6 +59,11 @@ def build_vit(
     with b.scope("norm"):
         x = layer_norm(b, x, hidden, eps=LN_EPS)
     x = b.op("Gather", x, b.constant(np.int64(0)), axis=1)
+    # timm's class-token pooling leaves an identity fc_norm and a head dropout behind.
+    with b.scope("fc_norm"):
+        x = b.op("Identity", x)
+    with b.scope("head_drop"):
+        x = dropout(b, x)
     with b.scope("head"):
         w = b.weight("weight", normal(b, (classes, hidden), 1.0 / np.sqrt(hidden)))
         x = b.op("Gemm", x, w, b.weight("bias", normal(b, (classes,), 0.02)), transB=1)

@@ -9,7 +9,7 @@ import onnx
 
 from onnxc.errors import OnnxcError
 from onnxc.models_zoo.graph import GraphBuilder, check_dim
-from onnxc.models_zoo.layers import conv, conv_bn_act, normal
+from onnxc.models_zoo.layers import conv_bn_act, normal
 
 STRIDES = (8, 16, 32)
 

@@ -1,6 +1,7 @@
 """The zoo's builders: valid graphs that run, realistic structure and sizes, deterministic bytes."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from onnxc import models_zoo
 from onnxc.errors import OnnxcError
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.models_zoo import bert_parameter_count
+from onnxc.runtime import OrtRunner
 
 # Small enough to run quickly, real-sized where that is cheap (ResNets at 224 run in milliseconds).
 CASES = {
@@ -75,6 +77,9 @@ def test_list_models_names_inputs_and_options():
     assert infos["bert-base"].options["hidden"] == 768 and infos["bert"].options["hidden"] == 128
     assert infos["lstm"].options.get("cell") is None and infos["rnn"].options["cell"] == "lstm"
     assert [i.name for i in infos["bert"].inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    listed = json.loads(json.dumps(infos["resnet18"].as_dict()))
+    assert listed["inputs"][0] == {"name": "input", "dtype": "float32", "shape": ["batch", 3, "image", "image"]}
+    assert listed["options"]["image"] == 224
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -221,6 +226,11 @@ def test_bert_base_builds_with_110m_parameters(tmp_path):
     assert count == 109_482_240 == bert_parameter_count(layers=12, hidden=768, intermediate=3072, vocab=30522)
     assert sum(1 for n in model.graph if n.op_type == "Erf") == 12
     assert elapsed < 60, f"bert-base took {elapsed:.1f} s to build and save"
+    ids = np.arange(1, 9, dtype=np.int64)[None, :]
+    with OrtRunner(written[0]) as runner:
+        outputs = runner.run({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids})
+    assert outputs["last_hidden_state"].shape == (1, 8, 768) and outputs["pooler_output"].shape == (1, 768)
+    assert abs(float(outputs["last_hidden_state"].std()) - 1) < 0.2
 
 
 def test_vit_tiny_structure_and_timm_parameter_count():
