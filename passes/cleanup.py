@@ -1,30 +1,572 @@
-"""Lossless cleanup passes: dead code, identities, constants, duplicates, shapes, order."""
+"""Lossless cleanup passes: dead code, identities, constants, duplicates, shapes, order.
+
+Constant folding lives beside this module in ``constant_folding``; the shape inference used by
+``infer-shapes`` and by folding is ``infer_shapes`` here.
+"""
 from __future__ import annotations
 
-import onnx_ir as ir
-from onnx_ir.passes import common as ir_common
+import collections
+import hashlib
+import logging
+from collections.abc import Iterator
 
-from onnxc.pass_base import Pass, PassResult
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxc.irutil import constant_tensor
+from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+# Ops whose every run may give different numbers: never merged, folded or removed as duplicates.
+NON_DETERMINISTIC_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
+)
+
+
+def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    """The graphs held in the node's attributes (If branches, Loop/Scan bodies)."""
+    for attr in node.attributes.values():
+        if attr.is_ref():
+            continue
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            yield from attr.as_graphs()
+
+
+def _graph_likes(model: ir.Model) -> list[ir.Graph]:
+    """Every graph with nodes: the main graph, all subgraphs, and the bodies of local functions."""
+    graphs = list(model.graphs())
+    for function in model.functions.values():
+        graphs.append(function.graph)
+        graphs.extend(function.graph.subgraphs())
+    return graphs
+
+
+def _opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# remove-unused
 
 
 @register_pass
 class RemoveUnused(Pass):
-    """Remove nodes whose outputs nothing reads, and initializers nothing uses."""
+    """Remove dead nodes, unused trailing optional outputs, and initializers nothing reads."""
 
     name = "remove-unused"
 
     def call(self, model: ir.Model) -> PassResult:
-        nodes = ir_common.RemoveUnusedNodesPass()(model).modified
-        initializers = ir_common.RemoveUnusedFunctionsPass()(model).modified
-        return PassResult(model, nodes or initializers)
+        changes = _remove_dead_nodes(model)
+        changes += _trim_optional_outputs(model)
+        changes += _remove_unused_initializers(model)
+        return PassResult(model, changes > 0)
+
+
+def _is_live(node: ir.Node) -> bool:
+    return any(output.uses() or output.is_graph_output() for output in node.outputs)
+
+
+def _remove_dead_nodes(model: ir.Model) -> int:
+    """Worklist dead-code elimination over every graph, in time linear in the graph size.
+
+    Removing a node frees the producers of what it read, including the outer-scope values its
+    subgraphs read, so those producers are checked again.
+    """
+    worklist: collections.deque[ir.Node] = collections.deque()
+    for graph in _graph_likes(model):
+        worklist.extend(reversed(graph))
+    removed = 0
+    while worklist:
+        node = worklist.popleft()
+        graph = node.graph
+        if graph is None or _is_live(node):
+            continue
+        freed = [value for value in node.inputs if value is not None]
+        for subgraph in list(subgraphs(node)):
+            freed.extend(_dismantle(subgraph))
+        graph.remove(node, safe=True)
+        removed += 1
+        for value in freed:
+            producer = value.producer()
+            if producer is not None and producer.graph is not None:
+                worklist.append(producer)
+    return removed
+
+
+def _dismantle(graph: ir.Graph) -> list[ir.Value]:
+    """Empty the subgraph of a removed node, returning the values its nodes and outputs read.
+
+    A subgraph node keeps its uses of outer-scope values registered until it is detached, which
+    would keep their producers alive forever.
+    """
+    read: list[ir.Value] = list(graph.outputs)
+    graph.outputs.clear()
+    for node in reversed(graph):
+        for subgraph in list(subgraphs(node)):
+            read.extend(_dismantle(subgraph))
+        read.extend(value for value in node.inputs if value is not None)
+        for index in range(len(node.inputs)):
+            node.replace_input_with(index, None)
+    graph.remove(list(graph))
+    return read
+
+
+# BatchNormalization before opset 14 selects training mode by its output count.
+_OUTPUT_COUNT_MATTERS = frozenset({"BatchNormalization"})
+
+
+def _trim_optional_outputs(model: ir.Model) -> int:
+    """Drop trailing outputs that nothing reads when the op's schema declares them optional."""
+    opset = _opset(model)
+    schemas: dict[str, list[bool] | None] = {}
+    trimmed = 0
+    for graph in _graph_likes(model):
+        for node in graph:
+            if len(node.outputs) < 2 or node.domain not in DEFAULT_DOMAINS or node.op_type in _OUTPUT_COUNT_MATTERS:
+                continue
+            last = node.outputs[-1]
+            if last.uses() or last.is_graph_output():
+                continue
+            optional = schemas.get(node.op_type, ())
+            if optional == ():
+                optional = schemas[node.op_type] = _optional_outputs(node.op_type, opset)
+            if optional is None:
+                continue
+            keep = len(node.outputs)
+            while keep > 1 and keep <= len(optional) and optional[keep - 1]:
+                output = node.outputs[keep - 1]
+                if output.uses() or output.is_graph_output():
+                    break
+                keep -= 1
+            if keep < len(node.outputs):
+                node.resize_outputs(keep)
+                trimmed += 1
+    return trimmed
+
+
+def _optional_outputs(op_type: str, opset: int) -> list[bool] | None:
+    """Per output, whether it is optional; None when unknown or the op has variadic outputs."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return None
+    flags = []
+    for output in schema.outputs:
+        if output.option == onnx.defs.OpSchema.FormalParameterOption.Variadic:
+            return None
+        flags.append(output.option == onnx.defs.OpSchema.FormalParameterOption.Optional)
+    return flags
+
+
+def _remove_unused_initializers(model: ir.Model) -> int:
+    removed = 0
+    for graph in model.graphs():
+        for value in list(graph.initializers.values()):
+            if value.uses() or value.is_graph_input() or value.is_graph_output():
+                continue
+            graph.initializers.pop(value.name)
+            removed += 1
+    return removed
+
+
+# ----------------------------------------------------------------------------------------------
+# eliminate-identity
+
+
+@register_pass
+class EliminateIdentity(Pass):
+    """Remove Identity nodes and inference-mode Dropout, keeping graph output names stable."""
+
+    name = "eliminate-identity"
+
+    def call(self, model: ir.Model) -> PassResult:
+        opset = _opset(model)
+        removed = 0
+        for graph in _graph_likes(model):
+            for node in list(graph):
+                if node.domain not in DEFAULT_DOMAINS or not node.inputs or node.inputs[0] is None:
+                    continue
+                if node.op_type == "Identity" or (node.op_type == "Dropout" and _is_inference_dropout(node, opset)):
+                    removed += _bypass(node)
+        return PassResult(model, removed > 0)
+
+
+def _is_inference_dropout(node: ir.Node, opset: int) -> bool:
+    """True when the Dropout copies its input and nobody reads its mask."""
+    if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
+        return False
+    if opset < 7:
+        is_test = node.attributes.get("is_test")
+        return is_test is not None and is_test.as_int() == 1
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return True
+    training = constant_tensor(node.inputs[2])
+    return training is not None and not bool(np.asarray(training.numpy()).any())
+
+
+def _bypass(node: ir.Node) -> int:
+    """Make the readers of the node's first output read its first input; 1 if removed, else 0.
+
+    When the output is a graph output, its name must survive: the input takes the name if it is
+    produced by a node of the same graph and is not itself a graph output; otherwise (a graph
+    input, an initializer, an outer-scope value, another output) the node stays.
+    """
+    source, result = node.inputs[0], node.outputs[0]
+    graph = node.graph
+    if result.is_graph_output():
+        producer = source.producer()
+        if producer is None or producer.graph is not graph or source.is_graph_output():
+            return 0
+        if sum(1 for output in graph.outputs if output is result) != 1:
+            return 0
+        name = result.name
+        result.name = None
+        source.name = name
+    if source.shape is None and result.shape is not None:
+        source.shape = result.shape
+    if source.type is None and result.type is not None:
+        source.type = result.type
+    result.replace_all_uses_with(source, replace_graph_outputs=True)
+    graph.remove(node, safe=True)
+    return 1
+
+
+# ----------------------------------------------------------------------------------------------
+# lift-constants
+
+
+@register_pass
+class LiftConstants(Pass):
+    """Turn Constant nodes into initializers of their graph (sparse constants stay nodes)."""
+
+    name = "lift-constants"
+
+    def call(self, model: ir.Model) -> PassResult:
+        lifted = 0
+        for graph in model.graphs():
+            for node in list(graph):
+                if node.op_type != "Constant" or node.domain not in DEFAULT_DOMAINS:
+                    continue
+                output = node.outputs[0]
+                if output.is_graph_output():
+                    continue
+                tensor = _constant_node_tensor(node)
+                if tensor is None:
+                    continue
+                name = output.name
+                output.name = None
+                initializer = ir.Value(
+                    name=name,
+                    shape=ir.Shape(tensor.shape),
+                    type=ir.TensorType(tensor.dtype),
+                    const_value=tensor,
+                )
+                output.replace_all_uses_with(initializer)
+                graph.remove(node, safe=True)
+                graph.register_initializer(initializer)
+                lifted += 1
+        return PassResult(model, lifted > 0)
+
+
+def _constant_node_tensor(node: ir.Node) -> ir.TensorProtocol | None:
+    """The tensor a Constant node holds, or None for sparse, referenced or malformed ones."""
+    if len(node.attributes) != 1:
+        return None
+    attr_name, attr = next(iter(node.attributes.items()))
+    if attr.is_ref():
+        return None
+    if attr_name == "value":
+        return attr.as_tensor()
+    if attr_name == "value_float":
+        return ir.tensor(np.array(attr.as_float(), dtype=np.float32))
+    if attr_name == "value_floats":
+        return ir.tensor(np.array(attr.as_floats(), dtype=np.float32))
+    if attr_name == "value_int":
+        return ir.tensor(np.array(attr.as_int(), dtype=np.int64))
+    if attr_name == "value_ints":
+        return ir.tensor(np.array(attr.as_ints(), dtype=np.int64))
+    if attr_name == "value_string":
+        return ir.StringTensor(np.array(attr.as_string().encode(), dtype=np.bytes_))
+    if attr_name == "value_strings":
+        return ir.StringTensor(np.array([s.encode() for s in attr.as_strings()], dtype=np.bytes_))
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# dedup-initializers
+
+
+@register_pass
+class DedupInitializers(Pass):
+    """Merge initializers holding the same dtype, shape and bytes into one."""
+
+    name = "dedup-initializers"
+
+    def call(self, model: ir.Model) -> PassResult:
+        merged = 0
+        main_groups: dict[tuple, list[ir.Value]] = {}
+        for graph in model.graphs():
+            is_main = graph is model.graph
+            groups: dict[tuple, list[ir.Value]] = {}
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None or value.is_graph_input() or value.is_graph_output():
+                    continue
+                groups.setdefault((tensor.dtype, tuple(tensor.shape)), []).append(value)
+            survivors: dict[tuple, list[ir.Value]] = {}
+            for group_key, values in groups.items():
+                # Main-graph values are visible in every subgraph, so subgraphs may reuse them.
+                outer = () if is_main else main_groups.get(group_key, ())
+                kept_values = survivors.setdefault(group_key, [])
+                if len(values) + len(outer) < 2:
+                    kept_values.extend(values)
+                    continue
+                index = {group_key + (_digest(value),): value for value in outer}
+                for value in values:
+                    kept = index.setdefault(group_key + (_digest(value),), value)
+                    if kept is value:
+                        kept_values.append(value)
+                        continue
+                    value.replace_all_uses_with(kept)
+                    graph.initializers.pop(value.name)
+                    merged += 1
+            if is_main:
+                main_groups = survivors
+        return PassResult(model, merged > 0)
+
+
+def _digest(value: ir.Value) -> bytes:
+    """A hash of the initializer's bytes, cached on the value while its tensor is unchanged."""
+    tensor = value.const_value
+    cached = value.meta.get("onnxc.digest")
+    if cached is not None and cached[0] is tensor:
+        return cached[1]
+    hasher = hashlib.blake2b(digest_size=32)
+    if tensor.dtype == ir.DataType.STRING:
+        for item in tensor.string_data():
+            hasher.update(len(item).to_bytes(8, "little"))
+            hasher.update(item)
+    else:
+        hasher.update(tensor.tobytes())
+    digest = hasher.digest()
+    value.meta["onnxc.digest"] = (tensor, digest)
+    return digest
+
+
+# ----------------------------------------------------------------------------------------------
+# cse
+
+_CSE_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+
+
+@register_pass
+class CommonSubexpressionElimination(Pass):
+    """Merge nodes computing the same op with the same attributes on the same inputs."""
+
+    name = "cse"
+    tensor_size_limit: int = option(4096, "largest tensor attribute (elements) compared when merging nodes")
+
+    def call(self, model: ir.Model) -> PassResult:
+        merged = 0
+        for graph in model.graphs():
+            seen: dict[tuple, ir.Node] = {}
+            for node in list(graph):
+                key = self._key(node)
+                if key is None:
+                    continue
+                kept = seen.setdefault(key, node)
+                if kept is not node and _merge_into(node, kept):
+                    merged += 1
+        return PassResult(model, merged > 0)
+
+    def _key(self, node: ir.Node) -> tuple | None:
+        """What makes two nodes interchangeable, or None when the node must not be merged."""
+        if node.domain not in _CSE_DOMAINS or node.op_type in NON_DETERMINISTIC_OPS or not node.outputs:
+            return None
+        attributes = []
+        for name, attr in node.attributes.items():
+            if attr.is_ref():
+                attributes.append((name, "ref", attr.ref_attr_name))
+                continue
+            kind, value = attr.type, attr.value
+            if kind in (ir.AttributeType.INTS, ir.AttributeType.FLOATS, ir.AttributeType.STRINGS):
+                value = tuple(value)
+            elif kind == ir.AttributeType.TENSOR:
+                if value.size > self.tensor_size_limit:
+                    return None
+                value = (value.dtype, tuple(value.shape), _tensor_bytes(value))
+            elif kind not in (ir.AttributeType.INT, ir.AttributeType.FLOAT, ir.AttributeType.STRING):
+                return None
+            attributes.append((name, kind.value, value))
+        # Values compare by identity: the key is only looked up, never iterated.
+        return (node.domain, node.op_type, node.overload, len(node.outputs), tuple(node.inputs), tuple(sorted(attributes)))
+
+
+def _tensor_bytes(tensor: ir.TensorProtocol) -> bytes:
+    if tensor.dtype == ir.DataType.STRING:
+        return b"\0".join(tensor.string_data())
+    return tensor.tobytes()
+
+
+def _merge_into(node: ir.Node, kept: ir.Node) -> bool:
+    """Redirect the readers of ``node`` to ``kept`` and remove ``node``; False when names forbid it.
+
+    A graph output of ``node`` keeps its name by passing it to the matching output of ``kept``,
+    which is only possible when that output is not already a graph output.
+    """
+    pairs = list(zip(node.outputs, kept.outputs))
+    renames = [(old, new) for old, new in pairs if old.is_graph_output()]
+    if any(new.is_graph_output() for _, new in renames):
+        return False
+    for old, new in renames:
+        name = old.name
+        old.name = None
+        new.name = name
+        if new.type is None:
+            new.type = old.type
+        if new.shape is None:
+            new.shape = old.shape
+    for old, new in pairs:
+        old.replace_all_uses_with(new, replace_graph_outputs=True)
+    node.graph.remove(node, safe=True)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# infer-shapes
+
+# Initializers above this size are declared as typed inputs instead of serialized for ONNX shape
+# inference, so a model with gigabytes of weights costs no more than its graph. Small ones stay:
+# data propagation reads them (a Reshape's shape, a Slice's starts).
+_INLINE_INITIALIZER_BYTES = 1024
+
+
+@register_pass
+class InferShapes(Pass):
+    """Infer value dtypes and shapes with ONNX shape inference (left as is where it fails)."""
+
+    name = "infer-shapes"
+    data_prop: bool = option(True, "propagate constant shape computations (Shape->Gather->Concat) into shapes")
+
+    def call(self, model: ir.Model) -> PassResult:
+        return PassResult(model, infer_shapes(model, data_prop=self.data_prop))
+
+
+def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
+    """Write inferred dtypes and shapes onto the model's values; True when any changed.
+
+    Nothing changes when ONNX shape inference rejects the model. A known shape is only replaced
+    by an inferred one that says more (or contradicts it).
+    """
+    try:
+        proto = _proto_for_inference(model)
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=data_prop)
+    except Exception as error:  # noqa: BLE001 - inference failing must leave the model usable
+        logger.info("shape inference failed, shapes left as they are: %s", error)
+        return False
+    types: dict[str, onnx.TypeProto] = {}
+    _collect_types(inferred.graph, types)
+    changed = False
+    for graph in model.graphs():
+        for node in graph:
+            for value in node.outputs:
+                type_proto = types.get(value.name) if value.name else None
+                if type_proto is not None:
+                    changed |= _update_value(value, type_proto)
+    return changed
+
+
+def _proto_for_inference(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto with its large main-graph initializers turned into typed inputs."""
+    graph = model.graph
+    inputs = list(graph.inputs)
+    inline = []
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None and tensor.nbytes <= _INLINE_INITIALIZER_BYTES:
+            inline.append(value)
+        elif not value.is_graph_input():
+            inputs.append(
+                ir.Value(
+                    name=value.name,
+                    type=value.type or (ir.TensorType(tensor.dtype) if tensor is not None else None),
+                    shape=value.shape or (ir.Shape(tensor.shape) if tensor is not None else None),
+                )
+            )
+    view = ir.GraphView(inputs, graph.outputs, nodes=graph, initializers=inline, name=graph.name)
+    proto = onnx.ModelProto()
+    proto.ir_version = model.ir_version
+    for domain, version in sorted(model.opset_imports.items()):
+        proto.opset_import.add(domain=domain, version=version)
+    proto.graph.CopyFrom(ir.to_proto(view))
+    for function in model.functions.values():
+        proto.functions.append(ir.to_proto(function))
+    return proto
+
+
+def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> None:
+    for info in list(graph.value_info) + list(graph.output):
+        types[info.name] = info.type
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _collect_types(attr.g, types)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attr.graphs:
+                    _collect_types(subgraph, types)
+
+
+def _update_value(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
+    changed = False
+    new_type = ir.serde.deserialize_type_proto_for_type(type_proto)
+    if new_type is not None and (value.type is None or value.type != new_type):
+        value.type = new_type
+        changed = True
+    new_shape = ir.serde.deserialize_type_proto_for_shape(type_proto)
+    if new_shape is not None and not _refines(value.shape, new_shape):
+        value.shape = new_shape
+        changed = True
+    return changed
+
+
+def _dims(shape: ir.Shape) -> list[int | str | None]:
+    return [dim if isinstance(dim, int) else dim.value for dim in shape]
+
+
+def _refines(current: ir.Shape | None, inferred: ir.Shape) -> bool:
+    """True when ``current`` already says everything ``inferred`` says."""
+    if current is None or len(current) != len(inferred):
+        return False
+    for have, new in zip(_dims(current), _dims(inferred)):
+        if new is not None and have != new and not (isinstance(have, int) and isinstance(new, str)):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# toposort
 
 
 @register_pass
 class TopologicalSort(Pass):
-    """Order nodes so every node comes after the producers of its inputs."""
+    """Order nodes so every node comes after the producers of its inputs (stable)."""
 
     name = "toposort"
 
     def call(self, model: ir.Model) -> PassResult:
-        return PassResult(model, ir_common.TopologicalSortPass()(model).modified)
+        graphs = _graph_likes(model)
+        before = [list(graph) for graph in graphs]
+        model.graph.sort()
+        for function in model.functions.values():
+            function.sort()
+        changed = any(
+            len(old) != len(graph) or any(a is not b for a, b in zip(old, graph)) for old, graph in zip(before, graphs)
+        )
+        return PassResult(model, changed)
