@@ -4,6 +4,9 @@ Every pass here is a ``RootOpRewrite``: its rule starts at one node of its root 
 looks only at that node's neighbourhood through the use-def links. A rewrite checks everything
 first and mutates only once the whole pattern is known to match, so a rejected candidate leaves
 the graph untouched. Folding arithmetic is done in float64 and cast back to the weights' dtype.
+
+The LayerNorm and GELU fusions live in ``fusion_patterns``, which builds on the helpers here and
+is imported at the end of this module so that importing ``onnxc.passes.fusion`` registers them.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from onnxc.registry import register_pass
 from onnxc.rewrite import RootOpRewrite
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-FLOAT_NUMPY_KINDS = "f"
 
 
 def default_opset(model: ir.Model) -> int:
@@ -112,7 +114,7 @@ class FusionRewrite(RootOpRewrite):
             and not current.is_graph_output()
             and len(current.uses()) == 1
         ):
-            current.const_value = ir.tensor(array, name=current.name)
+            current.const_value = ir.Tensor(array, name=current.name)
             current.shape = ir.Shape(array.shape)
             return
         base = current.name if current is not None and current.name else f"{node.outputs[0].name}_input{index}"
@@ -166,7 +168,7 @@ def rank_of(value: ir.Value | None) -> int | None:
 
 
 def is_float(array: np.ndarray) -> bool:
-    return array.dtype.kind == FLOAT_NUMPY_KINDS or array.dtype.name == "bfloat16"
+    return array.dtype.kind == "f" or array.dtype.name == "bfloat16"
 
 
 def int_list(value: ir.Value | None) -> list[int] | None:

@@ -1,7 +1,7 @@
 """Fusions of decomposed normalization/activation subgraphs into single standard ONNX ops.
 
 ``fuse-layernorm`` (LayerNormalization, opset >= 17) and ``fuse-gelu`` (Gelu, opset >= 20).
-Older opsets keep the decomposed form: onnxc stays in the standard ONNX domain, and Runtime's
+Older opsets keep the decomposed form: onnxc stays in the standard ONNX domain, and ONNX Runtime's
 own fusions recognize these patterns there. Registered when ``onnxc.passes.fusion`` is imported.
 """
 from __future__ import annotations
@@ -218,7 +218,9 @@ class FuseGelu(FusionRewrite):
     lossless = True
     root_ops = ("Erf", "Tanh")
 
-    constant_rtol: float = option(1e-4, "relative tolerance when matching the pattern's constants (sqrt(2), 0.5, 0.044715, ...)")
+    constant_rtol: float = option(
+        1e-4, "relative tolerance when matching the pattern's constants (sqrt(2), 0.5, 0.044715, ...)"
+    )
     tanh: bool = option(True, "also fuse the tanh approximation into Gelu(approximate='tanh')")
 
     def rewrite(self, node: ir.Node) -> bool:

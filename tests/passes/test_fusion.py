@@ -8,6 +8,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 import onnxc
 from testutil import checked, op_count, parse_model, run_pipeline
@@ -22,13 +23,14 @@ def weights(*shape: int, seed: int = RNG_SEED, low: float | None = None, high: f
     return (rng.standard_normal(shape) * 0.5).astype(np.float32)
 
 
-def build(nodes, inputs, outputs, initializers: dict[str, np.ndarray], opset: int = 17) -> ir.Model:
+def build(nodes, inputs, outputs, initializers: dict[str, np.ndarray], opset: int = 17,
+          elem_type: int = TensorProto.FLOAT) -> ir.Model:
     """An ir.Model from onnx.helper nodes, (name, shape) inputs/outputs and numpy initializers."""
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
+        [helper.make_tensor_value_info(n, TensorProto.BOOL if n == "cond" else elem_type, s) for n, s in inputs],
+        [helper.make_tensor_value_info(n, elem_type, s) for n, s in outputs],
         [numpy_helper.from_array(v, k) for k, v in initializers.items()],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
@@ -167,6 +169,41 @@ def test_shared_conv_weight_is_copied_not_mutated():
     np.testing.assert_array_equal(convs[1].inputs[1].const_value.numpy(), inits["w"])
 
 
+def test_batchnorm_inside_if_branch_folds():
+    inits = {"w": weights(4, 3, 3, 3), **bn_params(4)}
+    then_branch = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), bn_node("c", "t")], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)],
+    )
+    model = build(
+        [helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch)],
+        [("x", [1, 3, 6, 6]), ("cond", [])], [("y", [1, 4, 4, 4])], inits,
+    )
+    optimized, _ = run_pipeline(model, "fold-batchnorm")
+    assert op_count(optimized, "BatchNormalization") == 0 and op_count(optimized, "Conv") == 2
+    branch = optimized.graph.node(0).attributes["then_branch"].as_graph()
+    assert [v.name for v in branch.outputs] == ["t"]
+
+
+def test_float16_weights_keep_their_dtype():
+    inits = {"w": weights(4, 3, 3, 3).astype(np.float16),
+             **{k: v.astype(np.float16) for k, v in bn_params(4).items()}}
+    model = build([helper.make_node("Conv", ["x", "w"], ["c"]), bn_node("c", "y")],
+                  [("x", [1, 3, 6, 6])], [("y", [1, 4, 4, 4])], inits, elem_type=TensorProto.FLOAT16)
+    reference = ReferenceEvaluator(ir.to_proto(model))
+    assert run_pass(model, "fold-batchnorm")
+    conv = model.graph.node(0)
+    assert [v.const_value.dtype for v in conv.inputs[1:]] == [ir.DataType.FLOAT16] * 2
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float16)
+    expected = reference.run(None, {"x": x})[0].astype(np.float32)
+    folded = ReferenceEvaluator(checked(model)).run(None, {"x": x})[0].astype(np.float32)
+    np.testing.assert_allclose(folded, expected, rtol=2e-2, atol=2e-2)
+
+
 # ------------------------------------------------------------------------------------ fold-affine
 
 
@@ -246,11 +283,13 @@ def test_pad_input_form_folds_into_conv_pads():
 
 
 def test_pad_with_explicit_zero_value_folds_and_nonzero_value_stays():
-    zero = parse_model(pad_conv_text().replace("int64[8] pads", "float zero = {0.0}, int64[8] pads").replace("(x, pads)", "(x, pads, zero)"))
-    optimized, _ = run_pipeline(zero, "fold-pad-into-conv")
+    def with_value(value: float) -> ir.Model:
+        text = pad_conv_text().replace("int64[8] pads", f"float fill = {{{value}}}, int64[8] pads")
+        return parse_model(text.replace("(x, pads)", "(x, pads, fill)"))
+
+    optimized, _ = run_pipeline(with_value(0.0), "fold-pad-into-conv")
     assert op_count(optimized, "Pad") == 0
-    nonzero = parse_model(pad_conv_text().replace("int64[8] pads", "float one = {1.0}, int64[8] pads").replace("(x, pads)", "(x, pads, one)"))
-    unchanged(nonzero, "fold-pad-into-conv")
+    unchanged(with_value(1.0), "fold-pad-into-conv")
 
 
 def test_reflect_pad_is_not_folded():
@@ -515,16 +554,21 @@ def test_legacy_unsqueeze_chain_merges_into_attribute():
 # ------------------------------------------------------------------------------------ fuse-layernorm
 
 
-def layernorm_model(opset: int = 17, square: str = "pow", divide: str = "div", affine: bool = True,
+def layernorm_model(opset: int = 17, square: str = "pow", divide: str = "div", affine: str = "both",
                     axis: int = -1) -> ir.Model:
+    """The decomposed LayerNorm exporters emit; ``affine`` is "both", "scale" or "none"."""
     hidden = 16
+    axes_input = ["axes"] if opset >= 18 else []
+    axes_attribute = {} if opset >= 18 else {"axes": [axis]}
+    if square == "pow":
+        squaring = helper.make_node("Pow", ["d", "two"], ["sq"])
+    else:
+        squaring = helper.make_node("Mul", ["d", "d"], ["sq"])
     nodes = [
-        helper.make_node("ReduceMean", ["x"] + (["axes"] if opset >= 18 else []), ["mean"],
-                         **({} if opset >= 18 else {"axes": [axis]})),
+        helper.make_node("ReduceMean", ["x", *axes_input], ["mean"], **axes_attribute),
         helper.make_node("Sub", ["x", "mean"], ["d"]),
-        helper.make_node("Pow", ["d", "two"], ["sq"]) if square == "pow" else helper.make_node("Mul", ["d", "d"], ["sq"]),
-        helper.make_node("ReduceMean", ["sq"] + (["axes"] if opset >= 18 else []), ["var"],
-                         **({} if opset >= 18 else {"axes": [axis]})),
+        squaring,
+        helper.make_node("ReduceMean", ["sq", *axes_input], ["var"], **axes_attribute),
         helper.make_node("Add", ["var", "eps"], ["ve"]),
         helper.make_node("Sqrt", ["ve"], ["std"]),
     ]
@@ -535,11 +579,13 @@ def layernorm_model(opset: int = 17, square: str = "pow", divide: str = "div", a
     inits = {"two": np.array(2.0, np.float32), "eps": np.array(1e-5, np.float32)}
     if opset >= 18:
         inits["axes"] = np.array([axis], np.int64)
-    if affine:
-        nodes += [helper.make_node("Mul", ["gamma", "n"], ["scaled"]), helper.make_node("Add", ["scaled", "beta"], ["y"])]
-        inits.update(gamma=weights(hidden, seed=50, low=0.5, high=1.5), beta=weights(hidden, seed=51))
-    else:
-        nodes[-1].output[0] = "y"
+    if affine != "none":
+        nodes.append(helper.make_node("Mul", ["gamma", "n"], ["scaled"]))
+        inits["gamma"] = weights(hidden, seed=50, low=0.5, high=1.5)
+    if affine == "both":
+        nodes.append(helper.make_node("Add", ["scaled", "beta"], ["y"]))
+        inits["beta"] = weights(hidden, seed=51)
+    nodes[-1].output[0] = "y"
     return build(nodes, [("x", [2, 5, hidden])], [("y", [2, 5, hidden])], inits, opset=opset)
 
 
@@ -552,10 +598,14 @@ def test_layernorm_pattern_fuses(opset, square, divide):
     assert output_names(optimized) == ["y"]
 
 
-def test_layernorm_without_affine_gets_unit_scale():
-    optimized, _ = run_pipeline(layernorm_model(affine=False), "fuse-layernorm")
+@pytest.mark.parametrize("affine,inputs", [("none", 2), ("scale", 2)])
+def test_layernorm_without_full_affine(affine, inputs):
+    optimized, _ = run_pipeline(layernorm_model(affine=affine), "fuse-layernorm")
     assert [n.op_type for n in optimized.graph] == ["LayerNormalization"]
-    np.testing.assert_array_equal(optimized.graph.node(0).inputs[1].const_value.numpy(), np.ones(16, np.float32))
+    node = optimized.graph.node(0)
+    assert len(node.inputs) == inputs
+    if affine == "none":
+        np.testing.assert_array_equal(node.inputs[1].const_value.numpy(), np.ones(16, np.float32))
 
 
 def test_layernorm_not_fused_on_non_last_axis_or_before_opset17():
