@@ -24,7 +24,8 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxc.irutil import constant_tensor
 from onnxc.pass_base import Pass, PassResult, option
-from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, infer_shapes, subgraphs
+from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, subgraphs
+from onnxc.passes.cleanup import infer_shapes as run_shape_inference
 from onnxc.registry import register_pass
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ class FoldConstants(Pass):
     """Evaluate nodes whose inputs are constants, including shape arithmetic on static shapes."""
 
     name = "fold-constants"
-    size_limit: int = option(1 << 20, "largest output (elements) a folded node may produce")
+    size_limit: int = option(
+        1 << 20, "largest output (elements) a folded node may produce when it needs more bytes than its inputs"
+    )
     infer_shapes: bool = option(True, "run shape inference first when a Shape/Size input has no known shape")
 
     def call(self, model: ir.Model) -> PassResult:
@@ -111,7 +114,7 @@ class FoldConstants(Pass):
         ]
         if not missing:
             return
-        infer_shapes(model)
+        run_shape_inference(model)
         for value in missing:
             value.meta[_SHAPE_TRIED] = True
 
@@ -171,10 +174,21 @@ class _Folder:
             return
         self._replace(node, arrays)
 
+    def _grows(self, elements: int, nbytes: int, input_bytes: int) -> bool:
+        """Whether an output would enlarge the model beyond the limit.
+
+        Folding that moves data (Transpose or Reshape of a weight) is always allowed; folding that
+        multiplies it (ConstantOfShape, Expand, Tile, a widening Cast) is capped by ``size_limit``.
+        """
+        return elements > self.size_limit and nbytes > input_bytes
+
     def _evaluate(self, node: ir.Node) -> list[np.ndarray] | None:
+        input_bytes = sum(constant_tensor(value).nbytes for value in node.inputs if value is not None)
         for output in node.outputs:
-            if output.shape is not None and output.shape.is_static() and math.prod(output.shape.numpy()) > self.size_limit:
-                return None
+            if output.shape is not None and output.shape.is_static() and output.dtype is not None:
+                elements = math.prod(output.shape.numpy())
+                if self._grows(elements, elements * output.dtype.itemsize, input_bytes):
+                    return None
         inputs: list[np.ndarray | None] = []
         for value in node.inputs:
             tensor = None if value is None else constant_tensor(value)
@@ -195,7 +209,7 @@ class _Folder:
             return None
         arrays = [np.asarray(array) for array in arrays]
         for output, array in zip(node.outputs, arrays):
-            if array.size > self.size_limit or ir.DataType.from_numpy(array.dtype) not in _NATIVE_DTYPES:
+            if self._grows(array.size, array.nbytes, input_bytes) or ir.DataType.from_numpy(array.dtype) not in _NATIVE_DTYPES:
                 return None
             if output.dtype is not None and output.dtype != ir.DataType.from_numpy(array.dtype):
                 return None

@@ -126,6 +126,27 @@ def test_remove_unused_frees_values_read_by_the_subgraphs_of_a_dead_if():
     assert [node.op_type for node in optimized.graph] == ["Sigmoid"]
 
 
+def test_remove_unused_in_a_loop_body_keeps_what_the_body_reads():
+    model = parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (float[2] y) <int64 trips = {3}, bool go = {1}> {
+      step = Relu(x)
+      unused = Sigmoid(x)
+      y = Loop(trips, go, x) <
+        body = loop_body (int64 i, bool cond_in, float[2] acc) => (bool cond_out, float[2] acc_out) {
+          cond_out = Identity(cond_in)
+          wasted = Mul(acc, step)
+          acc_out = Add(acc, step)
+        }
+      >
+    }
+    """)
+    optimized, _ = run_pipeline(model, "remove-unused")
+    assert [node.op_type for node in optimized.graph] == ["Relu", "Loop"]
+    body = next(iter(optimized.graph.subgraphs()))
+    assert [node.op_type for node in body] == ["Identity", "Add"]
+
+
 def test_remove_unused_removes_unused_subgraph_initializers():
     model = parse_model("""
     <ir_version: 8, opset_import: ["" : 17]>
@@ -409,6 +430,56 @@ def test_fold_constants_respects_size_limit_randomness_quantization_and_domains(
     assert op_count(optimized, "ConstantOfShape") == 0
 
 
+def test_fold_constants_moves_large_weights_but_does_not_multiply_data():
+    weight = np.arange(300 * 400, dtype=np.float32).reshape(300, 400) / 1000
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+            helper.make_node("MatMul", ["x", "wt"], ["y"]),
+            helper.make_node("ConstantOfShape", ["dims"], ["ones"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+            helper.make_node("Add", ["x", "ones"], ["z"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 400])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 300]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 400])],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(np.array([2, 400], np.int64), "dims")],
+    )
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    optimized, _ = run_pipeline(model, "fold-constants(size_limit=100),remove-unused")
+    assert op_count(optimized, "Transpose") == 0
+    assert op_count(optimized, "ConstantOfShape") == 1
+    assert optimized.graph.node(0).inputs[1].const_value.numpy().shape == (400, 300)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_fold_constants_handles_axes_as_attributes_and_as_inputs(opset):
+    # Unsqueeze/Squeeze take axes as an attribute before opset 13 and as an input from then on.
+    def axes_call(op: str, data: str) -> str:
+        return f"{op}<axes = [0]>({data})" if opset < 13 else f"{op}({data}, zero_1d)"
+
+    model = parse_model(f"""
+    <ir_version: 8, opset_import: ["" : {opset}]>
+    g (float[N,3,4] x) => (float[N,12] y) <
+        int64[1] zero_1d = {{0}}, int64[1] one_1d = {{1}}, int64 one = {{1}}, int64 two = {{2}}
+    > {{
+      s = Shape(x)
+      c = Gather<axis=0>(s, one)
+      h = Gather<axis=0>(s, two)
+      ch = Mul(c, h)
+      u = {axes_call("Unsqueeze", "ch")}
+      back = {axes_call("Squeeze", "u")}
+      again = {axes_call("Unsqueeze", "back")}
+      n = Slice(s, zero_1d, one_1d)
+      shape = Concat<axis=0>(n, again)
+      y = Reshape(x, shape)
+    }}
+    """)
+    optimized, _ = run_pipeline(model, "fold-constants,remove-unused")
+    assert sorted(node.op_type for node in optimized.graph) == ["Concat", "Reshape", "Shape", "Slice"]
+    concat = next(node for node in optimized.graph if node.op_type == "Concat")
+    np.testing.assert_array_equal(concat.inputs[1].const_value.numpy(), [12])
+
+
 def test_fold_constants_never_folds_other_domains():
     graph = helper.make_graph(
         [helper.make_node("Custom", ["k"], ["c"], domain="example.ops"), helper.make_node("Add", ["x", "c"], ["y"])],
@@ -518,6 +589,20 @@ def test_cse_merges_identical_nodes_in_order_including_chains():
     assert op_count(optimized, "Relu") == 1
     assert op_count(optimized, "Sigmoid") == 1
     assert op_count(optimized, "Softmax") == 2  # different axis
+
+
+def test_cse_merges_inside_branches():
+    model = parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x, bool c) => (float[2] y) {
+      y = If(c) <
+        then_branch = then_g () => (float[2] t) { a = Exp(x)  b = Exp(x)  t = Add(a, b) },
+        else_branch = else_g () => (float[2] e) { e = Neg(x) }
+      >
+    }
+    """)
+    optimized, _ = run_pipeline(model, "cse,remove-unused", feeds_count=3)
+    assert op_count(optimized, "Exp") == 1
 
 
 def test_cse_keeps_graph_output_names_and_random_ops():
