@@ -134,9 +134,9 @@ def _trim_optional_outputs(model: ir.Model) -> int:
             last = node.outputs[-1]
             if last.uses() or last.is_graph_output():
                 continue
-            optional = schemas.get(node.op_type, ())
-            if optional == ():
-                optional = schemas[node.op_type] = _optional_outputs(node.op_type, opset)
+            if node.op_type not in schemas:
+                schemas[node.op_type] = _optional_outputs(node.op_type, opset)
+            optional = schemas[node.op_type]
             if optional is None:
                 continue
             keep = len(node.outputs)
