@@ -1,7 +1,8 @@
 """Declares the native calibration extension; everything else lives in setup.cfg.
 
-Flags stay portable (no -march=native): the kernels carry target_clones("avx2", "default"), so
-one build runs everywhere and picks AVX2 where the CPU has it. -ffp-contract=off keeps float
+Flags stay portable (no -march=native): each kernel is compiled twice, for the baseline ISA and
+under target("avx2"), and the module picks the AVX2 variant at load time where the CPU has it, so
+one build runs everywhere. -ffp-contract=off keeps float
 arithmetic bit-identical to the numpy reference (no fused multiply-adds); -fno-trapping-math
 only drops floating-point exception flags, which lets gcc vectorize float-to-int conversions.
 """

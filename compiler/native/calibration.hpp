@@ -78,6 +78,12 @@ private:
 void set_max_threads(int n);
 int max_threads();
 
+// Kernels come in an AVX2 variant and a baseline (x86-64 SSE2 / any other CPU) variant with
+// bit-identical results. The AVX2 one runs where the CPU has it, unless the environment sets
+// ONNXC_NATIVE_ISA=baseline when the module loads (to test or compare the baseline path).
+bool use_avx2();
+const char* isa_name();
+
 // Threshold searches work on |x| histograms given as counts; they return bin numbers / candidate
 // lengths so that the value mapping (width, clipping to amax) lives in one place, in Python.
 // Searches pick the first candidate whose objective is within a relative 1e-9 of the best.

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <exception>
 #include <limits>
 #include <stdexcept>
@@ -26,12 +27,12 @@ constexpr size_t kMinPerThread = size_t(1) << 20;
 
 std::atomic<int> g_max_threads{0};
 
-#define ONNXC_CLONES __attribute__((target_clones("avx2", "default")))
+#define ONNXC_INLINE inline __attribute__((always_inline))
+#define ONNXC_AVX2 __attribute__((target("avx2")))
 
 // Finite min/max of x[0..n) and the number of NaN/inf values. Lane arrays let gcc vectorize the
 // reductions without reassociation flags.
-ONNXC_CLONES
-size_t scan_block(const float* x, size_t n, float* out_min, float* out_max) {
+ONNXC_INLINE size_t scan_block_body(const float* x, size_t n, float* out_min, float* out_max) {
     float lmin[kLanes], lmax[kLanes];
     int32_t lbad[kLanes];
     for (size_t j = 0; j < kLanes; ++j) {
@@ -72,10 +73,17 @@ size_t scan_block(const float* x, size_t n, float* out_min, float* out_max) {
     return bad;
 }
 
+ONNXC_AVX2 size_t scan_block_avx2(const float* x, size_t n, float* out_min, float* out_max) {
+    return scan_block_body(x, n, out_min, out_max);
+}
+
+size_t scan_block(const float* x, size_t n, float* out_min, float* out_max) {
+    return use_avx2() ? scan_block_avx2(x, n, out_min, out_max) : scan_block_body(x, n, out_min, out_max);
+}
+
 // Power-of-two |x| histogram: bin = floor(|x| * scale); the range rule guarantees bin < bins.
 // Non-finite values go to the spare bin `spare`.
-ONNXC_CLONES
-void index_pow2_abs(const float* x, int32_t* idx, size_t n, float scale, int32_t spare) {
+ONNXC_INLINE void index_pow2_abs_body(const float* x, int32_t* idx, size_t n, float scale, int32_t spare) {
     for (size_t i = 0; i < n; ++i) {
         const float a = std::fabs(x[i]);
         const bool finite = a <= FLT_MAX;
@@ -84,23 +92,53 @@ void index_pow2_abs(const float* x, int32_t* idx, size_t n, float scale, int32_t
     }
 }
 
-// Power-of-two signed histogram: bin = floor(x * scale) - offset, |x * scale| < 2^31.
-ONNXC_CLONES
-void index_pow2_signed(const float* x, int32_t* idx, size_t n, float scale, int32_t offset, int32_t spare) {
+ONNXC_AVX2 void index_pow2_abs_avx2(const float* x, int32_t* idx, size_t n, float scale, int32_t spare) {
+    index_pow2_abs_body(x, idx, n, scale, spare);
+}
+
+void index_pow2_abs(const float* x, int32_t* idx, size_t n, float scale, int32_t spare) {
+    if (use_avx2()) {
+        index_pow2_abs_avx2(x, idx, n, scale, spare);
+    } else {
+        index_pow2_abs_body(x, idx, n, scale, spare);
+    }
+}
+
+// Power-of-two signed histogram: bin = floor(x * scale) - offset, with |x * scale| < 2^31.
+// gcc vectorizes floor() only where SSE4.1 has roundps, and the baseline truncate-and-correct
+// form only without it, so each ISA gets its own loop; both compute the same floor exactly.
+ONNXC_AVX2 void index_pow2_signed_avx2(const float* x, int32_t* idx, size_t n, float scale, int32_t offset, int32_t spare) {
+    for (size_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        const bool finite = std::fabs(v) <= FLT_MAX;
+        const int32_t k = int32_t(std::floor((finite ? v : 0.0f) * scale)) - offset;
+        idx[i] = finite ? k : spare;
+    }
+}
+
+void index_pow2_signed_baseline(const float* x, int32_t* idx, size_t n, float scale, int32_t offset,
+                                int32_t spare) {
     for (size_t i = 0; i < n; ++i) {
         const float v = x[i];
         const bool finite = std::fabs(v) <= FLT_MAX;
         const float t = (finite ? v : 0.0f) * scale;
-        const int32_t k = int32_t(t);                      // truncation ...
-        const int32_t f = k - ((t < float(k)) ? 1 : 0);    // ... corrected to floor below zero
-        idx[i] = finite ? f - offset : spare;
+        const int32_t truncated = int32_t(t);
+        const int32_t step_down = -int32_t(float(truncated) > t);  // negative non-integers
+        idx[i] = finite ? truncated + step_down - offset : spare;
+    }
+}
+
+void index_pow2_signed(const float* x, int32_t* idx, size_t n, float scale, int32_t offset, int32_t spare) {
+    if (use_avx2()) {
+        index_pow2_signed_avx2(x, idx, n, scale, offset, spare);
+    } else {
+        index_pow2_signed_baseline(x, idx, n, scale, offset, spare);
     }
 }
 
 // Fixed range: bin = floor(clamp((v - lo) * scale, 0, top)) with v = |x| or x.
-ONNXC_CLONES
-void index_fixed(const float* x, int32_t* idx, size_t n, bool absolute, float lo, float scale, float top,
-                 int32_t spare) {
+ONNXC_INLINE void index_fixed_body(const float* x, int32_t* idx, size_t n, bool absolute, float lo, float scale,
+                                   float top, int32_t spare) {
     for (size_t i = 0; i < n; ++i) {
         const float v = absolute ? std::fabs(x[i]) : x[i];
         const bool finite = std::fabs(v) <= FLT_MAX;
@@ -109,6 +147,20 @@ void index_fixed(const float* x, int32_t* idx, size_t n, bool absolute, float lo
         t = t > top ? top : t;
         const int32_t k = int32_t(t);
         idx[i] = finite ? k : spare;
+    }
+}
+
+ONNXC_AVX2 void index_fixed_avx2(const float* x, int32_t* idx, size_t n, bool absolute, float lo, float scale,
+                                 float top, int32_t spare) {
+    index_fixed_body(x, idx, n, absolute, lo, scale, top, spare);
+}
+
+void index_fixed(const float* x, int32_t* idx, size_t n, bool absolute, float lo, float scale, float top,
+                 int32_t spare) {
+    if (use_avx2()) {
+        index_fixed_avx2(x, idx, n, absolute, lo, scale, top, spare);
+    } else {
+        index_fixed_body(x, idx, n, absolute, lo, scale, top, spare);
     }
 }
 
@@ -354,6 +406,17 @@ void HistogramState::validate() const {
 }
 
 Accumulator::Accumulator(HistogramState state) : state_(std::move(state)) {}
+
+bool use_avx2() {
+    static const bool avx2 = [] {
+        const char* forced = std::getenv("ONNXC_NATIVE_ISA");
+        if (forced && std::string(forced) == "baseline") return false;
+        return bool(__builtin_cpu_supports("avx2"));
+    }();
+    return avx2;
+}
+
+const char* isa_name() { return use_avx2() ? "avx2" : "baseline"; }
 
 void set_max_threads(int n) { g_max_threads.store(std::max(n, 0)); }
 

@@ -110,6 +110,7 @@ PYBIND11_MODULE(_native, m) {
     m.def("set_max_threads", &onnxc::set_max_threads, py::arg("n"),
           "Upper bound on threads per update (0: the machine's hardware concurrency).");
     m.def("max_threads", &onnxc::max_threads);
+    m.def("isa", &onnxc::isa_name, "Which kernel variant runs: 'avx2' or 'baseline'.");
 
     m.def(
         "percentile_bins",

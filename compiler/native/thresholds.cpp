@@ -36,9 +36,8 @@ int64_t first_near_best(const std::vector<double>& objective, int64_t first_cand
 
 // Sum over bins of count * (center - min(rint(center * inv), qmax) * step)^2. Rounding is
 // half-to-even through the 2^52 trick (exact for 0 <= r < 2^51), which vectorizes everywhere.
-__attribute__((target_clones("avx2", "default")))
-double quantization_error(const double* centers, const double* weights, size_t n, double inv, double step,
-                          double qmax) {
+inline __attribute__((always_inline)) double quantization_error_body(const double* centers, const double* weights,
+                                                                     size_t n, double inv, double step, double qmax) {
     constexpr double kRound = 4503599627370496.0;  // 2^52
     double acc[kLanes] = {0.0};
     size_t i = 0;
@@ -61,6 +60,17 @@ double quantization_error(const double* centers, const double* weights, size_t n
         total += weights[i] * (d * d);
     }
     return total;
+}
+
+__attribute__((target("avx2"))) double quantization_error_avx2(const double* centers, const double* weights, size_t n,
+                                                               double inv, double step, double qmax) {
+    return quantization_error_body(centers, weights, n, inv, step, qmax);
+}
+
+double quantization_error(const double* centers, const double* weights, size_t n, double inv, double step,
+                          double qmax) {
+    return use_avx2() ? quantization_error_avx2(centers, weights, n, inv, step, qmax)
+                      : quantization_error_body(centers, weights, n, inv, step, qmax);
 }
 
 }  // namespace
