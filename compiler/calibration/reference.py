@@ -62,8 +62,8 @@ class ReferenceAccumulator:
 
     def __init__(self, bins: int = 2048, symmetric: bool = True, range: tuple[float, float] | None = None):
         bins = int(bins)
-        if not 1 <= bins <= MAX_BINS:
-            raise ValueError(f"bins must be in [1, {MAX_BINS}], got {bins}")
+        if not 2 <= bins <= MAX_BINS:
+            raise ValueError(f"bins must be in [2, {MAX_BINS}], got {bins}")
         if range is not None:
             lo, hi = float(range[0]), float(range[1])
             if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):

@@ -254,8 +254,9 @@ private:
 };
 
 void check_config(int64_t bins, bool symmetric, bool fixed, double lo, double hi) {
-    if (bins < 1 || bins > kMaxBins) {
-        throw std::invalid_argument("bins must be in [1, " + std::to_string(kMaxBins) + "], got " +
+    // One bin cannot hold signed data that straddles a power-of-two boundary such as zero.
+    if (bins < 2 || bins > kMaxBins) {
+        throw std::invalid_argument("bins must be in [2, " + std::to_string(kMaxBins) + "], got " +
                                     std::to_string(bins));
     }
     if (fixed) {
@@ -391,6 +392,9 @@ void HistogramState::validate() const {
         throw std::invalid_argument("negative tally");
     }
     if (!fixed && (below || above)) throw std::invalid_argument("clipping tallies on a power-of-two histogram");
+    if (fixed && (exponent != kMinExponent || offset != 0)) {
+        throw std::invalid_argument("a fixed-range histogram has no power-of-two placement");
+    }
     if (count == 0) {
         if (!(min == INFINITY && max == -INFINITY) || exponent != kMinExponent || offset != 0) {
             throw std::invalid_argument("an empty histogram must have the canonical empty placement");

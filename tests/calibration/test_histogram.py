@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -235,7 +236,7 @@ def test_two_phase_protocol_matches_tensorrt_binning():
 
 
 def test_bad_bins():
-    for bins in (0, -3, (1 << 24) + 1):
+    for bins in (1, 0, -3, (1 << 24) + 1):
         with pytest.raises(ValueError, match="bins"):
             HistogramAccumulator(bins)
         with pytest.raises(ValueError, match="bins"):
@@ -276,6 +277,9 @@ def test_inconsistent_states_are_refused():
     bad = dict(arrays, exponent=np.asarray(int(arrays["exponent"]) + 1))
     with pytest.raises(ValueError, match="placement"):
         HistogramAccumulator.from_state(bad)
+    fixed = collect(HistogramAccumulator, batches(), range=(0.0, 4.0)).to_state()
+    with pytest.raises(ValueError, match="placement"):
+        HistogramAccumulator.from_state(dict(fixed, exponent=np.asarray(3)))
     bad = dict(arrays, format=np.asarray(99))
     with pytest.raises(ValueError, match="format"):
         HistogramAccumulator.from_state(bad)
@@ -290,6 +294,14 @@ def test_bytes_are_deterministic_and_compact():
     assert len(a) < 2048 * 8 + 512
 
 
+def test_two_bins_hold_data_on_both_sides_of_zero():
+    x = np.array([-1e30, -1e-30, 0.0, 1e-30, 3e38], dtype=np.float32)
+    for config in (dict(symmetric=True), dict(symmetric=False)):
+        native = collect(HistogramAccumulator, [x], bins=2, **config).state()
+        assert native.count == 5 and native.counts.sum() == 5
+        assert native.to_bytes() == collect(ReferenceAccumulator, [x], bins=2, **config).state().to_bytes()
+
+
 def test_extreme_magnitudes():
     x = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max, 1e-45, 0.0], dtype=np.float32)
     tiny = np.array([1e-45, -1e-44, 3e-42], dtype=np.float32)  # subnormals only
@@ -300,3 +312,35 @@ def test_extreme_magnitudes():
             assert native.to_bytes() == collect(ReferenceAccumulator, data, **config).state().to_bytes()
     s = collect(HistogramAccumulator, [x]).state()
     assert math.isfinite(s.bin_width) and s.counts[-1] + s.counts[-2] >= 1
+
+
+def test_concurrent_python_threads_on_one_accumulator():
+    parts = np.array_split(np.concatenate(batches()), 8)
+    shared = HistogramAccumulator(2048, symmetric=False)
+    workers = [threading.Thread(target=shared.update, args=(part,)) for part in parts]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert shared.to_bytes() == collect(HistogramAccumulator, parts, symmetric=False).to_bytes()
+
+
+def test_randomized_native_reference_and_split_agreement():
+    """Many small random cases: odd bin counts, scales from subnormal to huge, far-from-zero data,
+    random batch splits and merge trees must all agree bit for bit with the reference."""
+    rng = np.random.default_rng(2024)
+    for case in range(40):
+        bins = int(rng.choice([2, 3, 7, 64, 1000, 2048]))
+        symmetric = bool(case % 2)
+        scale = float(10.0 ** rng.uniform(-40, 35))
+        shift = float(rng.choice([0.0, 0.0, 1000.0, -3.0])) * scale
+        x = (rng.standard_normal(int(rng.integers(1, 3000))) * scale + shift).astype(np.float32)
+        cuts = np.sort(rng.integers(0, x.size, size=int(rng.integers(0, 6))))
+        parts = np.split(x, cuts)
+        native = collect(HistogramAccumulator, parts, bins=bins, symmetric=symmetric).state()
+        expected = collect(ReferenceAccumulator, [x], bins=bins, symmetric=symmetric).state().to_bytes()
+        assert native.to_bytes() == expected, f"case {case}"
+        merged = HistogramAccumulator(bins, symmetric)
+        for part in parts[::-1]:
+            merged.merge(collect(HistogramAccumulator, [part], bins=bins, symmetric=symmetric))
+        assert merged.to_bytes() == expected, f"case {case} (merged)"
