@@ -17,7 +17,7 @@ where the product is exact. ``e`` is the smallest exponent whose bins cover the 
 ``[min, max]`` (``[0, amax]`` for ``|x|``); signed histograms also keep ``e >= ilogb(amax) - 30``.
 Widening from ``2**e`` to ``2**(e+d)`` sends bin ``k`` to ``floor(k / 2**d)`` exactly, so the
 counts are those of a single pass at the final width: a function of the data multiset alone.
-The data fills between half and all of the bins (``bins=4096`` buys resolution if needed).
+The data fills between about half and all of the bins (``bins=4096`` buys resolution if needed).
 
 *Fixed mode* (``range=(lo, hi)``; the second phase of a two-phase protocol whose first phase
 found ``minmax``/``amax``): bin ``floor(clamp((x - lo) * scale, 0, bins - 1))`` with

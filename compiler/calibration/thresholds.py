@@ -15,8 +15,10 @@ Methods (``w`` is the bin width; a result never exceeds the data's own ``amax``/
 * ``minmax`` — ``amax``, or ``(min, max)``.
 * ``percentile`` — symmetric: the upper edge of the first bin where the cumulative count reaches
   ``percentile``% (so within one bin of ``numpy.percentile(|x|, percentile)``). Signed: that edge
-  for the upper tail, and the mirror-image lower edge for the lower tail (each tail keeps
-  ``percentile``% of the values on its side of the cut).
+  for the upper cut, and its mirror image for the lower cut (the lower edge of the last bin from
+  which the counts to the top reach ``percentile``%), so each cut drops at most
+  ``100 - percentile``% of the values, and ``(lo, hi)`` brackets
+  ``numpy.percentile(x, [100 - percentile, percentile])`` within a bin.
 * ``entropy`` — over every candidate length ``i`` from ``levels`` to the last occupied bin
   (step 1, no refinement needed: the search is O(bins) with prefix sums), fold the tail beyond
   ``i`` into bin ``i - 1`` (P), merge the ``i`` bins into ``levels`` buckets (the last takes the
@@ -39,6 +41,8 @@ from types import ModuleType
 
 from onnxc import _native
 from onnxc.calibration import reference
+from onnxc.calibration.histogram import HistogramAccumulator
+from onnxc.calibration.reference import ReferenceAccumulator
 from onnxc.calibration.state import HistogramState
 from onnxc.errors import FeatureNotImplementedError
 
@@ -54,7 +58,7 @@ def _kernels(impl: str) -> ModuleType:
 
 
 def threshold(
-    stats: object,
+    stats: HistogramAccumulator | ReferenceAccumulator | HistogramState,
     method: str = "entropy",
     *,
     percentile: float = 99.99,
