@@ -38,7 +38,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxc.errors import OnnxcError
 from onnxc.inputs import resolve_input_shapes
-from onnxc.irutil import all_nodes
+from onnxc.irutil import all_nodes, data_propagation_is_safe
 
 __all__ = ["CostReport", "NodeCost", "OpCost", "ShapeInferenceFailed", "UncountedNode", "compute_costs"]
 
@@ -216,7 +216,9 @@ def _infer_concrete_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> d
 
 def _run_inference(proto: onnx.ModelProto) -> dict[str, Shape | None]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, check_type=True, strict_mode=True, data_prop=data_propagation_is_safe(proto.graph)
+        )
     except Exception as error:  # noqa: BLE001 - the C API raises several types; all mean "inference failed"
         reason = str(error).strip().splitlines()
         raise ShapeInferenceFailed(f"shape inference failed: {reason[0] if reason else type(error).__name__}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 
@@ -69,3 +70,17 @@ def static_shape(value: ir.Value) -> tuple[int, ...] | None:
     if shape is None or not shape.is_static():
         return None
     return tuple(int(d) for d in shape)
+
+
+# ONNX's data propagation tracks every element of 1-D tensors it meets (it is meant for shape
+# vectors), which costs seconds and gigabytes on a long 1-D tensor; above this length it is off.
+DATA_PROPAGATION_MAX_1D = 4096
+
+
+def data_propagation_is_safe(graph: onnx.GraphProto) -> bool:
+    """False when a graph input or initializer is a 1-D tensor too long for ONNX data propagation."""
+    for info in graph.input:
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) == 1 and dims[0].HasField("dim_value") and dims[0].dim_value > DATA_PROPAGATION_MAX_1D:
+            return False
+    return all(not (len(t.dims) == 1 and t.dims[0] > DATA_PROPAGATION_MAX_1D) for t in graph.initializer)

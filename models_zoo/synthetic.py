@@ -28,8 +28,7 @@ def large_external_model(path: str | Path, total_bytes: int = 2_200_000_000, ten
                 count = min(remaining, block.size)
                 data.write(block[:count].tobytes())
                 remaining -= count
-            tensor = helper.make_tensor(f"w{index}", TensorProto.FLOAT, [elements], vals=[])
-            tensor.ClearField("float_data")
+            tensor = TensorProto(name=f"w{index}", data_type=TensorProto.FLOAT, dims=[elements])
             tensor.data_location = TensorProto.EXTERNAL
             for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(elements * 4))):
                 entry = tensor.external_data.add()

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import constant_tensor
+from onnxc.irutil import constant_tensor, data_propagation_is_safe
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
 
@@ -467,6 +467,7 @@ def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
     """
     try:
         proto = _proto_for_inference(model)
+        data_prop = data_prop and data_propagation_is_safe(proto.graph)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=data_prop)
     except Exception as error:  # noqa: BLE001 - inference failing must leave the model usable
         logger.info("shape inference failed, shapes left as they are: %s", error)
