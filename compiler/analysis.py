@@ -13,6 +13,7 @@ from onnxc.costs import compute_costs
 from onnxc.errors import OnnxcError
 from onnxc.io import weight_bytes
 from onnxc.irutil import all_nodes
+from onnxc.text import columns, human_bytes, human_count
 
 
 def op_histogram(model: ir.Model) -> dict[str, int]:
@@ -142,28 +143,28 @@ def _format_header(info: dict) -> str:
         ["Producer", producer],
         ["Nodes", f"{info['nodes']:,}"],
     ]
-    return _columns(rows)
+    return columns(rows)
 
 
 def _format_signature(info: dict) -> str:
     parts = []
     for title, values in (("Inputs", info["inputs"]), ("Outputs", info["outputs"])):
         rows = [[v["name"], v["dtype"] or "?", _shape_text(v["shape"])] for v in values]
-        parts.append(f"{title}\n" + _columns(rows, indent=2))
+        parts.append(f"{title}\n" + columns(rows, indent=2))
     return "\n".join(parts)
 
 
 def _format_weights(info: dict) -> str:
     lines = [f"Parameters  {human_count(info['parameters'])} params, {human_bytes(info['weight_bytes'])}"]
     if info["weight_bytes_by_dtype"]:
-        lines.append(_columns([[dtype, human_bytes(size)] for dtype, size in info["weight_bytes_by_dtype"].items()], indent=2, right=(1,)))
+        lines.append(columns([[dtype, human_bytes(size)] for dtype, size in info["weight_bytes_by_dtype"].items()], indent=2, right=(1,)))
     if info["external_data"]:
         rows = [
             [entry["file"], "missing" if entry["bytes"] is None else human_bytes(entry["bytes"]), f"{entry['tensors']} tensors"]
             for entry in info["external_data"]
         ]
         lines.append("External data")
-        lines.append(_columns(rows, indent=2, right=(1, 2)))
+        lines.append(columns(rows, indent=2, right=(1, 2)))
     return "\n".join(lines)
 
 
@@ -171,7 +172,7 @@ def _format_compute(info: dict) -> str:
     costs = info["costs"]
     if costs is None:
         lines = [f"Compute     not available: {info['costs_error']}", "Ops"]
-        lines.append(_columns([[op, str(count)] for op, count in info["op_histogram"].items()], indent=2, right=(1,)))
+        lines.append(columns([[op, str(count)] for op, count in info["op_histogram"].items()], indent=2, right=(1,)))
         return "\n".join(lines)
     shapes = ", ".join(f"{name} {_shape_text(shape)}" for name, shape in costs["input_shapes"].items())
     lines = [f"Compute     {human_count(costs['total_macs'], 'MACs')}, {human_count(costs['total_flops'], 'FLOPs')} at {shapes}"]
@@ -181,41 +182,14 @@ def _format_compute(info: dict) -> str:
     rows = [["op", "count", "MACs", "FLOPs", "% FLOPs"]]
     for op, cost in costs["by_op"].items():
         rows.append([op, str(cost["count"]), human_count(cost["macs"]), human_count(cost["flops"]), f"{100 * cost['flops'] / total_flops:.1f}"])
-    lines.append(_columns(rows, indent=2, right=(1, 2, 3, 4)))
+    lines.append(columns(rows, indent=2, right=(1, 2, 3, 4)))
     if costs["uncounted"]:
         lines.append("Uncounted (0 MACs/FLOPs assumed)")
         rows = [[op, str(entry["count"]), entry["reason"]] for op, entry in costs["uncounted"].items()]
-        lines.append(_columns(rows, indent=2, right=(1,)))
+        lines.append(columns(rows, indent=2, right=(1,)))
     return "\n".join(lines)
 
 
 def _shape_text(shape: list | None) -> str:
     return "?" if shape is None else "[" + ", ".join(str(dim) for dim in shape) + "]"
 
-
-def _columns(rows: list[list[str]], *, indent: int = 0, right: tuple[int, ...] = ()) -> str:
-    """Rows as aligned columns; the columns listed in ``right`` are right-aligned (numbers)."""
-    if not rows:
-        return " " * indent + "(none)"
-    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(len(row) for row in rows))]
-    lines = []
-    for row in rows:
-        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
-        lines.append(" " * indent + "  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
-_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-def human_count(value: float, unit: str = "") -> str:
-    """Three significant digits with a decimal prefix: 4_090_000_000, "MACs" -> "4.09 GMACs"."""
-    for scale, prefix in _PREFIXES:
-        if abs(value) >= scale * 0.9995:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}".rstrip() if isinstance(value, float) else f"{value} {unit}".rstrip()
-
-
-def human_bytes(value: int) -> str:
-    """Decimal units, as file sizes are usually quoted: 97_500_000 -> "97.5 MB"."""
-    return human_count(value, "B")

@@ -44,12 +44,9 @@ class PassRecord:
     applications: int = 0
     changes: int = 0
     time_s: float = 0.0
-    nodes_before: int = 0
-    nodes_after: int = 0
-    params_before: int = 0
-    params_after: int = 0
-    bytes_before: int = 0
-    bytes_after: int = 0
+    nodes_removed: int = 0
+    params_removed: int = 0
+    bytes_removed: int = 0
     max_abs_error: float | None = None
     min_cosine: float | None = None
 
@@ -132,9 +129,7 @@ class PassManager:
         record = self._records.get(id(pass_))
         stats_before = model_stats(model)
         if record is None:
-            record = PassRecord(pass_.name, pass_.describe(), pass_.lossless,
-                                nodes_before=stats_before["nodes"], params_before=stats_before["params"],
-                                bytes_before=stats_before["weight_bytes"])
+            record = PassRecord(pass_.name, pass_.describe(), pass_.lossless)
             self._records[id(pass_)] = record
             self._order.append(id(pass_))
         if bar is not None:
@@ -150,9 +145,9 @@ class PassManager:
         record.applications += 1
         record.changes += int(result.modified)
         stats_after = model_stats(model)
-        record.nodes_after = stats_after["nodes"]
-        record.params_after = stats_after["params"]
-        record.bytes_after = stats_after["weight_bytes"]
+        record.nodes_removed += stats_before["nodes"] - stats_after["nodes"]
+        record.params_removed += stats_before["params"] - stats_after["params"]
+        record.bytes_removed += stats_before["weight_bytes"] - stats_after["weight_bytes"]
         if bar is not None:
             bar.update(1)
         if self.verify and result.modified:

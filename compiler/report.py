@@ -2,29 +2,13 @@
 from __future__ import annotations
 
 from onnxc.manager import CompileReport
-
-
-def human_count(value: float, unit: str = "") -> str:
-    """1234567 -> '1.23 M' (with the unit appended)."""
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.3g} {suffix}{unit}".rstrip()
-    return f"{value:.4g} {unit}".rstrip()
-
-
-def human_bytes(value: float) -> str:
-    for threshold, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if value >= threshold:
-            return f"{value / threshold:.3g} {suffix}"
-    return f"{int(value)} B"
+from onnxc.text import columns, human_bytes
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain-text table with right-aligned columns after the first."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    def line(cells):
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *[line(r) for r in rows]])
+    """A plain-text table with a header rule; columns after the first are right-aligned."""
+    rule = ["-" * max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return columns([headers, rule, *rows], right=tuple(range(1, len(headers))))
 
 
 def format_compile_report(report: CompileReport) -> str:
@@ -36,13 +20,13 @@ def format_compile_report(report: CompileReport) -> str:
             str(record.applications),
             str(record.changes),
             f"{record.time_s * 1000:.1f}",
-            f"{record.nodes_before}->{record.nodes_after}",
-            f"{record.params_before - record.params_after:,}",
+            f"{record.nodes_removed:,}",
+            f"{record.params_removed:,}",
             error,
         ])
     before, after = report.before, report.after
     lines = [
-        table(["pass", "runs", "changed", "ms", "nodes", "params removed", "max abs err"], rows),
+        table(["pass", "runs", "changed", "ms", "nodes removed", "params removed", "max abs err"], rows),
         "",
         f"nodes   {before['nodes']:>10,} -> {after['nodes']:,}",
         f"params  {before['params']:>10,} -> {after['params']:,}",
