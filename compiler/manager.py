@@ -90,12 +90,13 @@ class PassManager:
         self._order: list[int] = []
         self._iterations: dict[str, int] = {}
         self._feeds = None
+        self._stats: dict = {}
         self._previous_outputs = None
         self._original_outputs = None
 
     def run(self, model: ir.Model) -> CompileReport:
         start = time.perf_counter()
-        before = model_stats(model)
+        before = self._stats = model_stats(model)
         if self.verify:
             shapes = resolve_input_shapes(model, self.context.input_shapes)
             self._feeds = self.context.verification_inputs or [
@@ -109,7 +110,7 @@ class PassManager:
         if self.verify:
             error = compare_outputs(self._original_outputs, self._previous_outputs).as_dict()
         records = [self._records[key] for key in self._order]
-        return CompileReport(records, before, model_stats(model), time.perf_counter() - start, self._iterations, error)
+        return CompileReport(records, before, self._stats, time.perf_counter() - start, self._iterations, error)
 
     def _run_step(self, model: ir.Model, step: Step, bar) -> bool:
         if isinstance(step, Group):
@@ -127,7 +128,7 @@ class PassManager:
 
     def _run_pass(self, model: ir.Model, pass_: Pass, bar) -> bool:
         record = self._records.get(id(pass_))
-        stats_before = model_stats(model)
+        stats_before = self._stats
         if record is None:
             record = PassRecord(pass_.name, pass_.describe(), pass_.lossless)
             self._records[id(pass_)] = record
@@ -144,7 +145,8 @@ class PassManager:
         record.time_s += time.perf_counter() - started
         record.applications += 1
         record.changes += int(result.modified)
-        stats_after = model_stats(model)
+        # Counting is linear in the graph, so it is redone only when the pass changed something.
+        stats_after = self._stats = model_stats(model) if result.modified else stats_before
         record.nodes_removed += stats_before["nodes"] - stats_after["nodes"]
         record.params_removed += stats_before["params"] - stats_after["params"]
         record.bytes_removed += stats_before["weight_bytes"] - stats_after["weight_bytes"]
