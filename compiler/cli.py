@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="backend profile for target-aware passes (default: onnxruntime)")
     p.add_argument("--calib-data", metavar="PATH", help="calibration data for calibrated passes")
     p.add_argument("--calib-cache", metavar="PATH", help="file where calibration statistics are saved and reused")
+    p.add_argument("--calib-random", action="store_true",
+                   help="calibrate on seeded random inputs when no --calib-data is given (a warning is printed: real data is better)")
     p.add_argument("--shape", action="append", metavar="NAME=DIMS", help=shape_help)
     p.add_argument("--plugin", action="append", metavar="MODULE", help="import a module or .py file that registers passes (repeatable)")
     p.add_argument("--external-data", choices=["auto", "always", "never"], default="auto",
@@ -193,6 +195,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     context.target = args.target or context.target
     context.calibration_data = args.calib_data or context.calibration_data
     context.calibration_cache = Path(args.calib_cache) if args.calib_cache else None
+    context.calibration_allow_random = args.calib_random
     steps = build_steps(pipeline)
     input_path, output_path = Path(args.model), Path(args.output)
     if output_path.resolve() == input_path.resolve():

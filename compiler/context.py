@@ -19,6 +19,8 @@ class Context:
         input_shapes: concrete shapes for inputs with symbolic dims, by input name.
         calibration_data: where calibration feeds come from (a path, a callable spec, ...).
         calibration_cache: file where calibration statistics are stored and reused.
+        calibration_allow_random: calibrate on generated random data when no data is given
+            (explicit opt-in: statistics from random data rarely match real inputs).
         verification_inputs: feeds used to check each pass numerically; generated when unset.
         statistics: calibration statistics computed so far, keyed by tensor name.
         progress: whether long work shows progress bars (None: only on a terminal).
@@ -29,6 +31,7 @@ class Context:
     input_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     calibration_data: Any = None
     calibration_cache: Path | None = None
+    calibration_allow_random: bool = False
     verification_inputs: list[Feeds] | None = None
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool | None = False
