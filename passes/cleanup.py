@@ -39,6 +39,15 @@ def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
             yield from attr.as_graphs()
 
 
+def known_dim(dim: int | ir.SymbolicDim) -> int | None:
+    """A dim's size when it is known, else None.
+
+    Some exporters (older Paddle2ONNX) write ``-1`` as the size of a dynamic dim: it is unknown,
+    not a size, and must never be folded into shape arithmetic.
+    """
+    return dim if isinstance(dim, int) and dim >= 0 else None
+
+
 def _graph_likes(model: ir.Model) -> list[ir.Graph]:
     """Every graph with nodes: the main graph, all subgraphs, and the bodies of local functions."""
     graphs = list(model.graphs())
