@@ -56,14 +56,16 @@ def resolve_input_shapes(
             raise OnnxcError(f"input {name!r} has no shape; give one with --shape {name}=DIMxDIM...")
         resolved = []
         for axis, dim in enumerate(value.shape):
-            if isinstance(dim, int):
+            # Some exporters write -1 for a dynamic dim: it is symbolic, not a size.
+            symbol = dim.value if isinstance(dim, ir.SymbolicDim) else None
+            if isinstance(dim, int) and dim >= 0:
                 resolved.append(dim)
-            elif dim.value and dim.value in symbol_values:
-                resolved.append(symbol_values[dim.value])
+            elif symbol and symbol in symbol_values:
+                resolved.append(symbol_values[symbol])
             else:
                 concrete = batch if axis == 0 else default_dim
-                if dim.value:
-                    symbol_values[dim.value] = concrete
+                if symbol:
+                    symbol_values[symbol] = concrete
                 resolved.append(concrete)
         shapes[name] = resolved
     return shapes

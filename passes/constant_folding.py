@@ -24,7 +24,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxc.irutil import constant_tensor
 from onnxc.pass_base import Pass, PassResult, option
-from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, subgraphs
+from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, known_dim, subgraphs
 from onnxc.passes.cleanup import infer_shapes as run_shape_inference
 from onnxc.registry import register_pass
 
@@ -580,7 +580,7 @@ def _partial_shape(node, known, opset):
     value = node.inputs[0]
     if value.shape is None:
         return None
-    dims = [d if isinstance(d, int) else None for d in value.shape]
+    dims = [known_dim(d) for d in value.shape]
     rank = len(dims)
     bounds = _slice_bounds(rank, _attr(node, "start", 0), _attr(node, "end", rank), 1)
     return _Partial(dims[bounds])
@@ -588,7 +588,7 @@ def _partial_shape(node, known, opset):
 
 def _partial_size(node, known, opset):
     shape = node.inputs[0].shape
-    if shape is None or not shape.is_static():
+    if shape is None or any(known_dim(d) is None for d in shape):
         return None
     return _Partial([math.prod(shape.numpy())], scalar=True)
 

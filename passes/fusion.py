@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from onnxc.irutil import add_initializer, constant_array, single_consumer
 from onnxc.pass_base import PassResult
+from onnxc.passes.cleanup import known_dim
 from onnxc.registry import register_pass
 from onnxc.rewrite import RootOpRewrite
 
@@ -641,9 +642,9 @@ def reshape_dims(node: ir.Node) -> list[int] | None:
     resolved = []
     for axis, dim in enumerate(target):
         if dim == 0:
-            if source is None or axis >= len(source) or not isinstance(source[axis], int):
+            dim = None if source is None or axis >= len(source) else known_dim(source[axis])
+            if dim is None:
                 return None
-            dim = source[axis]
         resolved.append(dim)
     return resolved
 
@@ -657,7 +658,7 @@ def reshape_is_identity(x: ir.Value, target: list[int], allowzero: bool) -> bool
     for dim, wanted in zip(shape, target):
         if wanted == 0 and not allowzero:
             continue
-        if isinstance(dim, int) and dim == wanted:
+        if known_dim(dim) is not None and dim == wanted:
             continue
         if wanted == -1:
             inferred += 1
@@ -672,7 +673,7 @@ def intermediate_dim(inner: ir.Node, value: ir.Value, axis: int) -> int | None:
     A static dim is returned as is; a dim ``inner`` itself copied from its input stays ``0``.
     """
     shape = value.shape
-    if shape is not None and axis < len(shape) and isinstance(shape[axis], int):
+    if shape is not None and axis < len(shape) and known_dim(shape[axis]) is not None:
         return int(shape[axis])
     if inner.op_type != "Reshape":
         return None

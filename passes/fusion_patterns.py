@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from onnxc.irutil import add_initializer, constant_array, single_consumer
 from onnxc.pass_base import option
+from onnxc.passes.cleanup import known_dim
 from onnxc.passes.fusion import (
     FusionRewrite,
     axes_of,
@@ -105,7 +106,7 @@ class FuseLayerNorm(FusionRewrite):
             return False
         x, epsilon, dtype, nodes = core
         rank = rank_of(x)
-        channels = x.shape[-1] if x.shape is not None and rank and isinstance(x.shape[-1], int) else None
+        channels = known_dim(x.shape[-1]) if x.shape is not None and rank else None
         last = nodes[-1]
         gamma_value = beta_value = None
         scale_mul = only_reader(last.outputs[0], "Mul")
