@@ -12,6 +12,7 @@ input. Models whose weights exceed the protobuf limit are written with external 
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from google.protobuf.message import DecodeError
 
 from onnxc._version import __version__
 from onnxc.errors import InvalidModelError, ModelLoadError
+from onnxc.irutil import weightless_proto
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -45,23 +47,21 @@ def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
     base_dir = path.resolve().parent
-    has_external = False
     for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             _check_external_data(tensor, base_dir, path)
-            has_external = True
-    if check:
-        try:
-            # Given a proto, the checker looks for external data files in the working directory;
-            # given the path, it looks beside the model.
-            onnx.checker.check_model(str(path) if has_external else proto)
-        except onnx.checker.ValidationError as error:
-            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as error:  # noqa: BLE001 - any deserialization failure means a bad model
         raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
     ir.external_data.set_base_dir(model.graph, str(base_dir))
+    if check:
+        try:
+            # The checker judges the graph; weights (already validated for size and place) stay out,
+            # so checking a large model costs no copy of its weights.
+            onnx.checker.check_model(weightless_proto(model))
+        except onnx.checker.ValidationError as error:
+            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     return model
 
 
@@ -86,7 +86,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         if external_data:
             ir.save(model, staged_model, external_data=data_name)
         else:
-            ir.save(model, staged_model)
+            _write_single_file(model, staged_model)
         written = []
         staged_data = staging / data_name
         if staged_data.exists():
@@ -99,6 +99,62 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# Protobuf wire tags (field number << 3 | length-delimited): ModelProto.graph = 7,
+# GraphProto.initializer = 5, TensorProto.raw_data = 9.
+_TAG_GRAPH, _TAG_INITIALIZER, _TAG_RAW_DATA = b"\x3a", b"\x2a", b"\x4a"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _write_single_file(model: ir.Model, path: Path) -> None:
+    """Write the model as one protobuf file, streaming the main graph's weights.
+
+    Building the weights into a protobuf message and serializing it copies them twice; here the
+    graph is serialized without them and each weight's bytes are written straight after its
+    header, in the wire format protobuf readers merge into the same ModelProto.
+    """
+    graph = model.graph
+    streamed = [v for v in graph.initializers.values() if v.const_value is not None and v.const_value.dtype != ir.DataType.STRING]
+    streamed_ids = {id(v) for v in streamed}
+    view = ir.GraphView(
+        graph.inputs, graph.outputs, nodes=graph,
+        initializers=[v for v in graph.initializers.values() if id(v) not in streamed_ids],
+        doc_string=graph.doc_string, opset_imports=graph.opset_imports, name=graph.name, metadata_props=graph.metadata_props,
+    )
+    shell = copy.copy(model)
+    shell.graph = view
+    proto = ir.serde.serialize_model(shell)
+    graph_bytes = proto.graph.SerializeToString(deterministic=True)
+    proto.ClearField("graph")
+    headers = []
+    for value in streamed:
+        tensor = value.const_value
+        header = onnx.TensorProto(name=value.name, dims=[int(d) for d in tensor.shape], data_type=tensor.dtype.value)
+        if tensor.doc_string:
+            header.doc_string = tensor.doc_string
+        headers.append(header.SerializeToString(deterministic=True) + _TAG_RAW_DATA + _varint(tensor.nbytes))
+    lengths = [len(h) + v.const_value.nbytes for h, v in zip(headers, streamed)]
+    graph_length = len(graph_bytes) + sum(len(_TAG_INITIALIZER) + len(_varint(n)) + n for n in lengths)
+    with open(path, "wb") as file:
+        file.write(proto.SerializeToString(deterministic=True))
+        file.write(_TAG_GRAPH + _varint(graph_length))
+        file.write(graph_bytes)
+        for header, length, value in zip(headers, lengths, streamed):
+            raw = value.const_value.tobytes()
+            if len(raw) != value.const_value.nbytes:
+                raise ValueError(f"initializer {value.name!r} has {len(raw)} bytes of data, expected {value.const_value.nbytes}")
+            file.write(_TAG_INITIALIZER + _varint(length))
+            file.write(header)
+            file.write(raw)
 
 
 def weight_bytes(model: ir.Model) -> int:

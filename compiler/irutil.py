@@ -84,3 +84,35 @@ def data_propagation_is_safe(graph: onnx.GraphProto) -> bool:
         if len(dims) == 1 and dims[0].HasField("dim_value") and dims[0].dim_value > DATA_PROPAGATION_MAX_1D:
             return False
     return all(not (len(t.dims) == 1 and t.dims[0] > DATA_PROPAGATION_MAX_1D) for t in graph.initializer)
+
+
+def weightless_proto(model: ir.Model, *, inline_bytes: int = 1024) -> onnx.ModelProto:
+    """The model as a proto whose main-graph initializers over ``inline_bytes`` are typed inputs.
+
+    For checks and inference that need the graph, not the weights: it costs memory and time in
+    proportion to the graph, however large the weights.
+    """
+    graph = model.graph
+    inputs = list(graph.inputs)
+    inline = []
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None and tensor.nbytes <= inline_bytes:
+            inline.append(value)
+        elif not value.is_graph_input():
+            inputs.append(
+                ir.Value(
+                    name=value.name,
+                    type=value.type or (ir.TensorType(tensor.dtype) if tensor is not None else None),
+                    shape=value.shape or (ir.Shape(tensor.shape) if tensor is not None else None),
+                )
+            )
+    view = ir.GraphView(inputs, graph.outputs, nodes=graph, initializers=inline, name=graph.name)
+    proto = onnx.ModelProto()
+    proto.ir_version = model.ir_version
+    for domain, version in sorted(model.opset_imports.items()):
+        proto.opset_import.add(domain=domain, version=version)
+    proto.graph.CopyFrom(ir.to_proto(view))
+    for function in model.functions.values():
+        proto.functions.append(ir.to_proto(function))
+    return proto

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import constant_tensor, data_propagation_is_safe
+from onnxc.irutil import constant_tensor, data_propagation_is_safe, weightless_proto
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
 
@@ -475,7 +475,7 @@ def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
     by an inferred one that says more (or contradicts it).
     """
     try:
-        proto = _proto_for_inference(model)
+        proto = weightless_proto(model, inline_bytes=_INLINE_INITIALIZER_BYTES)
         data_prop = data_prop and data_propagation_is_safe(proto.graph)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=data_prop)
     except Exception as error:  # noqa: BLE001 - inference failing must leave the model usable
@@ -491,34 +491,6 @@ def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
                 if type_proto is not None:
                     changed |= _update_value(value, type_proto)
     return changed
-
-
-def _proto_for_inference(model: ir.Model) -> onnx.ModelProto:
-    """The model as a proto with its large main-graph initializers turned into typed inputs."""
-    graph = model.graph
-    inputs = list(graph.inputs)
-    inline = []
-    for value in graph.initializers.values():
-        tensor = value.const_value
-        if tensor is not None and tensor.nbytes <= _INLINE_INITIALIZER_BYTES:
-            inline.append(value)
-        elif not value.is_graph_input():
-            inputs.append(
-                ir.Value(
-                    name=value.name,
-                    type=value.type or (ir.TensorType(tensor.dtype) if tensor is not None else None),
-                    shape=value.shape or (ir.Shape(tensor.shape) if tensor is not None else None),
-                )
-            )
-    view = ir.GraphView(inputs, graph.outputs, nodes=graph, initializers=inline, name=graph.name)
-    proto = onnx.ModelProto()
-    proto.ir_version = model.ir_version
-    for domain, version in sorted(model.opset_imports.items()):
-        proto.opset_import.add(domain=domain, version=version)
-    proto.graph.CopyFrom(ir.to_proto(view))
-    for function in model.functions.values():
-        proto.functions.append(ir.to_proto(function))
-    return proto
 
 
 def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> None:
