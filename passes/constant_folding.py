@@ -80,7 +80,7 @@ class FoldConstants(Pass):
 
     name = "fold-constants"
     size_limit: int = option(
-        1 << 20, "largest output (elements) a folded node may produce when it needs more bytes than its inputs"
+        4096, "largest output (elements) a folded node may produce when it needs more bytes than it frees"
     )
     infer_shapes: bool = option(True, "run shape inference first when a Shape/Size input has no known shape")
 
@@ -160,34 +160,40 @@ class _Folder:
     def _fold_constant_node(self, node: ir.Node) -> None:
         # A node rejected before is skipped while it reads the same values under the same limit,
         # so a fixed-point loop does not evaluate it again on every round.
+        # Use counts are part of the key: a constant whose other readers went away is freed by the fold.
+        uses = tuple(0 if value is None else len(value.uses()) for value in node.inputs)
         rejected = node.meta.get(_REJECTED)
         if (
             rejected is not None
             and rejected[0] == self.size_limit
             and len(rejected[1]) == len(node.inputs)
             and all(a is b for a, b in zip(rejected[1], node.inputs))
+            and rejected[2] == uses
         ):
             return
         arrays = self._evaluate(node)
         if arrays is None:
-            node.meta[_REJECTED] = (self.size_limit, tuple(node.inputs))
+            node.meta[_REJECTED] = (self.size_limit, tuple(node.inputs), uses)
             return
         self._replace(node, arrays)
 
-    def _grows(self, elements: int, nbytes: int, input_bytes: int) -> bool:
+    def _grows(self, elements: int, nbytes: int, freed_bytes: int) -> bool:
         """Whether an output would enlarge the model beyond the limit.
 
-        Folding that moves data (Transpose or Reshape of a weight) is always allowed; folding that
-        multiplies it (ConstantOfShape, Expand, Tile, a widening Cast) is capped by ``size_limit``.
+        Folding that moves data (Transpose or Reshape of a weight read only there) is always
+        allowed; folding that multiplies it (ConstantOfShape, Expand, Tile) or copies a weight that
+        other nodes still read is capped by ``size_limit``. So is a widening Cast: on a weight
+        stored as int8 or float16 it would undo the model's compression (ONNX Runtime folds it at
+        session creation anyway, so nothing runs faster for it).
         """
-        return elements > self.size_limit and nbytes > input_bytes
+        return elements > self.size_limit and nbytes > freed_bytes
 
     def _evaluate(self, node: ir.Node) -> list[np.ndarray] | None:
-        input_bytes = sum(constant_tensor(value).nbytes for value in node.inputs if value is not None)
+        freed = _freed_bytes(node)
         for output in node.outputs:
             if output.shape is not None and output.shape.is_static() and output.dtype is not None:
                 elements = math.prod(output.shape.numpy())
-                if self._grows(elements, elements * output.dtype.itemsize, input_bytes):
+                if self._grows(elements, elements * output.dtype.itemsize, freed):
                     return None
         inputs: list[np.ndarray | None] = []
         for value in node.inputs:
@@ -209,7 +215,7 @@ class _Folder:
             return None
         arrays = [np.asarray(array) for array in arrays]
         for output, array in zip(node.outputs, arrays):
-            if self._grows(array.size, array.nbytes, input_bytes) or ir.DataType.from_numpy(array.dtype) not in _NATIVE_DTYPES:
+            if self._grows(array.size, array.nbytes, freed) or ir.DataType.from_numpy(array.dtype) not in _NATIVE_DTYPES:
                 return None
             if output.dtype is not None and output.dtype != ir.DataType.from_numpy(array.dtype):
                 return None
@@ -250,6 +256,19 @@ class _Folder:
             graph.register_initializer(initializer)
         graph.remove(node, safe=True)
         self.folded += 1
+
+
+def _freed_bytes(node: ir.Node) -> int:
+    """Bytes of the constants that only ``node`` reads: what folding it removes from the model."""
+    freed = 0
+    seen: list[ir.Value] = []
+    for value in node.inputs:
+        if value is None or any(value is other for other in seen):
+            continue
+        seen.append(value)
+        if not value.is_graph_output() and all(use.node is node for use in value.uses()):
+            freed += constant_tensor(value).nbytes
+    return freed
 
 
 # ----------------------------------------------------------------------------------------------
