@@ -16,11 +16,21 @@ def compare_latency(
     rounds: int = 5,
     calls_per_round: int = 10,
     warmup: int = 3,
+    min_round_s: float = 0.05,
 ) -> dict[str, float]:
-    """Seconds per call for each contender: min over rounds of the median within a round."""
+    """Seconds per call for each contender: min over rounds of the median within a round.
+
+    Fast calls get more calls per round (at least ``min_round_s`` per contender and round), so
+    sub-millisecond models are not judged on a handful of noisy samples.
+    """
+    slowest_call = 0.0
     for function in contenders.values():
         for _ in range(warmup):
+            start = time.perf_counter()
             function()
+            slowest_call = max(slowest_call, time.perf_counter() - start)
+    if slowest_call > 0:
+        calls_per_round = max(calls_per_round, min(1000, int(min_round_s / slowest_call) + 1))
     best = {name: float("inf") for name in contenders}
     for _ in range(rounds):
         for name, function in contenders.items():
