@@ -49,6 +49,7 @@ class PassRecord:
     bytes_removed: int = 0
     max_abs_error: float | None = None
     min_cosine: float | None = None
+    details: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -145,6 +146,7 @@ class PassManager:
         record.time_s += time.perf_counter() - started
         record.applications += 1
         record.changes += int(result.modified)
+        record.details.update(pass_.details())
         # Counting is linear in the graph, so it is redone only when the pass changed something.
         stats_after = self._stats = model_stats(model) if result.modified else stats_before
         record.nodes_removed += stats_before["nodes"] - stats_after["nodes"]

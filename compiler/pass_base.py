@@ -71,6 +71,10 @@ class Pass(InPlacePass):
             return self.name
         return f"{self.name}(" + ",".join(f"{k}={_format_value(v)}" for k, v in changed.items()) + ")"
 
+    def details(self) -> dict[str, Any]:
+        """What the last run decided, for the report (e.g. layers kept in float); JSON-able."""
+        return {}
+
     def call(self, model: ir.Model) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
