@@ -33,7 +33,19 @@ def format_compile_report(report: CompileReport) -> str:
         f"weights {human_bytes(before['weight_bytes']):>10} -> {human_bytes(after['weight_bytes'])}",
         f"time    {report.total_time_s:.2f} s" + "".join(f"  ({name}: {n} iterations)" for name, n in report.iterations.items()),
     ]
+    for record in report.passes:
+        for key, value in record.details.items():
+            lines.append(f"{record.name}: {key}: {_brief(value)}")
     if report.error_vs_original is not None:
         e = report.error_vs_original
         lines.append(f"vs original: max abs {e['max_abs']:.3g}, max rel {e['max_rel']:.3g}, cosine {e['min_cosine']:.6f}")
     return "\n".join(lines)
+
+
+def _brief(value, limit: int = 8) -> str:
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(str(v) for v in value[:limit])
+        return f"{shown}{f', ... ({len(value)} in all)' if len(value) > limit else ''}" if value else "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
