@@ -1,0 +1,263 @@
+"""Whole calibration against plain inference and against ONNX Runtime's quantize_static, in one run.
+
+    python benchmarks/bench_calibration.py [--model resnet18] [--image 224] [--inputs 32] [--rounds 3]
+
+On a zoo CNN at batch 1 over N seeded inputs, times:
+
+* plain FP32 inference on ORT over the N inputs (session creation included, as a user running
+  the model pays it too; the steady-state runs alone are printed beside it);
+* onnxc calibration: statistics of every Conv/Gemm input activation over the same inputs
+  (:func:`collect_statistics`, session creation included) plus entropy thresholds for all of them
+  (:func:`compute_thresholds`); target <= 1.5x plain inference;
+* the same onnxc calibration of the tensors ORT calibrates (inputs and outputs of Conv/Gemm);
+* ``onnxruntime.quantization.quantize_static`` with ``CalibrationMethod.Entropy`` (its defaults:
+  128 bins, where onnxc uses 2048) quantizing Conv/Gemm on the same inputs; target: onnxc >= 5x
+  faster. ORT's calibration stage alone (``create_calibrator`` + ``collect_data`` +
+  ``compute_data``) is timed too, and with ``--ort-2048`` at onnxc's 2048 bins.
+
+Contenders run interleaved within each round; each reports the median of its repeats in a
+round and the minimum of those medians over the rounds.
+
+Memory: in a fresh process per count, collection over 10 and over 1000 inputs of a smaller model
+(``--memory-model``, default resnet18 at 64x64) streamed from a generator, reporting the peak RSS
+growth during collection (sampled) and the Python-side tracemalloc peak: both stay flat as inputs grow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import psutil
+
+from onnxc import models_zoo
+from onnxc.calibration import collect_statistics, compute_thresholds
+
+
+def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
+    """``contenders``: name -> (function, repeats per round)."""
+    medians: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for step in range(max(repeats for _, repeats in contenders.values())):
+            for name, (fn, repeats) in contenders.items():
+                if step < repeats:
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+        for name in contenders:
+            medians[name].append(statistics.median(times[name]))
+    return {name: min(values) for name, values in medians.items()}
+
+
+def conv_gemm_tensors(model: ir.Model, outputs: bool) -> list[str]:
+    """Float activations read (and, with ``outputs``, written) by Conv/Gemm nodes, in graph order."""
+    names: dict[str, None] = {}
+    for node in model.graph:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        values = [node.inputs[0]] + (list(node.outputs) if outputs else [])
+        for value in values:
+            if value is not None and not (value.is_initializer() and not value.is_graph_input()):
+                names[value.name] = None
+    return list(names)
+
+
+def inputs_for(model: ir.Model, count: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    value = model.graph.inputs[0]
+    shape = [d if isinstance(d, int) else 1 for d in value.shape]
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield {value.name: rng.standard_normal(shape).astype(np.float32)}
+
+
+def plain_inference(model_bytes: bytes, feeds: list[dict[str, np.ndarray]]) -> Callable[[], object]:
+    def run() -> None:
+        session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        for feed in feeds:
+            session.run(None, feed)
+    return run
+
+
+def steady_inference(model_bytes: bytes, feeds: list[dict[str, np.ndarray]]) -> Callable[[], object]:
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    session.run(None, feeds[0])
+
+    def run() -> None:
+        for feed in feeds:
+            session.run(None, feed)
+    return run
+
+
+def onnxc_calibration(model: ir.Model, tensors: list[str], feeds: list[dict[str, np.ndarray]]) -> Callable[[], object]:
+    def run() -> dict:
+        stats = collect_statistics(model, tensors, feeds, progress=False)
+        return compute_thresholds(stats, "entropy", progress=False)
+    return run
+
+
+class ListReader:
+    """An ORT CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]):
+        self.feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+
+def ort_quantize_static(path: str, folder: str, feeds: list[dict[str, np.ndarray]]) -> Callable[[], object]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    def run() -> None:
+        quantize_static(path, os.path.join(folder, "quantized.onnx"), ListReader(feeds),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "Gemm"],
+                        calibrate_method=CalibrationMethod.Entropy)
+    return run
+
+
+def ort_calibration_only(path: str, folder: str, feeds: list[dict[str, np.ndarray]], bins: int) -> Callable[[], object]:
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    def run() -> object:
+        calibrator = create_calibrator(path, ["Conv", "Gemm"], augmented_model_path=os.path.join(folder, "aug.onnx"),
+                                       calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": bins})
+        calibrator.collect_data(ListReader(feeds))
+        return calibrator.compute_data()
+    return run
+
+
+class RssPeak:
+    """Samples this process's resident memory in a thread (``ru_maxrss`` would carry the parent's
+    peak into a forked child), keeping the highest value seen."""
+
+    def __init__(self, interval: float = 0.002):
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def memory_child(model_name: str, image: int, count: int) -> dict[str, float]:
+    """Runs in its own process: peak RSS growth and tracemalloc peak while collecting ``count`` inputs."""
+    model = ir.serde.deserialize_model(models_zoo.build(model_name, **({"image": image} if image else {})))
+    tensors = conv_gemm_tensors(model, outputs=False)
+    collect_statistics(model, tensors, inputs_for(model, 2), progress=False)  # warm ORT and the extension
+    before = psutil.Process().memory_info().rss
+    tracemalloc.start()
+    start = time.perf_counter()
+    with RssPeak() as rss:
+        collect_statistics(model, tensors, inputs_for(model, count, seed=1), progress=False)
+    seconds = time.perf_counter() - start
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"rss_growth_mb": (rss.peak - before) / 2**20, "peak_rss_mb": rss.peak / 2**20,
+            "traced_peak_mb": traced / 2**20, "seconds": seconds, "tensors": len(tensors)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18", help="zoo CNN (resnet18, mobilenetv2, resnet50)")
+    parser.add_argument("--image", type=int, default=224)
+    parser.add_argument("--inputs", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per round of the fast contenders")
+    parser.add_argument("--memory-model", default="resnet18")
+    parser.add_argument("--memory-image", type=int, default=64)
+    parser.add_argument("--memory-counts", default="10,1000")
+    parser.add_argument("--skip-ort-quantize", action="store_true")
+    parser.add_argument("--ort-2048", action="store_true",
+                        help="also time ORT's entropy calibration at 2048 bins (slow: its search is Python)")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.memory_child is not None:
+        print(json.dumps(memory_child(args.memory_model, args.memory_image, args.memory_child)))
+        return
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static logs advice on every call
+
+    proto = models_zoo.build(args.model, image=args.image)
+    model = ir.serde.deserialize_model(proto)
+    model_bytes = proto.SerializeToString()
+    feeds = list(inputs_for(model, args.inputs))
+    inputs_only = conv_gemm_tensors(model, outputs=False)
+    ort_set = conv_gemm_tensors(model, outputs=True)
+    print(f"{args.model} at batch 1, {args.image}x{args.image}, {args.inputs} inputs, ORT {ort.__version__}, "
+          f"{os.cpu_count()} CPUs")
+
+    with tempfile.TemporaryDirectory(prefix="onnxc-bench-calib-") as folder:
+        path = os.path.join(folder, "model.onnx")
+        onnx.save(proto, path)
+        contenders: dict[str, tuple[Callable[[], object], int]] = {
+            "ORT FP32 inference (session + runs)": (plain_inference(model_bytes, feeds), args.repeats),
+            "ORT FP32 inference (runs only)": (steady_inference(model_bytes, feeds), args.repeats),
+            f"onnxc calibration, Conv/Gemm inputs ({len(inputs_only)} tensors)":
+                (onnxc_calibration(model, inputs_only, feeds), args.repeats),
+            f"onnxc calibration, ORT's tensor set ({len(ort_set)} tensors)":
+                (onnxc_calibration(model, ort_set, feeds), args.repeats),
+        }
+        if not args.skip_ort_quantize:
+            contenders["ORT quantize_static, Entropy"] = (ort_quantize_static(path, folder, feeds), 1)
+            contenders["ORT calibration stage only (Entropy, 128 bins)"] = (ort_calibration_only(path, folder, feeds, 128), 1)
+            if args.ort_2048:
+                contenders["ORT calibration stage only (Entropy, 2048 bins)"] = (
+                    ort_calibration_only(path, folder, feeds, 2048), 1)
+        times = min_of_medians(contenders, args.rounds)
+
+    width = max(map(len, times))
+    for name, seconds in times.items():
+        print(f"  {name:<{width}}  {seconds * 1000:9.1f} ms")
+    names = list(times)
+    plain, steady, ours, ours_ort_set = (times[n] for n in names[:4])
+    print(f"calibration / inference (Conv/Gemm inputs, entropy): {ours / plain:.2f}x end to end "
+          f"(target <= 1.5x); {ours / steady:.2f}x of the runs alone")
+    if not args.skip_ort_quantize:
+        quantize, ort_calib = times[names[4]], times[names[5]]
+        print(f"ORT quantize_static (Entropy) / onnxc calibration (same tensors): {quantize / ours_ort_set:.1f}x "
+              f"(target >= 5x); ORT's calibration stage alone: {ort_calib / ours_ort_set:.1f}x")
+        if args.ort_2048:
+            print(f"at onnxc's resolution (2048 bins), ORT's calibration stage / onnxc: "
+                  f"{times[names[6]] / ours_ort_set:.1f}x")
+        print(f"(both run the model over every input: no calibration can take less than the inference, "
+              f"which bounds this ratio at ORT / inference = {quantize / plain:.1f}x here)")
+
+    counts = [int(c) for c in args.memory_counts.split(",")]
+    print(f"memory: {args.memory_model} at {args.memory_image}x{args.memory_image}, inputs streamed from a generator")
+    for count in counts:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(count), "--memory-model", args.memory_model,
+                              "--memory-image", str(args.memory_image)], check=True, capture_output=True, text=True)
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {count:5d} inputs: peak RSS growth {m['rss_growth_mb']:6.1f} MB (peak RSS {m['peak_rss_mb']:.0f} MB), "
+              f"Python allocations peak {m['traced_peak_mb']:.2f} MB, {m['seconds']:.2f} s, {m['tensors']} tensors")
+
+
+if __name__ == "__main__":
+    main()
