@@ -71,7 +71,17 @@ _NATIVE_DTYPES = frozenset(
 )
 
 _SHAPE_TRIED = "onnxc.fold.shape_inferred"
+_SHAPES_STALE = "onnxc.fold.shapes_stale"
 _REJECTED = "onnxc.fold.rejected"
+
+
+def mark_shapes_stale(model: ir.Model) -> None:
+    """Make the next fold-constants run shape inference over the whole model first.
+
+    For rewrites that make shapes inferable where inference failed before (a Reshape target
+    turned constant), so shape arithmetic downstream can fold.
+    """
+    model.meta[_SHAPES_STALE] = True
 
 
 @register_pass
@@ -99,8 +109,12 @@ class FoldConstants(Pass):
         """Infer shapes when a Shape or Size reads a value of unknown shape not tried before.
 
         Values are marked once tried, so a fixed-point loop pays for inference only when an
-        earlier pass created such a value.
+        earlier pass created such a value, or marked the shapes stale.
         """
+        if model.meta.pop(_SHAPES_STALE, False):
+            # Known shapes may be refined too (a symbolic dim that is now static), so infer anyway.
+            run_shape_inference(model)
+            return
         missing = [
             node.inputs[0]
             for graph in model.graphs()

