@@ -5,8 +5,9 @@
 * :mod:`onnxc.calibration.collect` — :func:`collect_statistics` (ORT with tensors exposed,
   streamed into accumulators, in memory-bounded chunks), :func:`merge_statistics`,
   :func:`compute_thresholds`.
-* :mod:`onnxc.calibration.cache` — :func:`save_statistics` / :func:`load_statistics` under a
-  :func:`statistics_key`, so stale caches are detected.
+* :mod:`onnxc.calibration.cache` — :func:`cached_statistics` (load or collect and save), and
+  :func:`save_statistics` / :func:`load_statistics` under a :func:`statistics_key`, so stale
+  caches are detected.
 * :mod:`onnxc.calibration.histogram` — :class:`HistogramAccumulator`, streaming min/max and
   histograms whose results do not depend on batch order, batch size or thread count.
 * :mod:`onnxc.calibration.state` — :class:`HistogramState`, the snapshot both accumulators share,
@@ -14,7 +15,7 @@
 * :mod:`onnxc.calibration.thresholds` — :func:`threshold`: entropy, percentile, MSE, minmax.
 * :mod:`onnxc.calibration.reference` — the pure-numpy reference of all of the above.
 """
-from onnxc.calibration.cache import load_statistics, save_statistics, statistics_key
+from onnxc.calibration.cache import cached_statistics, load_statistics, save_statistics, statistics_key
 from onnxc.calibration.collect import collect_statistics, compute_thresholds, merge_statistics
 from onnxc.calibration.data import CalibrationData, ImagePreprocess, open_calibration_data
 from onnxc.calibration.histogram import HistogramAccumulator, set_max_threads
@@ -23,5 +24,5 @@ from onnxc.calibration.state import HistogramState
 from onnxc.calibration.thresholds import METHODS, threshold
 
 __all__ = ["METHODS", "CalibrationData", "HistogramAccumulator", "HistogramState", "ImagePreprocess",
-           "ReferenceAccumulator", "collect_statistics", "compute_thresholds", "load_statistics", "merge_statistics",
+           "ReferenceAccumulator", "cached_statistics", "collect_statistics", "compute_thresholds", "load_statistics", "merge_statistics",
            "open_calibration_data", "save_statistics", "set_max_threads", "statistics_key", "threshold"]

@@ -1,5 +1,9 @@
 """Calibration caches: collected statistics saved to a file and reused while they still apply.
 
+    stats = cached_statistics("calib.npz", model, tensors, data)   # collects only when needed
+
+which is, spelled out:
+
     key = statistics_key(model, tensors, data.fingerprint, bins=2048)
     stats = load_statistics("calib.npz", key)          # None: absent, unreadable or stale
     if stats is None:
@@ -31,7 +35,8 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.calibration.collect import Statistics
+from onnxc.calibration.collect import Statistics, collect_statistics
+from onnxc.calibration.data import open_calibration_data
 from onnxc.calibration.histogram import HistogramAccumulator
 from onnxc.calibration.state import HistogramState
 from onnxc.errors import OnnxcError
@@ -62,6 +67,31 @@ def statistics_key(
         h.update(f"{name}\0{bool(sym)}\n".encode())
     h.update(f"data\0{data_fingerprint}\nbins\0{int(bins)}\n".encode())
     return h.hexdigest()
+
+
+def cached_statistics(
+    path: str | os.PathLike | None,
+    model: ir.Model,
+    tensors: Sequence[str],
+    data: Any,
+    *,
+    bins: int = 2048,
+    symmetric: bool | Mapping[str, bool] = True,
+    **collect_options: Any,
+) -> Statistics:
+    """Statistics from the cache at ``path`` when it holds them for this model, tensors, data and
+    settings; else collected (see :func:`collect_statistics`) and saved there. ``path=None``: no cache."""
+    if path is None:
+        return collect_statistics(model, tensors, data, bins=bins, symmetric=symmetric, **collect_options)
+    data = open_calibration_data(data, model)
+    key = statistics_key(model, tensors, data.fingerprint, bins=bins, symmetric=symmetric)
+    stats = load_statistics(path, key)
+    if stats is not None:
+        logger.info("calibration statistics of %d tensors reused from %s", len(stats), path)
+        return stats
+    stats = collect_statistics(model, tensors, data, bins=bins, symmetric=symmetric, **collect_options)
+    save_statistics(path, stats, key=key)
+    return stats
 
 
 def save_statistics(path: str | os.PathLike, stats: Mapping[str, Any], *, key: str) -> None:

@@ -192,6 +192,10 @@ def _resolve(model: ir.Model, names: Sequence[str]) -> dict[str, ir.Value]:
         for value in node.outputs:
             if value.name in wanted:
                 found.setdefault(value.name, value)
+    unusable = [f"{name!r} ({value.dtype})" for name, value in found.items()
+                if value.dtype is not None and value.dtype.numpy().kind not in "fiu"]
+    if unusable:
+        raise OnnxcError(f"calibration statistics need numeric tensors: {', '.join(unusable[:5])}")
     missing = [name for name in names if name not in found]
     if missing:
         inner = {v.name for g in model.graphs() if g is not graph for n in g for v in n.outputs}

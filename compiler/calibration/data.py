@@ -167,7 +167,7 @@ class CalibrationData:
         *,
         conformer: _Conformer,
         description: str,
-        fingerprint: str,
+        fingerprint: str | Callable[[], str],
         length: int | None,
         reiterable: bool = True,
         limit: int | None = None,
@@ -181,9 +181,16 @@ class CalibrationData:
         self._preprocess = preprocess
         self._opened = False
         self.description = description
-        self.fingerprint = fingerprint + (f"|limit={limit}" if limit is not None else "")
+        self._fingerprint = fingerprint
         self.reiterable = reiterable
         self.length = length if limit is None or length is None else min(length, limit)
+
+    @property
+    def fingerprint(self) -> str:
+        # Computed on first use: hashing feeds given in memory costs time nobody needs without a cache.
+        if callable(self._fingerprint):
+            self._fingerprint = self._fingerprint()
+        return self._fingerprint + (f"|limit={self._limit}" if self._limit is not None else "")
 
     def __iter__(self) -> Iterator[Feeds]:
         if self._opened and not self.reiterable:
@@ -263,7 +270,7 @@ def open_calibration_data(
         return _reader_source(spec, type(spec).__name__, common)
     if isinstance(spec, Mapping):
         return CalibrationData(lambda: iter([("calibration feed", spec)]), description="one feed given in Python",
-                               fingerprint="feed:" + _arrays_digest([spec]), length=1, **common)
+                               fingerprint=lambda: "feed:" + _arrays_digest([spec]), length=1, **common)
     if callable(spec):
         name = f"{getattr(spec, '__module__', '?')}:{getattr(spec, '__qualname__', type(spec).__name__)}"
         return _callable_source(spec, name, common)
@@ -285,7 +292,7 @@ def _iterable_source(items: Iterable[Any], description: str, common: dict) -> Ca
     if isinstance(items, Sequence) and not isinstance(items, (str, bytes)):
         feeds = list(items)
         return CalibrationData(lambda: ((_label(i, description), f) for i, f in enumerate(feeds)),
-                               description=description, fingerprint="feeds:" + _arrays_digest(feeds),
+                               description=description, fingerprint=lambda: "feeds:" + _arrays_digest(feeds),
                                length=len(feeds), **common)
     # An iterator or generator: one pass only, and its content cannot be fingerprinted up front.
     return CalibrationData(lambda: ((_label(i, description), f) for i, f in enumerate(items)),

@@ -16,6 +16,7 @@ from testutil import parse_model
 
 from onnxc.calibration import (
     HistogramAccumulator,
+    cached_statistics,
     ReferenceAccumulator,
     collect_statistics,
     compute_thresholds,
@@ -176,6 +177,15 @@ def test_unknown_and_nested_tensors_are_refused():
         collect_statistics(nested, ["a"], [{"c": np.array(True), "x": np.ones(2, np.float32)}])
 
 
+def test_non_numeric_tensors_are_refused():
+    model = parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (bool[2] y) { y = Greater(x, x) }
+    """)
+    with pytest.raises(OnnxcError, match="need numeric tensors: 'y'"):
+        collect_statistics(model, ["y"], [{"x": np.ones(2, np.float32)}])
+
+
 def test_bad_feeds_fail_with_one_line():
     with pytest.raises(OnnxcError, match="has rank 3") as excinfo:
         collect_statistics(CONV, ["c1"], [{"x": samples(1)[0]}])
@@ -255,6 +265,27 @@ def test_stale_cache_is_detected_and_ignored(tmp_path, caplog):
     caplog.clear()
     assert load_statistics(path, key) is None
     assert "unreadable" in caplog.text
+
+
+def test_cached_statistics_collects_once_then_reuses(tmp_path, monkeypatch):
+    path = tmp_path / "cache.npz"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i in range(3):
+        np.savez(folder / f"{i}.npz", x=samples(2, seed=i))
+    runs = []
+    monkeypatch.setattr(CountingRunner, "sessions", runs)
+    monkeypatch.setattr(collect_module, "OrtRunner", CountingRunner)
+    first = cached_statistics(path, CONV, TENSORS, folder)
+    again = cached_statistics(path, CONV, TENSORS, folder)
+    assert len(runs) == 1 and states(again) == states(first)
+    cached_statistics(path, CONV, TENSORS, folder, bins=1024)  # other settings: collected again
+    cached_statistics(path, CONV, TENSORS, folder, bins=1024)
+    assert len(runs) == 2
+    np.savez(folder / "3.npz", x=samples(2, seed=3))  # more data: collected again
+    more = cached_statistics(path, CONV, TENSORS, folder)
+    assert len(runs) == 3 and more["x"].state().count == 4 * first["x"].state().count // 3
+    assert states(cached_statistics(None, CONV, TENSORS, folder)) == states(more) and len(runs) == 4
 
 
 def test_cache_key_follows_the_data_files(tmp_path):
