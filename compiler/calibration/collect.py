@@ -79,7 +79,10 @@ def collect_statistics(
     if max_chunk_bytes < 1:
         raise OnnxcError(f"max_chunk_bytes must be positive, got {max_chunk_bytes}")
     values = _resolve(model, names)
-    stats = {name: HistogramAccumulator(bins, _symmetric_for(symmetric, name)) for name in names}
+    try:
+        stats = {name: HistogramAccumulator(bins, _symmetric_for(symmetric, name)) for name in names}
+    except ValueError as error:
+        raise OnnxcError(f"calibration histograms: {error}") from None
     if not names:
         return stats
     data = open_calibration_data(data, model)

@@ -177,6 +177,13 @@ def test_unknown_and_nested_tensors_are_refused():
         collect_statistics(nested, ["a"], [{"c": np.array(True), "x": np.ones(2, np.float32)}])
 
 
+def test_bad_settings_are_refused():
+    with pytest.raises(OnnxcError, match="bins must be in"):
+        collect_statistics(CONV, ["c1"], batched(samples(1), 1), bins=1)
+    with pytest.raises(OnnxcError, match="max_chunk_bytes must be positive"):
+        collect_statistics(CONV, ["c1"], batched(samples(1), 1), max_chunk_bytes=0)
+
+
 def test_non_numeric_tensors_are_refused():
     model = parse_model("""
     <ir_version: 8, opset_import: ["" : 17]>
