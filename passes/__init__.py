@@ -2,7 +2,7 @@
 
 One module per family: ``cleanup`` and ``fusion`` are lossless.
 """
-from onnxc.passes import cleanup, constant_folding, fusion  # noqa: F401 - imported to register the passes
+from onnxc.passes import cleanup, constant_folding, fusion, quantize  # noqa: F401 - imported to register the passes
 
 # The default pipeline: these run together until none changes the model, then the final ones once.
 DEFAULT_FIXED_POINT: tuple[str, ...] = (

@@ -1,0 +1,231 @@
+"""Target profiles: where each backend wants Q/DQ nodes, with which integer types, and which ops
+pay off in INT8 there.
+
+A profile is data; :mod:`onnxc.passes.quantize.placement` reads it. The rules of each profile
+are written out in its ``rules`` text (``onnxc passes`` and the pass record show them), and the
+reasons are below.
+
+Two placement styles exist:
+
+* **node units** (``quantize_outputs=True``; ``onnxruntime``, ``tvm``): an op runs in integer
+  arithmetic only when every float input comes from a DequantizeLinear and its output goes
+  straight into a QuantizeLinear, so a quantized Conv gets Q/DQ on its output too and the int8
+  data flows from one integer kernel to the next. The backend fuses ``DQ -> op -> Q`` groups into
+  QLinearConv / QGemm / QLinearMatMul / QLinearAdd / QLinearConcat / QLinearGlobalAveragePool,
+  and drops Q/DQ around data-movement ops whose output shares the input's scale.
+* **inputs** (``quantize_outputs=False``; ``tensorrt``, ``openvino``): Q/DQ go on the inputs of
+  the listed ops only; the compiler of the backend propagates the scales and fuses the output
+  requantization itself.
+
+"Never slower": only ops listed here are quantized, and a group of connected quantized ops (a
+region) is kept only when its contractions are large enough to repay the Q/DQ kernels at its
+borders (``min_region_macs``, ``min_macs_per_boundary_element``). ``quantize(measure=true)``
+replaces this estimate with a measurement on the target.
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+from pathlib import Path
+
+from onnxc.errors import OnnxcError
+
+ACTIVATION_DTYPES = ("uint8", "int8")
+
+# Ops that move or select data without arithmetic: an int8 tensor goes through them unchanged, so
+# their output shares the scale of their input and needs no statistics of its own.
+DATA_MOVEMENT_OPS = frozenset({
+    "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Expand", "Tile", "MaxPool", "Resize",
+    "Split", "DepthToSpace", "SpaceToDepth",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetProfile:
+    """How one backend wants a model quantized; see the module docstring.
+
+    Attributes:
+        name: the target name (``--target``).
+        rules: the profile's placement rules in words.
+        compute_ops: contractions quantized for speed (Conv, Gemm, MatMul with constant weights).
+        int8_ops: ops that run on int8 data when all their inputs and their output are quantized.
+        shared_scale_ops: data-movement ops whose output reuses the input's scale.
+        quantize_outputs: node-unit placement (see the module docstring) instead of inputs only.
+        absorbed_activations: Relu/Clip right after a unit: the Q goes after them, never between.
+        drop_redundant_activations: remove an absorbed Relu/Clip when the Q's own clamping to
+            ``[scale * (qmin - zp), scale * (qmax - zp)]`` makes it a no-op.
+        int32_bias: biases of quantized contractions become int32 (scale ``s_x * s_w``), as the
+            integer kernels add them; otherwise they stay float for the backend to handle.
+        residual_add: quantize the second input of an Add that follows a quantized Conv, so the
+            backend fuses the Add into the Conv (TensorRT).
+        activation_dtype: integer type of activations.
+        symmetric_activations: zero point 0 (int8) instead of a calibrated zero point.
+        weight_qmax: largest weight magnitude in steps (127; 63 where 8-bit weights saturate).
+        per_channel: per-output-channel weight scales.
+        concat_range_ratio: a Concat is quantized only when its inputs' ranges are within this
+            factor of each other: one output scale would erase the smaller ones (a detector's
+            boxes and class scores).
+        min_region_macs: a region with fewer multiply-accumulates stays float.
+        min_macs_per_boundary_element: a region stays float unless its MACs are at least this
+            many times the elements its border Q/DQ kernels convert.
+    """
+
+    name: str
+    rules: str
+    compute_ops: frozenset[str]
+    int8_ops: frozenset[str]
+    shared_scale_ops: frozenset[str]
+    quantize_outputs: bool
+    absorbed_activations: frozenset[str]
+    drop_redundant_activations: bool
+    int32_bias: bool
+    residual_add: bool
+    activation_dtype: str
+    symmetric_activations: bool
+    weight_qmax: int = 127
+    per_channel: bool = True
+    concat_range_ratio: float = 16.0
+    min_region_macs: int = 1 << 20
+    min_macs_per_boundary_element: float = 32.0
+
+    def with_options(self, **changes: object) -> TargetProfile:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def ops(self) -> frozenset[str]:
+        return self.compute_ops | self.int8_ops | self.shared_scale_ops
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def x86_without_vnni() -> bool:
+    """True on an x86-64 CPU whose 8-bit dot products go through VPMADDUBSW, which saturates
+    int16 sums of u8 x s8 products: there ORT's own tools quantize weights to 7 bits."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    flags = _cpu_flags()
+    return bool(flags) and not ({"avx512_vnni", "avx_vnni", "avx_vnni_int8"} & flags)
+
+
+_ONNXRUNTIME_RULES = """\
+onnxruntime (CPU EP, x86-64 and ARM64): node units that ORT's QDQ transformer fuses into integer kernels.
+- Conv, Gemm, MatMul with constant weights: DQ on every input, weights int8 symmetric per output channel
+  (Conv axis 0, Gemm axis 0 with transB=1 else 1, MatMul last axis), bias int32 with scale s_x*s_w and zero
+  point 0, so the group becomes QLinearConv / QGemm / QLinearMatMul. A Conv also gets Q on its output (QLinearConv
+  needs it); a Gemm/MatMul only when an integer op reads it (QGemm and MatMulIntegerToFloat give float).
+- Relu/Clip right after a unit are absorbed: the Q takes their output range, with zero point at qmin, which
+  makes them redundant, and they are removed (ORT does the same); no Q/DQ between Conv and Relu.
+- Add (residual), Concat, GlobalAveragePool, AveragePool run in int8 (QLinearAdd, QLinearConcat,
+  QLinearGlobalAveragePool, QLinearAveragePool) when connected to quantized units; Adds with a constant input
+  and Concats whose inputs' ranges differ by more than concat_range_ratio stay float.
+- MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Resize, ... between int8 units share their
+  input's scale, so ORT drops their Q/DQ and moves int8 data.
+- Activations uint8 with a calibrated zero point (U8S8: ORT's fastest x86 kernels); weights 7-bit on x86
+  CPUs without VNNI, where 8-bit products saturate.
+- Never slower: a connected int8 region stays float unless its contractions outweigh its border Q/DQ."""
+
+_TENSORRT_RULES = """\
+tensorrt (explicit quantization, TensorRT >= 8): Q/DQ where NVIDIA's placement recommendations put them.
+- Q/DQ on the activation inputs of Conv, ConvTranspose, Gemm, MatMul (constant weights); weights int8
+  symmetric per output channel (ConvTranspose axis 1), bias left float (TensorRT quantizes it itself).
+- Activations int8 symmetric (zero point 0), the only form TensorRT accepts.
+- Outputs of weighted ops are not quantized: TensorRT fuses Conv + BatchNorm + ReLU and then the next Q into
+  the Conv's output, so no Q/DQ ever sits between Conv, BN and ReLU.
+- Residual Add: the Add's input that does not come from the Conv gets Q/DQ, so TensorRT fuses the Add into the
+  Conv as an int8 output with an element-wise addition.
+- Data movement (MaxPool, Reshape, ...) gets no Q/DQ: TensorRT commutes DQ through it."""
+
+_OPENVINO_RULES = """\
+openvino (CPU plugin, low-precision transformations; NNCF-style placement).
+- Q/DQ (FakeQuantize after import) on the activation inputs of Conv, ConvTranspose, Gemm, MatMul, and on both
+  inputs of Add, Concat and average pools next to them; outputs are not quantized (the plugin propagates
+  precision itself).
+- Weights int8 symmetric per output channel; activations uint8 with a calibrated zero point.
+- No Q/DQ between Conv and its activation: the plugin fuses Conv + bias + ReLU."""
+
+_TVM_RULES = """\
+tvm (Relay/Relax QNN via the ONNX frontend): the onnxruntime node-unit placement.
+- TVM's FakeQuantizationToInteger rewrites each DQ -> op -> Q group into qnn.conv2d / qnn.dense / qnn.add /
+  qnn.concatenate, so the same units as onnxruntime apply: DQ on inputs, Q on outputs, per-channel int8 weights,
+  int32 bias with scale s_x*s_w, uint8 activations (VNNI and the ARM dot-product kernels take u8 x s8).
+- Relu/Clip absorbed into the Q range and removed; data movement shares scales."""
+
+_COMPUTE = frozenset({"Conv", "Gemm", "MatMul"})
+
+PROFILES: dict[str, TargetProfile] = {
+    "onnxruntime": TargetProfile(
+        name="onnxruntime",
+        rules=_ONNXRUNTIME_RULES,
+        compute_ops=_COMPUTE,
+        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
+        shared_scale_ops=DATA_MOVEMENT_OPS - {"DepthToSpace", "SpaceToDepth"},
+        quantize_outputs=True,
+        absorbed_activations=frozenset({"Relu", "Clip"}),
+        drop_redundant_activations=True,
+        int32_bias=True,
+        residual_add=False,
+        activation_dtype="uint8",
+        symmetric_activations=False,
+    ),
+    "tensorrt": TargetProfile(
+        name="tensorrt",
+        rules=_TENSORRT_RULES,
+        compute_ops=_COMPUTE | {"ConvTranspose"},
+        int8_ops=frozenset(),
+        shared_scale_ops=frozenset(),
+        quantize_outputs=False,
+        absorbed_activations=frozenset({"Relu", "Clip"}),
+        drop_redundant_activations=False,
+        int32_bias=False,
+        residual_add=True,
+        activation_dtype="int8",
+        symmetric_activations=True,
+    ),
+    "openvino": TargetProfile(
+        name="openvino",
+        rules=_OPENVINO_RULES,
+        compute_ops=_COMPUTE | {"ConvTranspose"},
+        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
+        shared_scale_ops=frozenset(),
+        quantize_outputs=False,
+        absorbed_activations=frozenset({"Relu", "Clip"}),
+        drop_redundant_activations=False,
+        int32_bias=False,
+        residual_add=False,
+        activation_dtype="uint8",
+        symmetric_activations=False,
+    ),
+    "tvm": TargetProfile(
+        name="tvm",
+        rules=_TVM_RULES,
+        compute_ops=_COMPUTE,
+        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
+        shared_scale_ops=DATA_MOVEMENT_OPS,
+        quantize_outputs=True,
+        absorbed_activations=frozenset({"Relu", "Clip"}),
+        drop_redundant_activations=True,
+        int32_bias=True,
+        residual_add=False,
+        activation_dtype="uint8",
+        symmetric_activations=False,
+    ),
+}
+
+
+def get_profile(name: str) -> TargetProfile:
+    """The profile for ``name``, adjusted to this machine (7-bit weights where ORT needs them)."""
+    profile = PROFILES.get(name)
+    if profile is None:
+        raise OnnxcError(f"unknown quantization target {name!r}; targets: {', '.join(PROFILES)}")
+    if name == "onnxruntime" and x86_without_vnni():
+        profile = dataclasses.replace(profile, weight_qmax=63)
+    return profile

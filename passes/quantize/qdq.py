@@ -1,0 +1,206 @@
+"""Writing a plan into the graph: QuantizeLinear/DequantizeLinear pairs, quantized weights and
+biases, and the removal of activations the Q makes redundant.
+
+QDQ format as backends expect it: each quantized tensor gets one QuantizeLinear right after its
+producer, and each node reading it gets its own DequantizeLinear right before it (ORT's node-unit
+selectors look for a DQ per consumer); a graph output keeps its name on a final DQ. Weights
+become int8 initializers read through a DequantizeLinear with the per-channel axis; biases
+int32 initializers with scale ``s_x * s_w``. New values and nodes are named after the tensors
+they quantize, made unique, so the same plan always writes the same graph.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.irutil import constant_array
+from onnxc.passes.fusion import ValueNames
+from onnxc.passes.quantize.params import QParams, is_redundant_clip
+from onnxc.passes.quantize.placement import GraphIndex, Plan, Unit
+from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.passes.quantize.weights import (
+    QuantizedTensor,
+    bias_safe_scale,
+    quantize_bias,
+    quantize_weight,
+    weight_axis,
+)
+
+
+@dataclasses.dataclass
+class Applied:
+    """What writing a plan did."""
+
+    quantized_tensors: int = 0
+    quantized_weights: int = 0
+    removed_activations: int = 0
+    units: list[str] = dataclasses.field(default_factory=list)
+
+
+class QDQWriter:
+    """Adds Q/DQ nodes and quantized initializers to one model, naming everything uniquely."""
+
+    def __init__(self, model: ir.Model):
+        self.model = model
+        self.graph = model.graph
+        self.names = ValueNames(model)
+        self._params: dict[tuple, tuple[ir.Value, ir.Value]] = {}
+
+    def initializer(self, base: str, array: np.ndarray) -> ir.Value:
+        name = self.names.fresh(base)
+        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                         const_value=ir.tensor(array, name=name))
+        self.graph.register_initializer(value)
+        return value
+
+    def params_values(self, root: str, params: QParams) -> tuple[ir.Value, ir.Value]:
+        """Scale and zero-point initializers of a scale group, created once and shared."""
+        key = (root, float(params.scale), int(params.zero_point), params.dtype.str)
+        if key not in self._params:
+            scale = self.initializer(f"{root}_scale", np.asarray(params.scale, dtype=np.float32))
+            zero = self.initializer(f"{root}_zero_point", np.asarray(params.zero_point, dtype=params.dtype))
+            self._params[key] = (scale, zero)
+        return self._params[key]
+
+    def quantize_tensor(self, value: ir.Value, scale: ir.Value, zero: ir.Value, dtype: ir.DataType) -> None:
+        """Q after ``value``'s producer, a DQ before each reader, a DQ under the name of a graph output."""
+        base = value.name
+        readers = list(dict.fromkeys(use.node for use in value.uses()))
+        quantized = ir.Value(name=self.names.fresh(f"{base}_quantized"), type=ir.TensorType(dtype), shape=value.shape)
+        q = ir.node("QuantizeLinear", [value, scale, zero], outputs=[quantized], name=self.names.fresh(f"{base}_QuantizeLinear"))
+        producer = value.producer()
+        if producer is not None and producer.graph is self.graph:
+            self.graph.insert_after(producer, q)
+        else:
+            first = next(iter(self.graph), None)
+            if first is None:
+                self.graph.append(q)
+            else:
+                self.graph.insert_before(first, q)
+        last = q
+        for reader in readers:
+            dq_out = ir.Value(name=self.names.fresh(f"{base}_dequantized"), type=value.type, shape=value.shape)
+            dq = ir.node("DequantizeLinear", [quantized, scale, zero], outputs=[dq_out],
+                         name=self.names.fresh(f"{base}_DequantizeLinear"))
+            reader.graph.insert_before(reader, dq)
+            for slot, input_value in enumerate(reader.inputs):
+                if input_value is value:
+                    reader.replace_input_with(slot, dq_out)
+        if value.is_graph_output():
+            output_name = value.name
+            value.name = self.names.fresh(f"{output_name}_float")
+            carrier = ir.Value(name=output_name, type=value.type, shape=value.shape)
+            dq = ir.node("DequantizeLinear", [quantized, scale, zero], outputs=[carrier],
+                         name=self.names.fresh(f"{output_name}_DequantizeLinear"))
+            self.graph.insert_after(last, dq)
+            outputs = self.graph.outputs
+            for position, output in enumerate(list(outputs)):
+                if output is value:
+                    outputs[position] = carrier
+
+    def dequantized(self, base: str, tensor: QuantizedTensor, before: ir.Node) -> ir.Value:
+        """An initializer of ``tensor``'s integers read through a DequantizeLinear before ``before``."""
+        values = self.initializer(f"{base}_quantized", tensor.values)
+        scale = self.initializer(f"{base}_scale", tensor.scale)
+        zero = self.initializer(f"{base}_zero_point", tensor.zero_point)
+        attributes: dict = {}
+        if tensor.axis is not None:
+            attributes["axis"] = tensor.axis
+        if tensor.block_size is not None:
+            attributes["block_size"] = tensor.block_size
+        out = ir.Value(name=self.names.fresh(f"{base}_dequantized"), type=ir.TensorType(ir.DataType.FLOAT),
+                       shape=ir.Shape(tensor.values.shape))
+        dq = ir.node("DequantizeLinear", [values, scale, zero], attributes, outputs=[out],
+                     name=self.names.fresh(f"{base}_DequantizeLinear"))
+        before.graph.insert_before(before, dq)
+        return out
+
+    def drop_unused_initializer(self, value: ir.Value | None) -> None:
+        if (value is not None and value.is_initializer() and not value.uses() and not value.is_graph_input()
+                and not value.is_graph_output() and value.name in self.graph.initializers):
+            self.graph.initializers.pop(value.name)
+
+
+def apply_plan(model: ir.Model, plan: Plan, params: dict[str, QParams], profile: TargetProfile,
+               *, biases: dict[int, np.ndarray] | None = None) -> Applied:
+    """Write ``plan`` into ``model`` (in place) with activation ``params`` by group root.
+
+    ``biases`` replaces the float bias of units (by position) before quantization (bias correction)."""
+    index = GraphIndex(model)
+    writer = QDQWriter(model)
+    applied = Applied(units=[u.name for u in plan.units])
+    tensor_values = {name: index.values[name] for name in plan.tensors}
+    activations = {u.activation: index.nodes[u.activation] for u in plan.units if u.activation is not None}
+
+    for unit in plan.compute_units():
+        node = index.nodes[unit.index]
+        input_params = params[plan.group[unit.inputs[0]]] if unit.inputs and unit.inputs[0] in plan.group else None
+        _quantize_weights(writer, node, unit, input_params, profile, (biases or {}).get(unit.index))
+        applied.quantized_weights += 1
+
+    for name in plan.tensors:
+        root = plan.group[name]
+        scale, zero = writer.params_values(root, params[root])
+        writer.quantize_tensor(tensor_values[name], scale, zero, ir.DataType.from_numpy(params[root].dtype))
+        applied.quantized_tensors += 1
+
+    if profile.drop_redundant_activations:
+        for unit in plan.units:
+            if unit.activation is None or unit.outputs[0] not in plan.group:
+                continue
+            node = activations[unit.activation]
+            bounds = _clip_bounds(node)
+            if bounds is not None and is_redundant_clip(params[plan.group[unit.outputs[0]]], *bounds):
+                node.outputs[0].replace_all_uses_with(node.inputs[0])
+                model.graph.remove(node, safe=True)
+                for extra in node.inputs[1:]:
+                    writer.drop_unused_initializer(extra)
+                applied.removed_activations += 1
+    return applied
+
+
+def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
+    if node.op_type == "Relu":
+        return 0.0, math.inf
+    if node.op_type != "Clip":
+        return None
+    if "min" in node.attributes or "max" in node.attributes:
+        return node.attributes.get_float("min", -math.inf), node.attributes.get_float("max", math.inf)
+    bounds = []
+    for position, default in ((1, -math.inf), (2, math.inf)):
+        value = node.inputs[position] if len(node.inputs) > position else None
+        array = constant_array(value) if value is not None else None
+        bounds.append(default if array is None else float(array))
+    return bounds[0], bounds[1]
+
+
+def _quantize_weights(writer: QDQWriter, node: ir.Node, unit: Unit, input_params: QParams | None,
+                      profile: TargetProfile, new_bias: np.ndarray | None) -> None:
+    weight_value = node.inputs[1]
+    weight = constant_array(weight_value)
+    assert weight is not None
+    bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+    bias = new_bias if new_bias is not None else (constant_array(bias_value) if bias_value is not None else None)
+    if bias is not None and bias.ndim != 1:
+        bias = bias.reshape(-1)
+    axis = weight_axis(node, weight) if profile.per_channel else None
+    quantize_int32_bias = profile.int32_bias and bias is not None and input_params is not None
+    min_scale = bias_safe_scale(bias, input_params.scale, axis) if quantize_int32_bias else None
+    quantized = quantize_weight(weight, axis, profile.weight_qmax, min_scale)
+    base = weight_value.name or f"{unit.name}_weight"
+    node.replace_input_with(1, writer.dequantized(base, quantized, node))
+    writer.drop_unused_initializer(weight_value)
+    if bias is None:
+        return
+    bias_base = bias_value.name if bias_value is not None and bias_value.name else f"{unit.name}_bias"
+    if quantize_int32_bias:
+        replacement = writer.dequantized(bias_base, quantize_bias(bias, input_params.scale, quantized.scale), node)
+    elif new_bias is not None or bias_value.shape is None or len(bias_value.shape) != 1:
+        replacement = writer.initializer(f"{bias_base}_corrected", bias.astype(np.float32))
+    else:
+        return
+    node.replace_input_with(2, replacement)
+    writer.drop_unused_initializer(bias_value)

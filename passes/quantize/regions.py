@@ -1,0 +1,129 @@
+"""Never slower, by estimate: which connected int8 regions repay their border conversions.
+
+A region is a set of units connected through quantized tensors. Inside it data stays int8;
+at its border a QuantizeLinear converts each float tensor entering it and a DequantizeLinear
+each tensor leaving it. Those kernels are memory-bound (a few elements per nanosecond), while
+the region's gain grows with its multiply-accumulates, so the profile keeps a region when
+
+    macs >= min_region_macs   and   macs >= min_macs_per_boundary_element * border elements
+
+(``border elements``: elements of tensors entering from float producers or graph inputs, plus
+elements of tensors read by float ops or returned as graph outputs). Shapes come from ONNX shape
+inference at the concrete input shapes (symbolic dims: ``onnxc.inputs`` defaults). When they are
+unknown, MACs count as 0 and the region stays float: the rule never guesses in favor of INT8.
+``quantize(measure=true)`` replaces this estimate by timing the candidate on the target.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.costs import ShapeInferenceFailed, _infer_concrete_shapes
+from onnxc.inputs import resolve_input_shapes
+from onnxc.irutil import constant_array
+from onnxc.passes.quantize.placement import GraphIndex, Plan, Region, restrict
+from onnxc.passes.quantize.profiles import TargetProfile
+
+logger = logging.getLogger(__name__)
+
+Shapes = dict[str, tuple[int, ...] | None]
+
+
+def concrete_shapes(model: ir.Model, input_shapes: dict[str, list[int]] | None = None) -> Shapes:
+    """Every value's shape at concrete input shapes ({} when inference fails)."""
+    try:
+        return _infer_concrete_shapes(model, resolve_input_shapes(model, input_shapes or {}))
+    except ShapeInferenceFailed as error:
+        logger.info("quantize: %s; int8 regions cannot be sized and stay float", error)
+        return {}
+
+
+def node_macs(index: GraphIndex, shapes: Shapes) -> dict[int, int]:
+    """Multiply-accumulates of each contraction in the main graph (absent when unknown)."""
+    macs: dict[int, int] = {}
+    for i, node in enumerate(index.nodes):
+        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+            continue
+        a, b = node.inputs[0], node.inputs[1]
+        out = shapes.get(node.outputs[0].name) if node.outputs else None
+        weight = constant_array(b)
+        b_shape = tuple(weight.shape) if weight is not None else shapes.get(b.name) if b is not None else None
+        a_shape = shapes.get(a.name) if a is not None else None
+        if out is None or b_shape is None:
+            continue
+        if node.op_type == "Conv":
+            macs[i] = math.prod(out) * math.prod(b_shape[1:])
+        elif node.op_type == "ConvTranspose":
+            if a_shape is not None:
+                macs[i] = math.prod(a_shape) * math.prod(b_shape[1:])
+        elif node.op_type == "Gemm":
+            k = b_shape[1] if node.attributes.get_int("transB", 0) else b_shape[0]
+            macs[i] = math.prod(out) * k
+        else:
+            macs[i] = math.prod(out) * b_shape[-2] if len(b_shape) >= 2 else math.prod(out) * b_shape[0]
+    return macs
+
+
+def select_regions(model: ir.Model, plan: Plan, profile: TargetProfile, shapes: Shapes) -> Plan:
+    """``plan`` less the regions the profile's estimate finds too small; ``regions`` lists all."""
+    index = GraphIndex(model)
+    parent = {u.index: u.index for u in plan.units}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner = {u.activation: u.index for u in plan.units if u.activation is not None}
+    readers: dict[str, list[int]] = {}
+    for u in plan.units:
+        for name in u.inputs:
+            readers.setdefault(name, []).append(u.index)
+    producer: dict[str, int | None] = {}
+    for name in plan.tensors:
+        p = index.node_index(index.values[name].producer())
+        p = owner.get(p, p) if p is not None else None
+        producer[name] = p if p in parent else None
+        members = ([producer[name]] if producer[name] is not None else []) + readers.get(name, [])
+        for other in members[1:]:
+            parent[find(other)] = find(members[0])
+
+    border: dict[int, int] = {}
+    for name in plan.tensors:
+        value = index.values[name]
+        unit_readers = set(readers.get(name, []))
+        float_readers = [c for c in index.consumers(value) if owner.get(c, c) not in unit_readers
+                         and owner.get(c, c) != producer[name]]
+        crossings = int(producer[name] is None) + int(bool(float_readers) or name in index.outputs)
+        anchor = producer[name] if producer[name] is not None else next(iter(unit_readers), None)
+        if anchor is None or crossings == 0:
+            continue
+        shape = shapes.get(name)
+        # An unsized border tensor counts as huge, so the region is judged unprofitable.
+        size = math.prod(shape) if shape is not None else np.iinfo(np.int64).max // 4
+        root = find(anchor)
+        border[root] = border.get(root, 0) + crossings * size
+
+    groups: dict[int, list] = {}
+    for u in plan.units:
+        groups.setdefault(find(u.index), []).append(u)
+    regions, keep = [], []
+    for root, units in sorted(groups.items(), key=lambda item: min(u.index for u in item[1])):
+        macs = sum(u.macs for u in units)
+        edge = border.get(root, 0)
+        if macs < profile.min_region_macs:
+            kept, reason = False, f"{macs} MACs < {profile.min_region_macs}"
+        elif macs < profile.min_macs_per_boundary_element * edge:
+            kept, reason = False, f"{macs} MACs < {profile.min_macs_per_boundary_element:g} x {edge} border elements"
+        else:
+            kept, reason = True, "large enough"
+        regions.append(Region(units=units, macs=macs, boundary_elements=edge, kept=kept, reason=reason))
+        if kept:
+            keep.extend(u.index for u in units)
+    result = restrict(model, plan, profile, keep)
+    result.regions = regions
+    return result

@@ -1,0 +1,205 @@
+"""Static quantization, onnxruntime profile: placement, parameters, ORT fusion, numbers, errors."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from quantize_models import feeds, initializer, nodes_of, quantized, small_cnn, smooth_images
+
+from onnxc import models_zoo
+from onnxc.context import Context
+from onnxc.errors import OnnxcError, PipelineError
+from onnxc.verify import compare_models
+from testutil import checked, op_count
+
+CALIB = feeds(smooth_images(8, seed=0))
+TEST = feeds(smooth_images(8, seed=100))
+
+
+@pytest.fixture(scope="module")
+def cnn() -> ir.Model:
+    return small_cnn()
+
+
+@pytest.fixture(scope="module")
+def cnn_int8(cnn) -> ir.Model:
+    model, _ = quantized(cnn, data=CALIB)
+    return model
+
+
+def dq_reading(model: ir.Model, node: ir.Node, slot: int) -> ir.Node:
+    producer = node.inputs[slot].producer()
+    assert producer is not None and producer.op_type == "DequantizeLinear", f"{node.name} input {slot} is not dequantized"
+    return producer
+
+
+def const(value: ir.Value) -> np.ndarray:
+    return value.const_value.numpy()
+
+
+def ort_fused_ops(model: ir.Model, tmp_path) -> collections.Counter:
+    path = tmp_path / "optimized.onnx"
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    options.log_severity_level = 3
+    ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def test_node_units_get_qdq_and_relus_are_absorbed(cnn_int8):
+    # x, r1 (conv1+relu1), p1 (maxpool, shares r1's scale), r2, c3 (Add input), r3 (add+relu3), g, f.
+    assert op_count(cnn_int8, "QuantizeLinear") == 8
+    assert op_count(cnn_int8, "Relu") == 0
+    for name in ("conv1", "conv2", "conv3"):
+        conv = next(n for n in cnn_int8.graph if n.name == name)
+        assert [dq_reading(cnn_int8, conv, i).op_type for i in range(3)] == ["DequantizeLinear"] * 3
+        (reader,) = [use.node for use in conv.outputs[0].uses()]
+        assert reader.op_type == "QuantizeLinear"
+    add = next(n for n in cnn_int8.graph if n.op_type == "Add")
+    dq_reading(cnn_int8, add, 0), dq_reading(cnn_int8, add, 1)
+    gemm = next(n for n in cnn_int8.graph if n.op_type == "Gemm")
+    dq_reading(cnn_int8, gemm, 0)
+    assert gemm.outputs[0].is_graph_output()  # QGemm returns float logits: no Q on them
+
+
+def test_weights_per_channel_and_int32_bias_scale(cnn, cnn_int8):
+    conv = next(n for n in cnn_int8.graph if n.name == "conv2")
+    x_dq, w_dq, b_dq = (dq_reading(cnn_int8, conv, i) for i in range(3))
+    w_int, w_scale, w_zero = (const(v) for v in w_dq.inputs)
+    assert w_int.dtype == np.int8 and w_dq.attributes.get_int("axis", 1) == 0
+    float_w = initializer(cnn, "w2")
+    np.testing.assert_array_equal(w_scale, (np.abs(float_w).reshape(8, -1).max(1) / 127).astype(np.float32))
+    assert not w_zero.any() and np.abs(w_int).max() == 127
+    np.testing.assert_array_equal(w_int, np.round(float_w / w_scale[:, None, None, None]).astype(np.int8))
+    b_int, b_scale, b_zero = (const(v) for v in b_dq.inputs)
+    x_scale = const(x_dq.inputs[1])
+    assert b_int.dtype == np.int32 and not b_zero.any() and b_zero.dtype == np.int32
+    np.testing.assert_array_equal(b_scale, (x_scale * w_scale).astype(np.float32))
+    np.testing.assert_allclose(b_int * b_scale, initializer(cnn, "b2"), atol=float(b_scale.max()) / 2 + 1e-12)
+
+    gemm = next(n for n in cnn_int8.graph if n.op_type == "Gemm")
+    g_dq = dq_reading(cnn_int8, gemm, 1)
+    assert g_dq.attributes.get_int("axis", 1) == 0  # transB=1: B is [N, K]
+    assert const(g_dq.inputs[1]).shape == (10,)
+
+
+def test_shared_scale_through_maxpool_and_flatten(cnn_int8):
+    conv2 = next(n for n in cnn_int8.graph if n.name == "conv2")
+    pool = next(n for n in cnn_int8.graph if n.op_type == "MaxPool")
+    pool_dq = dq_reading(cnn_int8, pool, 0)
+    assert dq_reading(cnn_int8, conv2, 0).inputs[1] is pool_dq.inputs[1]  # the very same scale initializer
+    gemm = next(n for n in cnn_int8.graph if n.op_type == "Gemm")
+    gap = next(n for n in cnn_int8.graph if n.op_type == "GlobalAveragePool")
+    (gap_q,) = [use.node for use in gap.outputs[0].uses()]
+    assert dq_reading(cnn_int8, gemm, 0).inputs[1] is gap_q.inputs[1]
+
+
+def test_scales_come_from_calibrated_ranges():
+    model, _ = quantized(small_cnn(), "quantize(never_slower=false,method=minmax)", data=CALIB)
+    x_q = next(n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "x")
+    data = np.concatenate([f["x"].ravel() for f in CALIB])
+    lo, hi = min(float(data.min()), 0.0), max(float(data.max()), 0.0)
+    scale = np.float32((hi - lo) / 255)
+    assert const(x_q.inputs[1]) == scale
+    assert const(x_q.inputs[2]) == np.uint8(round(-lo / float(scale)))
+    assert const(x_q.inputs[2]).dtype == np.uint8
+
+
+def test_ort_fuses_every_unit_into_integer_kernels(cnn_int8, tmp_path):
+    ops = ort_fused_ops(cnn_int8, tmp_path)
+    assert ops["QLinearConv"] == 3 and ops["QLinearAdd"] == 1 and ops["QLinearGlobalAveragePool"] == 1
+    assert ops["QGemm"] == 1
+    assert not {"Conv", "Relu", "Add", "Gemm", "GlobalAveragePool", "FusedConv"} & set(ops)
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 0  # only the input is converted
+
+
+def test_outputs_stay_close_to_float(cnn, cnn_int8):
+    comparison = compare_models(cnn, cnn_int8, TEST)
+    (logits,) = comparison.outputs
+    assert logits.cosine > 0.99, comparison.summary()
+    assert logits.top1_agreement >= 7 / 8
+    reference = np.concatenate([o["logits"] for o in _run(cnn, TEST)])
+    assert logits.max_abs < 0.1 * np.abs(reference).max(), comparison.summary()
+
+
+def _run(model: ir.Model, inputs):
+    from onnxc.verify import run_feeds
+
+    return run_feeds(model, inputs)
+
+
+def test_output_passes_full_checker_and_is_deterministic(cnn):
+    first, _ = quantized(cnn, data=CALIB)
+    second, _ = quantized(cnn, data=CALIB)
+    assert checked(first).SerializeToString() == checked(second).SerializeToString()
+
+
+def test_no_calibration_data_is_a_clear_error(cnn):
+    with pytest.raises(OnnxcError, match="--calib-data"):
+        quantized(cnn, data=None)
+
+
+def test_random_calibration_only_when_allowed(cnn):
+    context = Context(calibration_allow_random=True)
+    with pytest.warns(UserWarning, match="random"):
+        model, _ = quantized(cnn, context=context)
+    assert op_count(model, "QuantizeLinear") == 8
+
+
+def test_bad_options_are_pipeline_errors(cnn):
+    for pipeline in ("quantize(method=kl)", "quantize(mode=fast)", "quantize(target=cuda)",
+                     "quantize(activation_dtype=int4)", "quantize(percentile=0)"):
+        with pytest.raises(PipelineError):
+            quantized(cnn, pipeline, data=CALIB)
+
+
+def test_calibration_cache_is_written_and_reused(cnn, tmp_path, monkeypatch):
+    cache = tmp_path / "calib.npz"
+    first, _ = quantized(cnn, data=CALIB, context=Context(calibration_data=CALIB, calibration_cache=cache))
+    assert cache.exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("statistics were collected again despite the cache")
+
+    monkeypatch.setattr("onnxc.calibration.collect_statistics", refuse)
+    second, _ = quantized(cnn, context=Context(calibration_data=CALIB, calibration_cache=cache))
+    assert ir.to_proto(first).SerializeToString() == ir.to_proto(second).SerializeToString()
+
+
+def test_exclude_by_name_and_op_type(cnn, tmp_path):
+    model, report = quantized(cnn, "quantize(never_slower=false,exclude=[conv2,Add])", data=CALIB)
+    conv2 = next(n for n in model.graph if n.name == "conv2")
+    assert conv2.inputs[1].producer() is None  # float weight
+    add = next(n for n in model.graph if n.op_type == "Add")
+    assert [use.node.op_type for use in add.outputs[0].uses()] == ["Relu"]  # float Add, float Relu after it
+    # ORT would quantize a float Conv sitting between DQ and Q by itself (weights included), so
+    # conv3, which reads conv2's output, stays float too: conv2's output gets no Q.
+    (record,) = report.passes
+    assert record.details["units"] == ["conv1", "fc"]
+    ops = ort_fused_ops(model, tmp_path)
+    assert ops["QLinearConv"] == 1 and "QLinearAdd" not in ops and ops["QGemm"] == 1
+
+
+def test_never_slower_leaves_a_small_model_float(cnn):
+    model, report = quantized(cnn, "quantize", data=CALIB)
+    assert op_count(model, "QuantizeLinear") == 0
+    (record,) = report.passes
+    assert record.changes == 0 and record.details["quantized_units"] == 0
+    (region,) = record.details["regions"]
+    assert not region["kept"] and "MACs" in region["reason"]
+
+
+def test_digits_accuracy_drop_is_at_most_half_a_point():
+    float_model = ir.serde.deserialize_model(models_zoo.build("digits"))
+    x, _ = models_zoo.digits.load_split("calib")
+    data = [{"input": x[i:i + 16]} for i in range(0, len(x), 16)]
+    model, _ = quantized(float_model, "quantize(never_slower=false)", data=data)
+    assert op_count(model, "QuantizeLinear") >= 3
+    checked(model)
+    before = models_zoo.digits.evaluate(float_model)
+    after = models_zoo.digits.evaluate(model)
+    assert before - after <= 0.005, (before, after)
