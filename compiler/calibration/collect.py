@@ -13,11 +13,14 @@ serializing them in memory), and each batch's tensors go into their accumulators
 returns them and are dropped right after: memory holds one batch's exposed tensors, never the
 whole data set's. Min/max come from the same accumulators.
 
+The accumulators take one batch on a worker thread while ORT computes the next (both release
+the GIL), so at most two batches' exposed tensors are alive at once.
+
 Memory budget and chunks
 ------------------------
 One batch's exposed tensors together take ``sum(size)`` bytes at once (ORT returns them
-together). When that would pass ``max_chunk_bytes``, the tensors are split into chunks in graph
-order, and the data is run once per chunk with only that chunk exposed: memory stays under the
+together), and two batches are in flight. When that would pass ``max_chunk_bytes``, the
+tensors are split into chunks in graph order, and the data is run once per chunk with only that chunk exposed: memory stays under the
 budget (a single tensor larger than it gets a chunk of its own) at the price of running the
 model once per chunk, though a chunk of early tensors lets ORT drop the nodes after them.
 Sizes come from the model's declared shapes with the first feed's dims put in place of symbolic
@@ -37,6 +40,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,20 +111,26 @@ def collect_statistics(
                     _update_fed(stats, fed, values, feeds)
                     bar.update()
             return stats
-        chunks = _plan_chunks(model, [values[n] for n in computed], passes.first_feed(), max_chunk_bytes)
+        # Two batches are in flight (see below), so one batch's exposed tensors get half the budget.
+        chunks = _plan_chunks(model, [values[n] for n in computed], passes.first_feed(), max(1, max_chunk_bytes // 2))
         passes.expect(len(chunks))
         total = None if data.length is None else data.length * len(chunks)
-        with progress_bar(total=total, desc="calibration", enabled=progress, unit="batch") as bar:
+        with progress_bar(total=total, desc="calibration", enabled=progress, unit="batch") as bar, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxc-calibration") as worker:
             for index, chunk in enumerate(chunks):
                 with _exposed_runner(model, [values[n] for n in chunk]) as runner:
+                    # The accumulators take batch k on the worker while ORT computes batch k + 1 (both
+                    # release the GIL); waiting for batch k before queueing k + 1 keeps two batches alive at most.
+                    pending: Future | None = None
                     for feeds in passes.next():
                         outputs = runner.run(feeds, chunk)
-                        # Each output goes into its accumulator and is released at once.
-                        for name in chunk:
-                            stats[name].update(outputs.pop(name))
-                        if index == 0:
-                            _update_fed(stats, fed, values, feeds)
+                        if pending is not None:
+                            pending.result()
+                        pending = worker.submit(_absorb, stats, outputs, fed if index == 0 else (), values, feeds)
+                        del outputs, feeds
                         bar.update()
+                    if pending is not None:
+                        pending.result()
     return stats
 
 
@@ -209,6 +219,16 @@ def _resolve(model: ir.Model, names: Sequence[str]) -> dict[str, ir.Value]:
         raise OnnxcError(f"calibration tensor(s) not in the model: {', '.join(map(repr, missing[:5]))}"
                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     return found
+
+
+def _absorb(stats: Statistics, outputs: dict[str, np.ndarray], fed: Sequence[str], values: Mapping[str, ir.Value],
+            feeds: Feeds) -> None:
+    # Each output goes into its accumulator and is released at once.
+    while outputs:
+        name, array = outputs.popitem()
+        stats[name].update(array)
+        del array
+    _update_fed(stats, fed, values, feeds)
 
 
 def _update_fed(stats: Statistics, fed: Sequence[str], values: Mapping[str, ir.Value], feeds: Feeds) -> None:

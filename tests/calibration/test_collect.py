@@ -136,7 +136,8 @@ def test_chunking_runs_the_data_once_per_chunk_with_identical_results(monkeypatc
     CountingRunner.sessions = []
     whole = collect_statistics(CONV, TENSORS, batched(x, 2))
     assert CountingRunner.sessions == [["c1", "r1", "c2", "f", "y"]]
-    # One batch of 2 holds c1 and r1 at 2*4*8*8*4 = 2048 bytes each, c2 at 640, f and y at 40 and 16.
+    # One batch of 2 holds c1 and r1 at 2*4*8*8*4 = 2048 bytes each, c2 at 640, f and y at 40 and 16;
+    # two batches are in flight, so each gets half of the 2100-byte budget.
     CountingRunner.sessions = []
     chunked = collect_statistics(CONV, TENSORS, batched(x, 2), max_chunk_bytes=2100)
     assert CountingRunner.sessions == [["c1"], ["r1"], ["c2", "f", "y"]]
@@ -342,7 +343,8 @@ def test_memory_stays_flat_as_the_number_of_feeds_grows():
 
 def test_no_batch_outlives_its_turn(monkeypatch):
     """ORT allocates its outputs itself (tracemalloc does not see them), so watch the arrays the
-    accumulators receive: at any update, at most the current batch's few arrays may be alive."""
+    accumulators receive: at any update, at most two batches' arrays (the one being absorbed and
+    the one ORT just computed) may be alive."""
     seen: list[weakref.ref] = []
     most_alive = 0
     update = HistogramAccumulator.update
@@ -355,4 +357,4 @@ def test_no_batch_outlives_its_turn(monkeypatch):
 
     monkeypatch.setattr(HistogramAccumulator, "update", watching)
     collect_statistics(with_weights(BIG_TEXT), ["x", "c", "r", "y"], stream(50))
-    assert len(seen) == 200 and most_alive <= 4
+    assert len(seen) == 200 and most_alive <= 8
