@@ -235,6 +235,7 @@ def open_calibration_data(
     ``preprocess``: for an image folder, an :class:`ImagePreprocess` or its dict form; for any
     other source, a function applied to each feed before it is checked. ``batch_size``: samples
     per feed when a source holds many samples and the model's batch dim is symbolic (default 1).
+    A :class:`CalibrationData` given as ``spec`` is returned as it is.
     """
     if isinstance(spec, CalibrationData):
         return spec
