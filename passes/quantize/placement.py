@@ -10,7 +10,9 @@ candidates that way).
 2. *Units*: every candidate contraction; then, sweeping in graph order until nothing changes,
    int8 ops that touch the units (all their inputs come from units, or some input does and a
    unit reads their output) and data-movement ops between units. A Relu/Clip that alone reads a
-   unit's output is absorbed: the unit's quantized output is the activation's output.
+   unit's output is absorbed: the unit's quantized output is the activation's output. So is the
+   bias Add after a MatMul (``x @ W + b`` as exporters write a Linear): its bias becomes int32
+   like a Conv's, which lets ORT fold it into a QGemm.
 3. *Tensors*: activation inputs of units; outputs of units when the profile quantizes outputs
    (a Gemm/MatMul output only when a unit reads it); TensorRT's residual Add input.
 4. *Scale groups*: a data-movement unit's outputs share its input's scale; every other tensor
@@ -46,6 +48,7 @@ class Unit:
         inputs: names of the activation inputs that get Q/DQ.
         outputs: names of the unit's outputs, after an absorbed activation.
         activation: position of the absorbed Relu/Clip, if any.
+        bias_add: position of the absorbed bias Add after a MatMul, if any.
         macs: multiply-accumulates per run (0 when not a contraction or unknown).
     """
 
@@ -57,6 +60,12 @@ class Unit:
     outputs: tuple[str, ...]
     activation: int | None
     macs: int
+    bias_add: int | None = None
+
+    @property
+    def absorbed(self) -> tuple[int, ...]:
+        """Positions of the nodes the unit absorbed (bias Add, activation)."""
+        return tuple(i for i in (self.bias_add, self.activation) if i is not None)
 
 
 @dataclasses.dataclass
@@ -175,7 +184,7 @@ def _compute_ok(node: ir.Node) -> bool:
 def _int8_ok(node: ir.Node) -> bool:
     if any(not _is_float(v) for v in node.inputs if v is not None) or len(node.outputs) != 1:
         return False
-    if node.op_type in ("Add", "Concat"):
+    if node.op_type in ("Add", "Mul", "Concat"):
         return all(v is not None and constant_array(v) is None for v in node.inputs)
     return bool(activation_inputs(node))
 
@@ -204,6 +213,20 @@ def _absorbable(index: GraphIndex, node: ir.Node, profile: TargetProfile) -> int
     return readers[0]
 
 
+def _bias_add(index: GraphIndex, node: ir.Node) -> int | None:
+    """Position of an Add that alone reads a MatMul's output and adds a constant [N] vector."""
+    output = node.outputs[0]
+    readers = index.consumers(output)
+    if output.name in index.outputs or len(readers) != 1 or len(output.uses()) != 1:
+        return None
+    add = index.nodes[readers[0]]
+    if add.op_type != "Add" or add.domain not in DEFAULT_DOMAINS or len(add.inputs) != 2:
+        return None
+    bias = _const_float(add.inputs[1] if add.inputs[0] is output else add.inputs[0], 1)
+    weight = constant_array(node.inputs[1])
+    return readers[0] if bias is not None and weight is not None and bias.shape[0] == weight.shape[-1] else None
+
+
 def _excluded(node: ir.Node, name: str, exclude: frozenset[str]) -> bool:
     return node.op_type in exclude or name in exclude or (node.name or "") in exclude
 
@@ -228,8 +251,10 @@ def plan_units(model: ir.Model, profile: TargetProfile, *, ops: Iterable[str] | 
     units = []
     for i, kind in sorted(candidates.items()):
         node = index.nodes[i]
-        follower = _absorbable(index, node, profile) if kind != "shared" else None
-        last = index.nodes[follower] if follower is not None else node
+        bias_add = _bias_add(index, node) if kind == "compute" and node.op_type == "MatMul" else None
+        tail = index.nodes[bias_add] if bias_add is not None else node
+        follower = _absorbable(index, tail, profile) if kind != "shared" else None
+        last = index.nodes[follower] if follower is not None else tail
         units.append(Unit(
             index=i,
             name=index.name(i),
@@ -239,6 +264,7 @@ def plan_units(model: ir.Model, profile: TargetProfile, *, ops: Iterable[str] | 
             outputs=tuple(v.name for v in last.outputs if v is not None),
             activation=follower,
             macs=(macs or {}).get(i, 0),
+            bias_add=bias_add,
         ))
     return _finish(index, profile, _grow(index, units))
 
@@ -258,7 +284,7 @@ def _grow(index: GraphIndex, candidates: Sequence[Unit]) -> list[Unit]:
     them: an int8 op when all its inputs come from units, or some input does and a unit reads its
     output; a data-movement op when its input comes from a unit and a unit reads its output."""
     by_index = {u.index: u for u in candidates}
-    owner = {u.activation: u.index for u in candidates if u.activation is not None}
+    owner = {p: u.index for u in candidates for p in u.absorbed}
     values = index.values
 
     def producer_unit(name: str) -> int | None:
@@ -331,8 +357,10 @@ def _sandwiched_readers(index: GraphIndex, profile: TargetProfile, plan: Plan) -
         inputs = activation_inputs(node)
         if not fusable or not inputs or not all(dequantized(v) for v in inputs):
             continue
-        follower = _absorbable(index, node, profile)
-        last = index.nodes[follower] if follower is not None else node
+        bias_add = _bias_add(index, node) if node.op_type == "MatMul" else None
+        tail = index.nodes[bias_add] if bias_add is not None else node
+        follower = _absorbable(index, tail, profile)
+        last = index.nodes[follower] if follower is not None else tail
         for value in last.outputs:
             if value is not None and value.name in quantized:
                 cut.update(readers.get(value.name, []))
@@ -342,7 +370,7 @@ def _sandwiched_readers(index: GraphIndex, profile: TargetProfile, plan: Plan) -
 def _tensors(index: GraphIndex, profile: TargetProfile, units: list[Unit]) -> Plan:
     """Tensors and scale groups of ``units``."""
     unit_at = {u.index: u for u in units}
-    owner = {u.activation: u.index for u in units if u.activation is not None}
+    owner = {p: u.index for u in units for p in u.absorbed}
     read_by_units = {name for u in units for name in u.inputs}
 
     chosen: set[str] = set()

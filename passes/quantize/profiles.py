@@ -124,8 +124,9 @@ onnxruntime (CPU EP, x86-64 and ARM64): node units that ORT's QDQ transformer fu
   needs it); a Gemm/MatMul only when an integer op reads it (QGemm and MatMulIntegerToFloat give float).
 - Relu/Clip right after a unit are absorbed: the Q takes their output range, with zero point at qmin, which
   makes them redundant, and they are removed (ORT does the same); no Q/DQ between Conv and Relu.
-- Add (residual), Concat, GlobalAveragePool, AveragePool run in int8 (QLinearAdd, QLinearConcat,
-  QLinearGlobalAveragePool, QLinearAveragePool) when connected to quantized units; Adds with a constant input
+- Add (residual), Mul, Concat, GlobalAveragePool, AveragePool, Sigmoid, LeakyRelu run in int8 (QLinearAdd,
+  QLinearMul, QLinearConcat, QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu) when
+  connected to quantized units, so SiLU (x * sigmoid(x)) stays int8 between Convs; Add/Mul with a constant input
   and Concats whose inputs' ranges differ by more than concat_range_ratio stay float.
 - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Slice, Resize, ... between int8 units share their
   input's scale, so ORT drops their Q/DQ and moves int8 data.
@@ -166,7 +167,7 @@ PROFILES: dict[str, TargetProfile] = {
         name="onnxruntime",
         rules=_ONNXRUNTIME_RULES,
         compute_ops=_COMPUTE,
-        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
+        int8_ops=frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu"}),
         shared_scale_ops=DATA_MOVEMENT_OPS - {"DepthToSpace", "SpaceToDepth"},
         quantize_outputs=True,
         absorbed_activations=frozenset({"Relu", "Clip"}),

@@ -138,7 +138,8 @@ def apply_plan(model: ir.Model, plan: Plan, params: dict[str, QParams], profile:
     for unit in plan.compute_units():
         node = index.nodes[unit.index]
         input_params = params[plan.group[unit.inputs[0]]] if unit.inputs and unit.inputs[0] in plan.group else None
-        _quantize_weights(writer, node, unit, input_params, profile, (biases or {}).get(unit.index))
+        bias_add = index.nodes[unit.bias_add] if unit.bias_add is not None else None
+        _quantize_weights(writer, node, unit, input_params, profile, (biases or {}).get(unit.index), bias_add)
         applied.quantized_weights += 1
 
     for name in plan.tensors:
@@ -178,11 +179,16 @@ def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
 
 
 def _quantize_weights(writer: QDQWriter, node: ir.Node, unit: Unit, input_params: QParams | None,
-                      profile: TargetProfile, new_bias: np.ndarray | None) -> None:
+                      profile: TargetProfile, new_bias: np.ndarray | None, bias_add: ir.Node | None) -> None:
+    """Weights of ``node`` through a DQ; its bias (input 2, or the constant input of an absorbed bias
+    Add) int32 at scale ``s_x * s_w`` where the profile wants it, else float (``new_bias`` if given)."""
     weight_value = node.inputs[1]
     weight = constant_array(weight_value)
     assert weight is not None
-    bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+    holder, slot = node, 2
+    if bias_add is not None:
+        holder, slot = bias_add, 0 if constant_array(bias_add.inputs[0]) is not None else 1
+    bias_value = holder.inputs[slot] if len(holder.inputs) > slot else None
     bias = new_bias if new_bias is not None else (constant_array(bias_value) if bias_value is not None else None)
     if bias is not None and bias.ndim != 1:
         bias = bias.reshape(-1)
@@ -197,10 +203,10 @@ def _quantize_weights(writer: QDQWriter, node: ir.Node, unit: Unit, input_params
         return
     bias_base = bias_value.name if bias_value is not None and bias_value.name else f"{unit.name}_bias"
     if quantize_int32_bias:
-        replacement = writer.dequantized(bias_base, quantize_bias(bias, input_params.scale, quantized.scale), node)
+        replacement = writer.dequantized(bias_base, quantize_bias(bias, input_params.scale, quantized.scale), holder)
     elif new_bias is not None or bias_value.shape is None or len(bias_value.shape) != 1:
         replacement = writer.initializer(f"{bias_base}_corrected", bias.astype(np.float32))
     else:
         return
-    node.replace_input_with(2, replacement)
+    holder.replace_input_with(slot, replacement)
     writer.drop_unused_initializer(bias_value)

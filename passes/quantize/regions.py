@@ -78,7 +78,7 @@ def select_regions(model: ir.Model, plan: Plan, profile: TargetProfile, shapes: 
             i = parent[i]
         return i
 
-    owner = {u.activation: u.index for u in plan.units if u.activation is not None}
+    owner = {p: u.index for u in plan.units for p in u.absorbed}
     readers: dict[str, list[int]] = {}
     for u in plan.units:
         for name in u.inputs:

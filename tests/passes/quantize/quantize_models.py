@@ -87,3 +87,32 @@ def initializer(model: ir.Model, name: str) -> np.ndarray:
 
 def nodes_of(model: ir.Model, op_type: str) -> list[ir.Node]:
     return [n for n in model.graph if n.op_type == op_type]
+
+
+def mlp(tokens: int | str = 16, hidden: int = 32, inner: int = 64, seed: int = 1) -> ir.Model:
+    """A transformer feed-forward block as exporters write it: MatMul + bias Add, Relu, MatMul + bias Add."""
+    rng = np.random.default_rng(seed)
+    init = {"w1": _weights(rng, hidden, inner), "b1": _weights(rng, inner, scale=0.1),
+            "w2": _weights(rng, inner, hidden), "b2": _weights(rng, hidden, scale=0.1)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], name="fc1"),
+        helper.make_node("Add", ["m1", "b1"], ["a1"], name="fc1_bias"),
+        helper.make_node("Relu", ["a1"], ["r1"], name="act"),
+        helper.make_node("MatMul", ["r1", "w2"], ["m2"], name="fc2"),
+        helper.make_node("Add", ["b2", "m2"], ["y"], name="fc2_bias"),
+    ]
+    return make_model(nodes, [("x", [1, tokens, hidden])], [("y", [1, tokens, hidden])], init)
+
+
+def silu_cnn(channels: int = 8, size: int = 16, seed: int = 2) -> ir.Model:
+    """Conv - SiLU (x * Sigmoid(x)) - Conv, as YOLO-style detectors write SiLU."""
+    rng = np.random.default_rng(seed)
+    init = {"w1": _weights(rng, channels, 3, 3, 3), "w2": _weights(rng, channels, channels, 3, 3)}
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", **conv),
+        helper.make_node("Sigmoid", ["c1"], ["s1"], name="sigmoid"),
+        helper.make_node("Mul", ["c1", "s1"], ["m1"], name="silu"),
+        helper.make_node("Conv", ["m1", "w2"], ["y"], name="conv2", **conv),
+    ]
+    return make_model(nodes, [("x", [1, 3, size, size])], [("y", [1, channels, size, size])], init)

@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from quantize_models import feeds, initializer, nodes_of, quantized, small_cnn, smooth_images
+from quantize_models import feeds, initializer, mlp, quantized, silu_cnn, small_cnn, smooth_images
 
 from onnxc import models_zoo
 from onnxc.context import Context
@@ -203,3 +203,37 @@ def test_digits_accuracy_drop_is_at_most_half_a_point():
     before = models_zoo.digits.evaluate(float_model)
     after = models_zoo.digits.evaluate(model)
     assert before - after <= 0.005, (before, after)
+
+
+@pytest.mark.parametrize("tokens", [16, "T"])
+def test_matmul_bias_add_becomes_an_int32_bias(tokens, tmp_path):
+    float_model = mlp(tokens)
+    data = [{"x": np.random.default_rng(s).standard_normal((1, 16, 32)).astype(np.float32)} for s in range(6)]
+    model, _ = quantized(float_model, data=data)
+    fc1 = next(n for n in model.graph if n.name == "fc1")
+    x_dq, w_dq = dq_reading(model, fc1, 0), dq_reading(model, fc1, 1)
+    assert w_dq.attributes.get_int("axis", 1) == 1 and const(w_dq.inputs[1]).shape == (64,)
+    (bias_add,) = [use.node for use in fc1.outputs[0].uses()]
+    b_dq = dq_reading(model, bias_add, 1)
+    b_int, b_scale, _ = (const(v) for v in b_dq.inputs)
+    assert b_int.dtype == np.int32
+    np.testing.assert_array_equal(b_scale, (const(x_dq.inputs[1]) * const(w_dq.inputs[1])).astype(np.float32))
+    fc2 = next(n for n in model.graph if n.name == "fc2")
+    (fc2_bias,) = [use.node for use in fc2.outputs[0].uses()]
+    dq_reading(model, fc2_bias, 0)  # the constant was the Add's first input
+    assert op_count(model, "Relu") == 0 and op_count(model, "QuantizeLinear") == 2  # x and relu(fc1)
+    ops = ort_fused_ops(model, tmp_path)
+    # Static shapes: ORT folds MatMul + Add into Gemm, which the int32 bias lets become QGemm;
+    # a symbolic token count keeps MatMul, which becomes MatMulIntegerToFloat.
+    integer = ops["QGemm"] + ops["MatMulIntegerToFloat"]
+    assert integer == 2 and "MatMul" not in ops and "Gemm" not in ops, ops
+    assert compare_models(float_model, model, data).min_cosine > 0.999
+
+
+def test_silu_runs_in_int8_between_convs(tmp_path):
+    float_model = silu_cnn()
+    model, _ = quantized(float_model, data=CALIB)
+    ops = ort_fused_ops(model, tmp_path)
+    assert ops["QLinearConv"] == 2 and ops["QLinearSigmoid"] == 1 and ops["QLinearMul"] == 1
+    assert not {"Sigmoid", "Mul", "Conv"} & set(ops)
+    assert compare_models(float_model, model, TEST).min_cosine > 0.99
