@@ -266,7 +266,7 @@ def plan_units(model: ir.Model, profile: TargetProfile, *, ops: Iterable[str] | 
             macs=(macs or {}).get(i, 0),
             bias_add=bias_add,
         ))
-    return _finish(index, profile, _grow(index, units))
+    return _finish(index, profile, _grow(index, profile, units))
 
 
 def restrict(model: ir.Model, plan: Plan, profile: TargetProfile, keep: Iterable[int]) -> Plan:
@@ -274,15 +274,18 @@ def restrict(model: ir.Model, plan: Plan, profile: TargetProfile, keep: Iterable
     int8 or data-movement unit that no longer touches them is dropped, as it would not have joined."""
     index = GraphIndex(model)
     kept = set(keep)
-    result = _finish(index, profile, _grow(index, [u for u in plan.units if u.index in kept]))
+    result = _finish(index, profile, _grow(index, profile, [u for u in plan.units if u.index in kept]))
     result.regions = plan.regions
     return result
 
 
-def _grow(index: GraphIndex, candidates: Sequence[Unit]) -> list[Unit]:
+def _grow(index: GraphIndex, profile: TargetProfile, candidates: Sequence[Unit]) -> list[Unit]:
     """The contractions among ``candidates`` plus, sweep by sweep, the other candidates that join
-    them: an int8 op when all its inputs come from units, or some input does and a unit reads its
-    output; a data-movement op when its input comes from a unit and a unit reads its output."""
+    them. With node units, an int8 op joins when all its inputs come from units, or some input
+    does and a unit reads its output (else it would add Q/DQ for nothing); a data-movement op
+    when its input comes from a unit and a unit reads its output. With input placement an int8 op
+    joins when any input comes from a unit or a unit reads its output (its inputs are quantized so
+    that the backend runs it on the int8 data around it)."""
     by_index = {u.index: u for u in candidates}
     owner = {p: u.index for u in candidates for p in u.absorbed}
     values = index.values
@@ -302,8 +305,10 @@ def _grow(index: GraphIndex, candidates: Sequence[Unit]) -> list[Unit]:
             read = any(owner.get(c, c) in chosen for name in u.outputs for c in index.consumers(values[name]))
             if u.kind == "shared":
                 joins = bool(fed) and fed[0] and read
-            else:
+            elif profile.quantize_outputs:
                 joins = bool(fed) and (all(fed) or (any(fed) and read))
+            else:
+                joins = any(fed) or read
             if joins:
                 chosen.add(u.index)
                 grown = True
@@ -321,7 +326,7 @@ def _finish(index: GraphIndex, profile: TargetProfile, units: list[Unit]) -> Pla
         cut = _sandwiched_readers(index, profile, plan)
         if not cut:
             return plan
-        units = _grow(index, [u for u in units if u.index not in cut])
+        units = _grow(index, profile, [u for u in units if u.index not in cut])
 
 
 def _sandwiched_readers(index: GraphIndex, profile: TargetProfile, plan: Plan) -> set[int]:
