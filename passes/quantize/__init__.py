@@ -18,19 +18,24 @@ graph), ``static`` (the static flow).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 
 import onnx_ir as ir
 
 from onnxc.errors import FeatureNotImplementedError, PipelineError
 from onnxc.pass_base import Pass, PassResult, option
+from onnxc.passes.quantize.candidates import Candidates
 from onnxc.passes.quantize.params import DTYPES, METHODS
 from onnxc.passes.quantize.profiles import PROFILES, get_profile
+from onnxc.passes.quantize.sensitivity import Bound, guard
 from onnxc.registry import register_pass
 
 logger = logging.getLogger(__name__)
 
 MODES = ("static", "dynamic", "weight-only")
+# Feeds the accuracy guard and measure use when the Context has no verification inputs.
+GUARD_FEEDS = 8
 
 
 @register_pass
@@ -52,6 +57,8 @@ class Quantize(Pass):
     exclude: list[str] = option([], "node names or op types to keep float")
     calib_samples: int | None = option(None, "use at most this many calibration feeds")
     never_slower: bool = option(True, "leave float the int8 regions too small to be faster (profile estimate)")
+    max_error: float | None = option(None, "accuracy guard: largest absolute output error allowed")
+    min_cosine: float | None = option(None, "accuracy guard: smallest output cosine to float allowed")
 
     def __post_init__(self) -> None:
         self._details: dict = {}
@@ -63,8 +70,21 @@ class Quantize(Pass):
             raise PipelineError(f"quantize: activation_dtype must be uint8, int8 or auto, got {self.activation_dtype!r}")
         if self.target is not None and self.target not in PROFILES:
             raise PipelineError(f"quantize: unknown target {self.target!r}; targets: {', '.join(PROFILES)}")
+        if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
+            raise PipelineError(f"quantize: min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if self.max_error is not None and self.max_error < 0:
+            raise PipelineError(f"quantize: max_error must be >= 0, got {self.max_error}")
         if not 0.0 < self.percentile <= 100.0:
             raise PipelineError(f"quantize: percentile must be in (0, 100], got {self.percentile}")
+
+    def _verification_feeds(self, model: ir.Model) -> list:
+        """The Context's verification inputs, else the first calibration feeds (real data beats
+        generated data for judging accuracy)."""
+        if self.context.verification_inputs:
+            return list(self.context.verification_inputs)
+        from onnxc.passes.quantize.calibrate import open_data
+
+        return list(itertools.islice(open_data(model, self.context, self.calib_samples), GUARD_FEEDS))
 
     def details(self) -> dict:
         """What the last run decided: target, regions kept or left float, units, layers kept float."""
@@ -95,7 +115,14 @@ class Quantize(Pass):
         if calibrated is None:
             self._details["quantized_units"] = 0
             return PassResult(model, modified=False)
-        counts = calibrated.write(model)
+        keep = None
+        bound = Bound(self.max_error, self.min_cosine)
+        if bound.active:
+            candidates = Candidates(model, calibrated, self._verification_feeds(model))
+            keep, self._details["guard"] = guard(candidates, calibrated.plan, bound, self.context.progress)
+        counts = calibrated.write(model, keep)
+        written = set(counts["units"])
+        self._details["float_units"] = [u.name for u in calibrated.plan.units if u.name not in written]
         self._details.update(counts)
         self._details["quantized_units"] = len(counts["units"])
         logger.info("quantize: %d units, %d tensors quantized for %s", len(counts["units"]),
