@@ -26,6 +26,7 @@ import onnx_ir as ir
 from onnxc.errors import FeatureNotImplementedError, PipelineError
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.quantize.candidates import Candidates
+from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import DTYPES, METHODS
 from onnxc.passes.quantize.profiles import PROFILES, get_profile
 from onnxc.passes.quantize.sensitivity import Bound, guard
@@ -59,6 +60,7 @@ class Quantize(Pass):
     never_slower: bool = option(True, "leave float the int8 regions too small to be faster (profile estimate)")
     max_error: float | None = option(None, "accuracy guard: largest absolute output error allowed")
     min_cosine: float | None = option(None, "accuracy guard: smallest output cosine to float allowed")
+    measure: bool = option(False, "time candidates on ORT and keep per op type / region only what is faster")
 
     def __post_init__(self) -> None:
         self._details: dict = {}
@@ -117,9 +119,17 @@ class Quantize(Pass):
             return PassResult(model, modified=False)
         keep = None
         bound = Bound(self.max_error, self.min_cosine)
-        if bound.active:
+        if bound.active or self.measure:
             candidates = Candidates(model, calibrated, self._verification_feeds(model))
-            keep, self._details["guard"] = guard(candidates, calibrated.plan, bound, self.context.progress)
+            if bound.active:
+                keep, self._details["guard"] = guard(candidates, calibrated.plan, bound, self.context.progress)
+            if self.measure:
+                everything = {u.index for u in calibrated.plan.units}
+                keep, self._details["measure"] = choose(model, candidates, calibrated.plan,
+                                                        everything if keep is None else keep)
+        if keep is not None and not keep:
+            self._details.update(quantized_units=0, float_units=[u.name for u in calibrated.plan.units])
+            return PassResult(model, modified=False)
         counts = calibrated.write(model, keep)
         written = set(counts["units"])
         self._details["float_units"] = [u.name for u in calibrated.plan.units if u.name not in written]

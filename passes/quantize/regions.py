@@ -67,31 +67,49 @@ def node_macs(index: GraphIndex, shapes: Shapes) -> dict[int, int]:
     return macs
 
 
+class _Connectivity:
+    """Units joined through the quantized tensors they produce and read (union-find)."""
+
+    def __init__(self, index: GraphIndex, plan: Plan):
+        self.parent = {u.index: u.index for u in plan.units}
+        self.owner = {p: u.index for u in plan.units for p in u.absorbed}
+        self.readers: dict[str, list[int]] = {}
+        for u in plan.units:
+            for name in u.inputs:
+                self.readers.setdefault(name, []).append(u.index)
+        self.producer: dict[str, int | None] = {}
+        for name in plan.tensors:
+            p = index.node_index(index.values[name].producer())
+            p = self.owner.get(p, p) if p is not None else None
+            self.producer[name] = p if p in self.parent else None
+            members = ([self.producer[name]] if self.producer[name] is not None else []) + self.readers.get(name, [])
+            for other in members[1:]:
+                self.parent[self.find(other)] = self.find(members[0])
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def groups(self, plan: Plan) -> list[list]:
+        """The connected sets of units, each in graph order, ordered by their first unit."""
+        groups: dict[int, list] = {}
+        for u in plan.units:
+            groups.setdefault(self.find(u.index), []).append(u)
+        return sorted(groups.values(), key=lambda units: units[0].index)
+
+
+def components(model: ir.Model, plan: Plan) -> list[list]:
+    """The plan's int8 regions: units connected through quantized tensors."""
+    return _Connectivity(GraphIndex(model), plan).groups(plan)
+
+
 def select_regions(model: ir.Model, plan: Plan, profile: TargetProfile, shapes: Shapes) -> Plan:
     """``plan`` less the regions the profile's estimate finds too small; ``regions`` lists all."""
     index = GraphIndex(model)
-    parent = {u.index: u.index for u in plan.units}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    owner = {p: u.index for u in plan.units for p in u.absorbed}
-    readers: dict[str, list[int]] = {}
-    for u in plan.units:
-        for name in u.inputs:
-            readers.setdefault(name, []).append(u.index)
-    producer: dict[str, int | None] = {}
-    for name in plan.tensors:
-        p = index.node_index(index.values[name].producer())
-        p = owner.get(p, p) if p is not None else None
-        producer[name] = p if p in parent else None
-        members = ([producer[name]] if producer[name] is not None else []) + readers.get(name, [])
-        for other in members[1:]:
-            parent[find(other)] = find(members[0])
-
+    links = _Connectivity(index, plan)
+    owner, readers, producer = links.owner, links.readers, links.producer
     border: dict[int, int] = {}
     for name in plan.tensors:
         value = index.values[name]
@@ -105,16 +123,13 @@ def select_regions(model: ir.Model, plan: Plan, profile: TargetProfile, shapes: 
         shape = shapes.get(name)
         # An unsized border tensor counts as huge, so the region is judged unprofitable.
         size = math.prod(shape) if shape is not None else np.iinfo(np.int64).max // 4
-        root = find(anchor)
+        root = links.find(anchor)
         border[root] = border.get(root, 0) + crossings * size
 
-    groups: dict[int, list] = {}
-    for u in plan.units:
-        groups.setdefault(find(u.index), []).append(u)
     regions, keep = [], []
-    for root, units in sorted(groups.items(), key=lambda item: min(u.index for u in item[1])):
+    for units in links.groups(plan):
         macs = sum(u.macs for u in units)
-        edge = border.get(root, 0)
+        edge = border.get(links.find(units[0].index), 0)
         if macs < profile.min_region_macs:
             kept, reason = False, f"{macs} MACs < {profile.min_region_macs}"
         elif macs < profile.min_macs_per_boundary_element * edge:

@@ -79,9 +79,11 @@ def plan_and_calibrate(model: ir.Model, context: Context, profile: TargetProfile
         logger.info("quantize: nothing in this model is worth quantizing for %s; left float", profile.name)
         return None
     data = open_data(model, context, calib_samples)
-    stats = statistics(model, plan.roots, data, context)
+    # Every planned tensor, not only the scale-group roots: a candidate with fewer units (guard,
+    # measure) can make a tensor the root of its own group.
+    stats = statistics(model, plan.tensors, data, context)
     dtype, symmetric = profile.activation_dtype, profile.symmetric_activations
-    params, ranges = activation_params(stats, plan.roots, method, percentile=percentile, dtype=dtype,
+    params, ranges = activation_params(stats, plan.tensors, method, percentile=percentile, dtype=dtype,
                                        symmetric=symmetric)
     plan = _drop_mismatched_concats(model, plan, ranges, profile, details)
     return Calibrated(plan, params, ranges, profile)

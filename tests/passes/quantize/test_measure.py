@@ -1,0 +1,60 @@
+"""quantize(measure=true): candidates timed against float; what is slower stays float."""
+from __future__ import annotations
+
+import onnx_ir as ir
+import pytest
+from quantize_models import feeds, quantized, small_cnn, smooth_images
+
+from onnxc.passes.quantize import measure
+from testutil import checked, op_count
+
+CALIB = feeds(smooth_images(8, seed=0))
+
+
+def quantized_ops(model: ir.Model) -> list[str]:
+    """Op types of the contractions whose weights (input 1) are read through a DequantizeLinear."""
+    return sorted(n.op_type for n in model.graph
+                  if n.op_type in ("Conv", "Gemm") and n.inputs[1].producer() is not None
+                  and n.inputs[1].producer().op_type == "DequantizeLinear")
+
+
+def fake_timer(gains: dict[str, float], base: float = 1.0):
+    """A timer where each quantized contraction of a type saves (or, negative, costs) ``gains[type]``."""
+    calls = []
+
+    def factory(feed):
+        def time_models(models):
+            calls.append(sorted(models))
+            return {name: base - sum(gains[op] for op in quantized_ops(m)) for name, m in models.items()}
+        return time_models
+
+    return factory, calls
+
+
+def test_measure_leaves_a_slower_op_type_float(monkeypatch):
+    factory, calls = fake_timer({"Conv": 0.1, "Gemm": -0.05})
+    monkeypatch.setattr(measure, "ort_timer", factory)
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,measure=true)", data=CALIB)
+    checked(model)
+    assert quantized_ops(model) == ["Conv", "Conv", "Conv"]
+    details = report.passes[0].details["measure"]
+    assert {step["leave_float"] for step in details["steps"]} >= {"Conv", "Gemm"}
+    assert details["decision"] == "int8" and details["int8_s"] == pytest.approx(0.7)
+    assert "fc" in report.passes[0].details["float_units"]
+
+
+def test_measure_falls_back_to_float_when_int8_is_slower(monkeypatch):
+    factory, _ = fake_timer({"Conv": -0.01, "Gemm": -0.01})
+    monkeypatch.setattr(measure, "ort_timer", factory)
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,measure=true)", data=CALIB)
+    assert op_count(model, "QuantizeLinear") == 0 and op_count(model, "DequantizeLinear") == 0
+    record = report.passes[0]
+    assert record.changes == 0 and record.details["measure"]["decision"] == "float"
+
+
+def test_measure_on_ort_decides_by_its_own_timings():
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,measure=true)", data=CALIB)
+    details = report.passes[0].details["measure"]
+    faster = details["int8_s"] < details["float_s"] * (1 - measure.MARGIN)
+    assert details["decision"] == ("int8" if faster else "float")
+    assert (op_count(model, "QuantizeLinear") > 0) == faster
