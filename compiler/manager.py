@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from onnxc.analysis import model_stats
 from onnxc.context import Context
-from onnxc.errors import OnnxcError, PassFailedError
+from onnxc.errors import InvalidModelError, OnnxcError, PassFailedError
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.pass_base import Pass
 from onnxc.progress import progress_bar
@@ -103,7 +103,15 @@ class PassManager:
             self._feeds = self.context.verification_inputs or [
                 random_feeds(model, shapes, seed=self.context.seed + i) for i in range(VERIFICATION_FEEDS)
             ]
-            self._original_outputs = self._previous_outputs = run_feeds(model, self._feeds, label="input model")
+            try:
+                self._original_outputs = self._previous_outputs = run_feeds(model, self._feeds, label="input model")
+            except InvalidModelError as error:
+                if self.context.verification_inputs:
+                    raise
+                raise InvalidModelError(
+                    f"{error} (on generated verification inputs: give concrete shapes with --shape NAME=DIMS "
+                    "or real inputs)"
+                ) from None
         with progress_bar(total=_count_steps(self.steps), desc="passes", enabled=self.context.progress) as bar:
             for step in self.steps:
                 self._run_step(model, step, bar)

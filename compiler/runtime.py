@@ -60,6 +60,7 @@ class OrtRunner:
         except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
             self.close()
             raise InvalidModelError(f"ONNX Runtime cannot load the {label}: {_ort_message(error)}") from None
+        self.label = label
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -68,7 +69,7 @@ class OrtRunner:
         try:
             values = self.session.run(names, {k: v for k, v in feeds.items() if k in self.input_names})
         except Exception as error:  # noqa: BLE001
-            raise InvalidModelError(f"ONNX Runtime failed to run the model: {_ort_message(error)}") from None
+            raise InvalidModelError(f"ONNX Runtime failed to run the {self.label}: {_ort_message(error)}") from None
         return dict(zip(names, values))
 
     def close(self) -> None:
