@@ -10,23 +10,21 @@ The wanted tensors become the outputs of the model for a while (the model's own 
 back afterwards, whatever happens), ORT builds a session from it (through
 :class:`~onnxc.runtime.OrtRunner`, which writes large models to a temporary folder rather than
 serializing them in memory), and each batch's tensors go into their accumulators as soon as ORT
-returns them and are dropped right after: memory holds one batch's exposed tensors, never the
-whole data set's. Min/max come from the same accumulators.
-
-The accumulators take one batch on a worker thread while ORT computes the next (both release
-the GIL), so at most two batches' exposed tensors are alive at once.
+returns them and are dropped right after, never the whole data set's. The accumulators take one
+batch on a worker thread while ORT computes the next (both release the GIL), so at most two
+batches' exposed tensors are alive at once. Min/max come from the same accumulators.
 
 Memory budget and chunks
 ------------------------
-One batch's exposed tensors together take ``sum(size)`` bytes at once (ORT returns them
-together), and two batches are in flight. When that would pass ``max_chunk_bytes``, the
-tensors are split into chunks in graph order, and the data is run once per chunk with only that chunk exposed: memory stays under the
-budget (a single tensor larger than it gets a chunk of its own) at the price of running the
-model once per chunk, though a chunk of early tensors lets ORT drop the nodes after them.
-Sizes come from the model's declared shapes with the first feed's dims put in place of symbolic
-ones, and from shape inference when that is not enough. Data that can be read only once (a
-generator, a reader without ``rewind``) is spooled to a temporary folder during the first pass
-when there are several chunks.
+One batch's exposed tensors take ``sum(size)`` bytes at once (ORT returns them together), and
+two batches are in flight. When that would pass ``max_chunk_bytes``, the tensors are split into
+chunks in graph order, and the data is run once per chunk with only that chunk exposed: memory
+stays under the budget (a single tensor larger than half of it gets a chunk of its own) at the
+price of running the model once per chunk, though a chunk of early tensors lets ORT drop the
+nodes after them. Sizes come from the model's declared shapes with the first feed's dims put in
+place of symbolic ones, and from shape inference when that is not enough. Data that can be read
+only once (a generator, a reader without ``rewind``) is spooled to a temporary folder during the
+first pass when there are several chunks.
 
 Tensors the model holds as constants (initializers, Constant outputs) are counted once, not per
 batch; graph inputs are taken from the feeds. Results depend only on the multiset of values, so
@@ -227,7 +225,6 @@ def _absorb(stats: Statistics, outputs: dict[str, np.ndarray], fed: Sequence[str
     while outputs:
         name, array = outputs.popitem()
         stats[name].update(array)
-        del array
     _update_fed(stats, fed, values, feeds)
 
 
