@@ -204,9 +204,11 @@ def _quantize_weights(writer: QDQWriter, node: ir.Node, unit: Unit, input_params
     bias_base = bias_value.name if bias_value is not None and bias_value.name else f"{unit.name}_bias"
     if quantize_int32_bias:
         replacement = writer.dequantized(bias_base, quantize_bias(bias, input_params.scale, quantized.scale), holder)
-    elif new_bias is not None or bias_value.shape is None or len(bias_value.shape) != 1:
+    elif new_bias is not None or bias_value is None or bias_value.shape is None or len(bias_value.shape) != 1:
         replacement = writer.initializer(f"{bias_base}_corrected", bias.astype(np.float32))
     else:
         return
+    if slot >= len(holder.inputs):
+        holder.resize_inputs(slot + 1)
     holder.replace_input_with(slot, replacement)
     writer.drop_unused_initializer(bias_value)

@@ -3,16 +3,20 @@
 1. :func:`~onnxc.passes.quantize.placement.plan_units` finds the units the target profile
    quantizes, :func:`~onnxc.passes.quantize.regions.select_regions` keeps the int8 regions that
    are large enough to be faster.
-2. Histograms of every scale-group root are collected over the calibration data (or read from
+2. ``smoothquant``: per-channel maxima of the MatMul inputs are measured and SmoothQuant is
+   applied to the float model; the plan is made again on the smoothed graph.
+3. Histograms of every planned tensor are collected over the calibration data (or read from
    the calibration cache), and ranges come from the chosen method.
-3. Concats whose inputs' ranges are too far apart are left float (one shared output scale
+4. Concats whose inputs' ranges are too far apart are left float (one shared output scale
    would erase the smaller inputs).
-4. Optional bias correction, accuracy guard (sensitivity analysis) and measurement pick which
-   units stay quantized; then the plan is written into the model.
+5. ``bias_correction``: per-channel input means give the biases' corrections.
+6. The accuracy guard (sensitivity analysis) and ``measure`` pick which units stay quantized;
+   then the plan is written into the model.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from typing import Any
 
@@ -22,15 +26,21 @@ from onnxc.context import Context
 from onnxc.errors import FeatureNotImplementedError
 from onnxc.passes.fusion import default_opset
 from onnxc.passes.quantize.calibrate import activation_params, open_data, statistics
+from onnxc.passes.quantize.candidates import Candidates
+from onnxc.passes.quantize.correction import channel_axis, channel_statistics, corrected_biases, smooth
+from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import QParams, ranges_compatible
 from onnxc.passes.quantize.placement import GraphIndex, Plan, plan_units, restrict
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
+from onnxc.passes.quantize.sensitivity import Bound, guard
 
 logger = logging.getLogger(__name__)
 
 MIN_QDQ_OPSET = 13
+# Feeds the accuracy guard and measure use when the Context has no verification inputs.
+GUARD_FEEDS = 8
 
 
 @dataclasses.dataclass
@@ -58,17 +68,71 @@ def check_opset(model: ir.Model, needed: int = MIN_QDQ_OPSET, why: str = "per-ch
             "(onnx.version_converter.convert_version)")
 
 
-def plan_and_calibrate(model: ir.Model, context: Context, profile: TargetProfile, *, ops: list[str] | None,
-                       exclude: list[str], method: str, percentile: float, calib_samples: int | None,
-                       never_slower: bool, details: dict) -> Calibrated | None:
-    """Steps 1-3 of the module docstring; None when nothing is worth quantizing."""
+def run_static(options, model: ir.Model, profile: TargetProfile, details: dict) -> bool:
+    """Quantize ``model`` in place as the module docstring says; True when it changed.
+
+    ``options`` is the :class:`~onnxc.passes.quantize.Quantize` pass (its options and Context)."""
+    context = options.context
+    details.update(method=options.method, activation_dtype=profile.activation_dtype,
+                   symmetric_activations=profile.symmetric_activations)
+    check_opset(model)
+    plan = make_plan(model, context, profile, options, details)
+    if plan is None:
+        details["quantized_units"] = 0
+        return False
+    if options.smoothquant > 0:
+        tensors = {u.inputs[0]: -1 for u in plan.compute_units() if u.op_type in ("MatMul", "Gemm") and u.inputs}
+        stats = channel_statistics(model, tensors, open_data(model, context, options.calib_samples))
+        details["smoothed"] = smooth(model, plan, options.smoothquant, {k: v[1] for k, v in stats.items()})
+        plan = make_plan(model, context, profile, options, details)
+    calibrated = calibrate(model, context, profile, plan, method=options.method, percentile=options.percentile,
+                           calib_samples=options.calib_samples, details=details)
+    if options.bias_correction:
+        index = GraphIndex(model)
+        axes = {u.inputs[0]: channel_axis(index.nodes[u.index]) for u in calibrated.plan.compute_units() if u.inputs}
+        stats = channel_statistics(model, axes, open_data(model, context, options.calib_samples))
+        calibrated.biases = corrected_biases(model, calibrated.plan, profile, {k: v[0] for k, v in stats.items()})
+        details["bias_corrected"] = len(calibrated.biases)
+
+    keep = None
+    bound = Bound(options.max_error, options.min_cosine)
+    if bound.active or options.measure:
+        candidates = Candidates(model, calibrated, verification_feeds(model, context, options.calib_samples))
+        if bound.active:
+            keep, details["guard"] = guard(candidates, calibrated.plan, bound, context.progress)
+        if options.measure:
+            everything = {u.index for u in calibrated.plan.units}
+            keep, details["measure"] = choose(model, candidates, calibrated.plan, everything if keep is None else keep)
+    if keep is not None and not keep:
+        details.update(quantized_units=0, float_units=[u.name for u in calibrated.plan.units])
+        return False
+    counts = calibrated.write(model, keep)
+    written = set(counts["units"])
+    details["float_units"] = [u.name for u in calibrated.plan.units if u.name not in written]
+    details.update(counts)
+    details["quantized_units"] = len(counts["units"])
+    logger.info("quantize: %d units, %d tensors quantized for %s", len(written), counts["quantized_tensors"],
+                profile.name)
+    return True
+
+
+def verification_feeds(model: ir.Model, context: Context, limit: int | None) -> list:
+    """The Context's verification inputs, else the first calibration feeds (real data beats
+    generated data for judging accuracy)."""
+    if context.verification_inputs:
+        return list(context.verification_inputs)
+    return list(itertools.islice(open_data(model, context, limit), GUARD_FEEDS))
+
+
+def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options, details: dict) -> Plan | None:
+    """Step 1 of the module docstring; None when nothing is worth quantizing."""
     from onnxc.passes.cleanup import infer_shapes
 
-    check_opset(model)
     infer_shapes(model)
     shapes = concrete_shapes(model, context.input_shapes)
-    plan = plan_units(model, profile, ops=ops, exclude=exclude, macs=node_macs(GraphIndex(model), shapes))
-    if never_slower:
+    plan = plan_units(model, profile, ops=options.ops or None, exclude=options.exclude,
+                      macs=node_macs(GraphIndex(model), shapes))
+    if options.never_slower:
         plan = select_regions(model, plan, profile, shapes)
     details["regions"] = [r.describe() for r in plan.regions]
     for region in plan.regions:
@@ -78,6 +142,12 @@ def plan_and_calibrate(model: ir.Model, context: Context, profile: TargetProfile
     if plan.empty:
         logger.info("quantize: nothing in this model is worth quantizing for %s; left float", profile.name)
         return None
+    return plan
+
+
+def calibrate(model: ir.Model, context: Context, profile: TargetProfile, plan: Plan, *, method: str, percentile: float,
+              calib_samples: int | None, details: dict) -> Calibrated:
+    """Steps 3-4 of the module docstring."""
     data = open_data(model, context, calib_samples)
     # Every planned tensor, not only the scale-group roots: a candidate with fewer units (guard,
     # measure) can make a tensor the root of its own group.

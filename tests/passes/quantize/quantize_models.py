@@ -116,3 +116,17 @@ def silu_cnn(channels: int = 8, size: int = 16, seed: int = 2) -> ir.Model:
         helper.make_node("Conv", ["m1", "w2"], ["y"], name="conv2", **conv),
     ]
     return make_model(nodes, [("x", [1, 3, size, size])], [("y", [1, channels, size, size])], init)
+
+
+def two_heads(hidden: int = 32, seed: int = 4) -> ir.Model:
+    """Two MatMuls reading the same activation, and a Gemm with transB=1 and a bias."""
+    rng = np.random.default_rng(seed)
+    init = {"wa": _weights(rng, hidden, hidden), "wb": _weights(rng, hidden, hidden),
+            "wg": _weights(rng, 16, hidden), "bg": _weights(rng, 16, scale=0.1)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "wa"], ["a"], name="head_a"),
+        helper.make_node("MatMul", ["x", "wb"], ["b"], name="head_b"),
+        helper.make_node("Add", ["a", "b"], ["s"], name="sum"),
+        helper.make_node("Gemm", ["s", "wg", "bg"], ["y"], name="proj", transB=1),
+    ]
+    return make_model(nodes, [("x", [8, hidden])], [("y", [8, 16])], init)

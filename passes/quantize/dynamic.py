@@ -1,0 +1,271 @@
+"""Dynamic and weight-only quantization of the MatMuls of transformer-style models.
+
+``mode=dynamic``: each MatMul (or Gemm with ``transA=0``) with a constant 2-D weight becomes
+
+    x -> DynamicQuantizeLinear -> (x_q uint8, x_scale, x_zero) ;  W -> int8 per output column
+    MatMulInteger(x_q, W_q, x_zero, 0) -> Cast(float) -> Mul(x_scale * w_scale)   (+ bias Add)
+
+standard ONNX ops, computed per run from the activation's own range (no calibration data), in
+the pattern ONNX Runtime fuses into DynamicQuantizeMatMul / MatMulIntegerToFloat. Several
+MatMuls reading the same activation share one DynamicQuantizeLinear. A QDQ spelling
+(DynamicQuantizeLinear -> DequantizeLinear -> MatMul) is not fused by ORT and runs slower than
+float, which is why this mode writes integer ops. Convolutions stay float (ConvInteger is
+slower than ORT's float convolutions).
+
+``mode=weight-only``: weights stored as integers and read through a DequantizeLinear, activations
+float: ``bits=8`` per output column (opset >= 13), or blocks of ``block_size`` rows along K with
+their own scales (opset 21; ``bits=4`` always uses blocks). ORT turns ``DQ -> MatMul`` into
+MatMulNBits. It is about size: on small matrices it runs slower than float (see the benchmark),
+so use ``measure=true`` to keep it only where it is not slower.
+
+Never slower (dynamic): a MatMul is converted only when its multiply-accumulates are at least
+the profile's ``min_region_macs`` and ``min_macs_per_boundary_element`` times its input's
+elements (the DynamicQuantizeLinear reads the input twice).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxc.errors import FeatureNotImplementedError
+from onnxc.irutil import constant_array, weightless_proto
+from onnxc.passes.fusion import default_opset
+from onnxc.passes.quantize.placement import GraphIndex
+from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.passes.quantize.qdq import QDQWriter
+from onnxc.passes.quantize.regions import Shapes
+from onnxc.passes.quantize.weights import quantize_blockwise, quantize_weight
+
+logger = logging.getLogger(__name__)
+
+BLOCKWISE_OPSET = 21
+INT4_IR_VERSION = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A contraction to convert: its position, and its weight as a [K, N] matrix."""
+
+    index: int
+    name: str
+    weight: np.ndarray
+    macs: int
+
+
+def find_targets(model: ir.Model, *, exclude: frozenset[str], ops: frozenset[str], macs: dict[int, int]) -> list[Target]:
+    index = GraphIndex(model)
+    found = []
+    for i, node in enumerate(index.nodes):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ops or node.op_type not in ("MatMul", "Gemm"):
+            continue
+        name = index.name(i)
+        if node.op_type in exclude or name in exclude:
+            continue
+        x = node.inputs[0]
+        weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if (x is None or constant_array(x) is not None or x.dtype not in (None, ir.DataType.FLOAT)
+                or weight is None or weight.dtype != np.float32 or weight.ndim != 2):
+            continue
+        if node.op_type == "Gemm":
+            if node.attributes.get_int("transA", 0) or node.attributes.get_float("alpha", 1.0) != 1.0:
+                continue
+            if len(node.inputs) > 2 and node.inputs[2] is not None:
+                bias = constant_array(node.inputs[2])
+                if bias is None or node.attributes.get_float("beta", 1.0) != 1.0:
+                    continue
+            if node.attributes.get_int("transB", 0):
+                weight = weight.T
+        found.append(Target(i, name, np.ascontiguousarray(weight), macs.get(i, 0)))
+    return found
+
+
+def worth_it(target: Target, input_elements: int | None, profile: TargetProfile) -> bool:
+    if input_elements is None:
+        return False
+    return target.macs >= profile.min_region_macs and target.macs >= profile.min_macs_per_boundary_element * input_elements
+
+
+def input_elements(model: ir.Model, target: Target, shapes: Shapes) -> int | None:
+    shape = shapes.get(GraphIndex(model).nodes[target.index].inputs[0].name)
+    return None if shape is None else math.prod(shape)
+
+
+def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qmax: int) -> int:
+    """Rewrite ``targets`` (positions in ``model``) into the dynamic integer pattern; returns how many."""
+    index = GraphIndex(model)
+    writer = QDQWriter(model)
+    shared: dict[int, tuple[ir.Value, ir.Value, ir.Value]] = {}
+    for target in targets:
+        node = index.nodes[target.index]
+        x = node.inputs[0]
+        if id(x) not in shared:
+            outs = [ir.Value(name=writer.names.fresh(f"{x.name}_{suffix}"), type=ir.TensorType(dtype))
+                    for suffix, dtype in (("quantized", ir.DataType.UINT8), ("scale", ir.DataType.FLOAT),
+                                          ("zero_point", ir.DataType.UINT8))]
+            dql = ir.node("DynamicQuantizeLinear", [x], outputs=outs, name=writer.names.fresh(f"{x.name}_DynamicQuantizeLinear"))
+            producer = x.producer()
+            if producer is not None and producer.graph is model.graph:
+                model.graph.insert_after(producer, dql)
+            else:
+                model.graph.insert_before(node, dql)
+            shared[id(x)] = (outs[0], outs[1], outs[2])
+        x_q, x_scale, x_zero = shared[id(x)]
+        quantized = quantize_weight(target.weight, 1 if per_channel else None, qmax)
+        base = node.inputs[1].name or f"{target.name}_weight"
+        w_q = writer.initializer(f"{base}_quantized", quantized.values)
+        w_zero = writer.initializer(f"{base}_zero_point", quantized.zero_point)
+        w_scale = writer.initializer(f"{base}_scale", quantized.scale)
+
+        def value(suffix: str, dtype: ir.DataType | None = ir.DataType.FLOAT) -> ir.Value:
+            return ir.Value(name=writer.names.fresh(f"{target.name}_{suffix}"), type=ir.TensorType(dtype))
+
+        product, product_float, scale = value("int32", ir.DataType.INT32), value("float"), value("scale")
+        output = node.outputs[0]
+        result = ir.Value(name=output.name, type=output.type, shape=output.shape)
+        output.name = writer.names.fresh(f"{output.name}_float")
+        new_nodes = [
+            ir.node("MatMulInteger", [x_q, w_q, x_zero, w_zero], outputs=[product], name=f"{target.name}_MatMulInteger"),
+            ir.node("Cast", [product], {"to": ir.DataType.FLOAT}, outputs=[product_float], name=f"{target.name}_Cast"),
+            ir.node("Mul", [x_scale, w_scale], outputs=[scale], name=f"{target.name}_scale"),
+        ]
+        bias = constant_array(node.inputs[2]) if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None else None
+        if bias is None:
+            new_nodes.append(ir.node("Mul", [product_float, scale], outputs=[result], name=f"{target.name}_dequantize"))
+        else:
+            scaled = value("scaled")
+            bias_value = writer.initializer(f"{target.name}_bias", bias.reshape(-1).astype(np.float32))
+            new_nodes += [ir.node("Mul", [product_float, scale], outputs=[scaled], name=f"{target.name}_dequantize"),
+                          ir.node("Add", [scaled, bias_value], outputs=[result], name=f"{target.name}_bias")]
+        for new in new_nodes:
+            model.graph.insert_before(node, new)
+        output.replace_all_uses_with(result, replace_graph_outputs=True)
+        weights = [v for v in node.inputs[1:] if v is not None]
+        model.graph.remove(node, safe=True)
+        for weight in weights:
+            writer.drop_unused_initializer(weight)
+    return len(targets)
+
+
+def apply_weight_only(model: ir.Model, targets: list[Target], bits: int, block_size: int | None) -> int:
+    """Weights of ``targets`` as integers read through a DequantizeLinear; returns how many."""
+    index = GraphIndex(model)
+    writer = QDQWriter(model)
+    for target in targets:
+        node = index.nodes[target.index]
+        old = node.inputs[1]
+        if block_size:
+            quantized = quantize_blockwise(target.weight, block_size, bits)
+            if bits == 4:
+                quantized = dataclasses.replace(quantized, values=quantized.values.astype(ml_dtypes.int4),
+                                                zero_point=quantized.zero_point.astype(ml_dtypes.int4))
+        else:
+            quantized = quantize_weight(target.weight, 1, 2 ** (bits - 1) - 1)
+        weight = writer.dequantized(old.name or f"{target.name}_weight", quantized, node)
+        if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+            # The [K, N] weight now feeds Gemm as is.
+            node.attributes["transB"] = ir.AttrInt64("transB", 0)
+        node.replace_input_with(1, weight)
+        writer.drop_unused_initializer(old)
+    return len(targets)
+
+
+def ensure_opset(model: ir.Model, needed: int = BLOCKWISE_OPSET) -> None:
+    """Raise the model's default opset to ``needed`` when that changes no node.
+
+    ONNX's version converter is run on the graph (weights left out); if it rewrites no node
+    between the model's opset and ``needed``, only the import changes. Otherwise converting is
+    the user's call, and the error says so."""
+    current = default_opset(model)
+    if current >= needed:
+        return
+    proto = weightless_proto(model)
+    try:
+        converted = onnx.version_converter.convert_version(proto, needed)
+    except Exception as error:  # noqa: BLE001 - the converter raises several types
+        raise FeatureNotImplementedError(f"blockwise weights need opset {needed}; the model's opset {current} does not "
+                                         f"convert ({str(error).splitlines()[0][:100]})") from None
+
+    def nodes(graph: onnx.GraphProto) -> list[bytes]:
+        return [n.SerializeToString() for n in graph.node]
+
+    if nodes(converted.graph) != nodes(proto.graph):
+        changed = sorted({a.op_type for a, b in zip(proto.graph.node, converted.graph.node) if a != b}
+                         or {n.op_type for n in converted.graph.node})
+        raise FeatureNotImplementedError(
+            f"blockwise weights need opset {needed}, and moving this model from opset {current} rewrites "
+            f"{', '.join(changed[:5])}: convert it first (onnx.version_converter.convert_version)")
+    for domain in ("", "ai.onnx"):
+        if domain in model.opset_imports:
+            model.opset_imports[domain] = needed
+    model.ir_version = max(model.ir_version or 0, INT4_IR_VERSION)
+
+
+def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: dict) -> bool:
+    """``mode=dynamic`` or ``mode=weight-only`` on ``model`` in place; True when it changed.
+
+    ``options`` is the :class:`~onnxc.passes.quantize.Quantize` pass (its options and Context)."""
+    from onnxc.passes.cleanup import infer_shapes
+    from onnxc.passes.quantize.regions import concrete_shapes, node_macs
+    from onnxc.passes.quantize.static import check_opset
+
+    check_opset(model)
+    infer_shapes(model)
+    shapes = concrete_shapes(model, options.context.input_shapes)
+    ops = frozenset(options.ops) if options.ops else frozenset({"MatMul", "Gemm"})
+    targets = find_targets(model, exclude=frozenset(options.exclude), ops=ops, macs=node_macs(GraphIndex(model), shapes))
+    if options.mode == "dynamic" and options.never_slower:
+        small = [t for t in targets if not worth_it(t, input_elements(model, t, shapes), profile)]
+        if small:
+            details["float_small"] = [t.name for t in small]
+            logger.info("quantize: %d MatMuls too small to gain from dynamic quantization stay float", len(small))
+        targets = [t for t in targets if t not in small]
+    block_size = options.block_size if options.block_size is not None else (32 if options.bits == 4 else None)
+    details.update(bits=8 if options.mode == "dynamic" else options.bits, block_size=block_size)
+
+    def rewrite(target_model: ir.Model) -> int:
+        if options.mode == "dynamic":
+            return apply_dynamic(target_model, targets, options.per_channel, profile.weight_qmax)
+        if block_size:
+            ensure_opset(target_model)
+        return apply_weight_only(target_model, targets, options.bits, block_size)
+
+    if targets and options.measure:
+        from onnxc.passes.quantize.measure import ort_timer
+
+        float_model = ir.serde.deserialize_model(ir.to_proto(model))
+        candidate = ir.serde.deserialize_model(ir.to_proto(model))
+        rewrite(candidate)
+        feed = _timing_feed(model, options)
+        times = ort_timer(feed)({"float": float_model, "int8": candidate})
+        faster = times["int8"] < times["float"]
+        details["measure"] = {"float_s": times["float"], "int8_s": times["int8"], "decision": "int8" if faster else "float"}
+        if not faster:
+            targets = []
+    details["quantized"] = [t.name for t in targets]
+    details["quantized_units"] = len(targets)
+    if not targets:
+        return False
+    rewrite(model)
+    return True
+
+
+def _timing_feed(model: ir.Model, options) -> dict:
+    """A feed to time candidates on: verification or calibration data when given, else seeded
+    random data (timing hardly depends on the values, and these modes need no data otherwise)."""
+    from onnxc.errors import OnnxcError
+    from onnxc.inputs import random_feeds, resolve_input_shapes
+    from onnxc.passes.quantize.static import verification_feeds
+
+    context = options.context
+    if context.verification_inputs or context.calibration_data is not None:
+        try:
+            return verification_feeds(model, context, options.calib_samples)[0]
+        except OnnxcError as error:
+            logger.info("quantize: timing on random inputs (%s)", error)
+    return random_feeds(model, resolve_input_shapes(model, context.input_shapes), seed=context.seed)
