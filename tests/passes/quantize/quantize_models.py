@@ -130,3 +130,18 @@ def two_heads(hidden: int = 32, seed: int = 4) -> ir.Model:
         helper.make_node("Gemm", ["s", "wg", "bg"], ["y"], name="proj", transB=1),
     ]
     return make_model(nodes, [("x", [8, hidden])], [("y", [8, 16])], init)
+
+
+def layernorm_linear(hidden: int = 32, out: int = 32, seed: int = 6) -> ir.Model:
+    """LayerNormalization whose scale has one outlier channel (as in LLMs), then a Linear."""
+    rng = np.random.default_rng(seed)
+    gamma = np.ones(hidden, dtype=np.float32)
+    gamma[5] = 60.0
+    init = {"gamma": gamma, "beta": _weights(rng, hidden, scale=0.1), "w": _weights(rng, hidden, out),
+            "b": _weights(rng, out, scale=0.1)}
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["n"], name="norm", axis=-1),
+        helper.make_node("MatMul", ["n", "w"], ["m"], name="linear"),
+        helper.make_node("Add", ["m", "b"], ["y"], name="linear_bias"),
+    ]
+    return make_model(nodes, [("x", [1, 16, hidden])], [("y", [1, 16, out])], init)
