@@ -12,7 +12,7 @@ import onnx_ir as ir
 from onnxc.costs import compute_costs
 from onnxc.errors import OnnxcError
 from onnxc.io import weight_bytes
-from onnxc.irutil import all_nodes
+from onnxc.irutil import all_graphs, all_nodes
 from onnxc.text import columns, human_bytes, human_count
 
 
@@ -27,7 +27,7 @@ def op_histogram(model: ir.Model) -> dict[str, int]:
 def parameter_count(model: ir.Model) -> int:
     """Elements held by initializers of all graphs (weights, biases, constant tables)."""
     total = 0
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in graph.initializers.values():
             if value.const_value is not None:
                 total += value.const_value.size
@@ -76,7 +76,7 @@ def inspect_model(model: ir.Model, path: str | os.PathLike | None = None, input_
 def weight_bytes_by_dtype(model: ir.Model) -> dict[str, int]:
     """Initializer bytes per data type name (``FLOAT``, ``INT64``...), largest first."""
     totals: Counter[str] = Counter()
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in graph.initializers.values():
             if value.const_value is not None:
                 totals[value.const_value.dtype.name] += value.const_value.nbytes
@@ -91,7 +91,7 @@ def external_data_files(model: ir.Model, path: str | os.PathLike | None = None) 
     """
     default_dir = str(Path(path).resolve().parent) if path is not None else ""
     files: dict[str, dict] = {}
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in graph.initializers.values():
             tensor = value.const_value
             if not isinstance(tensor, ir.ExternalTensor):

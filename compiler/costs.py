@@ -38,7 +38,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxc.errors import OnnxcError
 from onnxc.inputs import resolve_input_shapes
-from onnxc.irutil import all_nodes, data_propagation_is_safe
+from onnxc.irutil import all_graphs, all_nodes, data_propagation_is_safe
 
 __all__ = ["CostReport", "NodeCost", "OpCost", "ShapeInferenceFailed", "UncountedNode", "compute_costs"]
 
@@ -395,7 +395,7 @@ class _ShapeTable:
 
     def __init__(self, inferred: dict[str, Shape | None], model: ir.Model) -> None:
         self._shapes = dict(inferred)
-        for graph in model.graphs():
+        for graph in all_graphs(model):
             for value in graph.initializers.values():
                 if value.const_value is not None and not value.is_graph_input():
                     self._shapes[value.name] = tuple(int(d) for d in value.const_value.shape)

@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from onnxc._version import __version__
 from onnxc.errors import InvalidModelError, ModelLoadError
-from onnxc.irutil import weightless_proto
+from onnxc.irutil import all_graphs, weightless_proto
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -159,12 +159,12 @@ def _write_single_file(model: ir.Model, path: Path) -> None:
 
 def weight_bytes(model: ir.Model) -> int:
     """Bytes held by all initializers of all graphs."""
-    return sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
+    return sum(v.const_value.nbytes for g in all_graphs(model) for v in g.initializers.values() if v.const_value is not None)
 
 
 def _has_external_tensors(model: ir.Model) -> bool:
     return any(
-        isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs() for v in g.initializers.values()
+        isinstance(v.const_value, ir.ExternalTensor) for g in all_graphs(model) for v in g.initializers.values()
     )
 
 

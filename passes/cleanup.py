@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import constant_tensor, data_propagation_is_safe, weightless_proto
+from onnxc.irutil import all_graphs, constant_tensor, data_propagation_is_safe, weightless_proto
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
 
@@ -50,7 +50,7 @@ def known_dim(dim: int | ir.SymbolicDim) -> int | None:
 
 def _graph_likes(model: ir.Model) -> list[ir.Graph]:
     """Every graph with nodes: the main graph, all subgraphs, and the bodies of local functions."""
-    graphs = list(model.graphs())
+    graphs = all_graphs(model)
     for function in model.functions.values():
         graphs.append(function.graph)
         graphs.extend(function.graph.subgraphs())
@@ -176,7 +176,7 @@ def _optional_outputs(op_type: str, opset: int) -> list[bool] | None:
 
 def _remove_unused_initializers(model: ir.Model) -> int:
     removed = 0
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for value in list(graph.initializers.values()):
             if value.uses() or value.is_graph_input() or value.is_graph_output():
                 continue
@@ -259,7 +259,7 @@ class LiftConstants(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         lifted = 0
-        for graph in model.graphs():
+        for graph in all_graphs(model):
             for node in list(graph):
                 if node.op_type != "Constant" or node.domain not in DEFAULT_DOMAINS:
                     continue
@@ -321,7 +321,7 @@ class DedupInitializers(Pass):
     def call(self, model: ir.Model) -> PassResult:
         merged = 0
         main_groups: dict[tuple, list[ir.Value]] = {}
-        for graph in model.graphs():
+        for graph in all_graphs(model):
             is_main = graph is model.graph
             groups: dict[tuple, list[ir.Value]] = {}
             for value in graph.initializers.values():
@@ -384,7 +384,7 @@ class CommonSubexpressionElimination(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         merged = 0
-        for graph in model.graphs():
+        for graph in all_graphs(model):
             seen: dict[tuple, ir.Node] = {}
             for node in list(graph):
                 key = self._key(node)
@@ -484,7 +484,7 @@ def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
     types: dict[str, onnx.TypeProto] = {}
     _collect_types(inferred.graph, types)
     changed = False
-    for graph in model.graphs():
+    for graph in all_graphs(model):
         for node in graph:
             for value in node.outputs:
                 type_proto = types.get(value.name) if value.name else None

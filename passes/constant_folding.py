@@ -23,7 +23,7 @@ import onnx
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
-from onnxc.irutil import constant_tensor
+from onnxc.irutil import all_graphs, constant_tensor
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, known_dim, subgraphs
 from onnxc.passes.cleanup import infer_shapes as run_shape_inference
@@ -99,7 +99,7 @@ class FoldConstants(Pass):
         if self.infer_shapes:
             self._infer_missing_shapes(model)
         folder = _Folder(model, self.size_limit)
-        for graph in list(model.graphs()):
+        for graph in all_graphs(model):
             for node in list(graph):
                 if node.graph is graph:
                     folder.visit(node)
@@ -118,7 +118,7 @@ class FoldConstants(Pass):
             return
         missing = [
             node.inputs[0]
-            for graph in model.graphs()
+            for graph in all_graphs(model)
             for node in graph
             if node.op_type in ("Shape", "Size")
             and node.domain in DEFAULT_DOMAINS
@@ -229,7 +229,7 @@ class _Folder:
         """
         if self._name_counts is None:
             self._name_counts = collections.Counter()
-            for graph in self.model.graphs():
+            for graph in all_graphs(self.model):
                 self._name_counts.update(v.name for v in graph.inputs if v.name)
                 self._name_counts.update(list(graph.initializers))
                 for node in graph:

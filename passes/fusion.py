@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.irutil import add_initializer, constant_array, single_consumer
+from onnxc.irutil import add_initializer, all_graphs, constant_array, single_consumer
 from onnxc.pass_base import PassResult
 from onnxc.passes.cleanup import known_dim
 from onnxc.passes.constant_folding import mark_shapes_stale
@@ -38,7 +38,7 @@ class ValueNames:
 
     def __init__(self, model: ir.Model):
         self._taken: set[str] = set()
-        for graph in model.graphs():
+        for graph in all_graphs(model):
             self._taken.update(v.name for v in graph.inputs if v.name)
             self._taken.update(graph.initializers)
             for node in graph:

@@ -51,7 +51,7 @@ from onnxc.calibration.state import HistogramState
 from onnxc.calibration.thresholds import threshold
 from onnxc.context import Feeds
 from onnxc.errors import FeatureNotImplementedError, OnnxcError
-from onnxc.irutil import constant_array
+from onnxc.irutil import all_graphs, constant_array
 from onnxc.progress import progress_bar
 from onnxc.runtime import OrtRunner
 
@@ -209,7 +209,7 @@ def _resolve(model: ir.Model, names: Sequence[str]) -> dict[str, ir.Value]:
         raise OnnxcError(f"calibration statistics need numeric tensors: {', '.join(unusable[:5])}")
     missing = [name for name in names if name not in found]
     if missing:
-        inner = {v.name for g in model.graphs() if g is not graph for n in g for v in n.outputs}
+        inner = {v.name for g in all_graphs(model) if g is not graph for n in g for v in n.outputs}
         nested = [name for name in missing if name in inner]
         if nested:
             raise FeatureNotImplementedError(f"calibration cannot expose tensors inside subgraphs (If/Loop/Scan "
