@@ -92,6 +92,8 @@ class PassManager:
         self._iterations: dict[str, int] = {}
         self._feeds = None
         self._stats: dict = {}
+        self._modifications = 0
+        self._unchanged_since: dict[int, int] = {}
         self._previous_outputs = None
         self._original_outputs = None
 
@@ -136,6 +138,9 @@ class PassManager:
         return self._run_pass(model, step, bar)
 
     def _run_pass(self, model: ir.Model, pass_: Pass, bar) -> bool:
+        if self._unchanged_since.get(id(pass_)) == self._modifications:
+            # It found nothing to do and no pass has changed the model since: it would find nothing again.
+            return False
         record = self._records.get(id(pass_))
         stats_before = self._stats
         if record is None:
@@ -154,6 +159,10 @@ class PassManager:
         record.time_s += time.perf_counter() - started
         record.applications += 1
         record.changes += int(result.modified)
+        if result.modified:
+            self._modifications += 1
+        else:
+            self._unchanged_since[id(pass_)] = self._modifications
         record.details.update(pass_.details())
         # Counting is linear in the graph, so it is redone only when the pass changed something.
         stats_after = self._stats = model_stats(model) if result.modified else stats_before
