@@ -188,13 +188,15 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         pipeline = recipe.passes
         context.target = recipe.target or context.target
         context.calibration_data = recipe.calibration.get("data")
+        context.calibration_cache = Path(recipe.calibration["cache"]) if recipe.calibration.get("cache") else None
+        context.calibration_options = {k: v for k, v in recipe.calibration.items() if k in ("preprocess", "batch_size", "limit")}
         context.input_shapes = {**recipe.input_shapes, **context.input_shapes}
         verify = verify or bool(recipe.verify)
     else:
         pipeline = args.passes
     context.target = args.target or context.target
     context.calibration_data = args.calib_data or context.calibration_data
-    context.calibration_cache = Path(args.calib_cache) if args.calib_cache else None
+    context.calibration_cache = Path(args.calib_cache) if args.calib_cache else context.calibration_cache
     context.calibration_allow_random = args.calib_random
     steps = build_steps(pipeline)
     input_path, output_path = Path(args.model), Path(args.output)

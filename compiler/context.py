@@ -21,6 +21,7 @@ class Context:
         calibration_cache: file where calibration statistics are stored and reused.
         calibration_allow_random: calibrate on generated random data when no data is given
             (explicit opt-in: statistics from random data rarely match real inputs).
+        calibration_options: how to read the data: ``preprocess`` (images), ``batch_size``, ``limit``.
         verification_inputs: feeds used to check each pass numerically; generated when unset.
         statistics: calibration statistics computed so far, keyed by tensor name.
         progress: whether long work shows progress bars (None: only on a terminal).
@@ -32,6 +33,7 @@ class Context:
     calibration_data: Any = None
     calibration_cache: Path | None = None
     calibration_allow_random: bool = False
+    calibration_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     verification_inputs: list[Feeds] | None = None
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool | None = False

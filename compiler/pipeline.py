@@ -8,7 +8,14 @@ Recipe form (TOML)::
 
     target = "onnxruntime"          # optional: the backend profile
     [calibration]                   # optional: data for calibrated passes
-    data = "calib/"                 # relative to the recipe file
+    data = "calib/"                 # relative to the recipe file (or module:function, file.py:function)
+    cache = "calib.npz"             # statistics saved and reused
+    batch_size = 1
+    limit = 256                     # at most this many samples
+    [calibration.preprocess]        # for a folder of images
+    resize = [224, 224]
+    mean = [0.485, 0.456, 0.406]
+    std = [0.229, 0.224, 0.225]
     [[passes]]
     name = "default"
     [[passes]]
@@ -186,8 +193,12 @@ def load_recipe(path: str | Path) -> Recipe:
             options = {k: v for k, v in entry.items() if k != "name"}
             specs.append(PassSpec(str(entry["name"]), options))
     calibration = dict(data.get("calibration", {}))
-    if "data" in calibration and isinstance(calibration["data"], str) and ":" not in calibration["data"]:
-        calibration["data"] = str((path.parent / calibration["data"]).resolve())
+    unknown = set(calibration) - {"data", "cache", "preprocess", "batch_size", "limit"}
+    if unknown:
+        raise PipelineError(f"recipe {path}: unknown [calibration] key(s) {', '.join(sorted(unknown))}")
+    for key in ("data", "cache"):
+        if isinstance(calibration.get(key), str):
+            calibration[key] = _relative_to(path.parent, calibration[key])
     return Recipe(
         passes=specs,
         target=data.get("target"),
@@ -195,3 +206,13 @@ def load_recipe(path: str | Path) -> Recipe:
         input_shapes={k: list(v) for k, v in data.get("input_shapes", {}).items()},
         verify=data.get("verify"),
     )
+
+
+def _relative_to(folder: Path, spec: str) -> str:
+    """A path in a recipe is relative to the recipe; so is the file of a ``file.py:function`` spec."""
+    file, sep, function = spec.rpartition(":")
+    if sep and file.endswith(".py"):
+        return f"{(folder / file).resolve()}:{function}"
+    if sep and "/" not in file and not file.endswith(".py"):
+        return spec  # module:function, imported by name
+    return str((folder / spec).resolve())

@@ -66,3 +66,20 @@ def test_recipe_errors(tmp_path):
         load_recipe(bad)
     with pytest.raises(PipelineError, match="not found"):
         load_recipe(tmp_path / "missing.toml")
+
+
+def test_recipe_calibration_paths_are_relative_to_the_recipe(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[calibration]\ndata = "feeds.py:make"\ncache = "stats.npz"\nbatch_size = 2\n'
+        '[calibration.preprocess]\nresize = [32, 32]\n[[passes]]\nname = "default"\n'
+    )
+    loaded = load_recipe(recipe)
+    assert loaded.calibration["data"] == f"{(tmp_path / 'feeds.py').resolve()}:make"
+    assert loaded.calibration["cache"] == str((tmp_path / "stats.npz").resolve())
+    assert loaded.calibration["preprocess"] == {"resize": [32, 32]}
+    recipe.write_text('[calibration]\ndata = "my_module:feeds"\n[[passes]]\nname = "default"\n')
+    assert load_recipe(recipe).calibration["data"] == "my_module:feeds"
+    recipe.write_text('[calibration]\ncolour = 1\n[[passes]]\nname = "default"\n')
+    with pytest.raises(PipelineError, match="unknown \\[calibration\\] key"):
+        load_recipe(recipe)
