@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from onnxc.context import Context
 from onnxc.passes.quantize.params import QParams, calibrated_range, qparams_from_range
+from onnxc.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,17 @@ def statistics(model: ir.Model, tensors: Sequence[str], data, context: Context) 
     return stats
 
 
-def activation_params(stats: Mapping, roots: Sequence[str], method: str, *, percentile: float, dtype: str,
-                      symmetric: bool) -> tuple[dict[str, QParams], dict[str, tuple[float, float]]]:
-    """Parameters and calibrated ranges of each scale-group root."""
+def activation_params(stats: Mapping, tensors: Sequence[str], method: str, *, percentile: float, dtype: str,
+                      symmetric: bool, progress: bool | None = None
+                      ) -> tuple[dict[str, QParams], dict[str, tuple[float, float]]]:
+    """Parameters and calibrated ranges of each tensor, with a progress bar over the threshold searches."""
     params: dict[str, QParams] = {}
     ranges: dict[str, tuple[float, float]] = {}
-    for name in roots:
-        lo, hi = calibrated_range(stats[name].state(), method, percentile=percentile, dtype=dtype, symmetric=symmetric)
-        ranges[name] = (lo, hi)
-        params[name] = qparams_from_range(lo, hi, dtype, symmetric)
+    with progress_bar(total=len(tensors), desc=f"thresholds ({method})", enabled=progress, unit="tensor") as bar:
+        for name in tensors:
+            lo, hi = calibrated_range(stats[name].state(), method, percentile=percentile, dtype=dtype,
+                                      symmetric=symmetric)
+            ranges[name] = (lo, hi)
+            params[name] = qparams_from_range(lo, hi, dtype, symmetric)
+            bar.update()
     return params, ranges

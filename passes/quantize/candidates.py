@@ -1,8 +1,9 @@
 """Candidate models: the float model with some of the plan's units written in, run on ORT.
 
-The accuracy guard and ``measure`` compare many such candidates against the float model. The
-float model is serialized once; each candidate is a fresh copy with the chosen units quantized
-(:meth:`~onnxc.passes.quantize.static.Calibrated.write`), so candidates never share state.
+The accuracy guard and ``measure`` compare many such candidates against the float model. Each
+candidate is a fresh clone of the float model (nodes and values copied, weight tensors shared
+and never modified in place, so a clone costs the graph, not the weights) with the chosen units
+quantized (:meth:`~onnxc.passes.quantize.static.Calibrated.write`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class Candidates:
     """Builds and runs candidates of one calibrated plan on fixed feeds."""
 
     def __init__(self, model: ir.Model, calibrated, feeds: Sequence[Feeds]):
-        self._proto = ir.to_proto(model)
+        self._float = model.clone()
         self.calibrated = calibrated
         self.feeds = list(feeds)
         self._reference: list[dict[str, np.ndarray]] | None = None
@@ -28,12 +29,12 @@ class Candidates:
 
     def build(self, keep: Iterable[int] | None) -> ir.Model:
         """A copy of the float model with the units at positions ``keep`` quantized (all: None)."""
-        model = ir.serde.deserialize_model(self._proto)
+        model = self._float.clone()
         self.calibrated.write(model, None if keep is None else set(keep))
         return model
 
     def float_model(self) -> ir.Model:
-        return ir.serde.deserialize_model(self._proto)
+        return self._float.clone()
 
     def reference(self) -> list[dict[str, np.ndarray]]:
         if self._reference is None:

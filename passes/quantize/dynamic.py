@@ -238,8 +238,8 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
     if targets and options.measure:
         from onnxc.passes.quantize.measure import ort_timer
 
-        float_model = ir.serde.deserialize_model(ir.to_proto(model))
-        candidate = ir.serde.deserialize_model(ir.to_proto(model))
+        float_model = model.clone()
+        candidate = model.clone()
         rewrite(candidate)
         feed = _timing_feed(model, options)
         times = ort_timer(feed)({"float": float_model, "int8": candidate})

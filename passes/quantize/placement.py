@@ -92,11 +92,6 @@ class Plan:
     regions: list[Region] = dataclasses.field(default_factory=list)
 
     @property
-    def roots(self) -> list[str]:
-        """Tensors that need statistics: one per scale group, in graph order."""
-        return list(dict.fromkeys(self.group[t] for t in self.tensors))
-
-    @property
     def empty(self) -> bool:
         return not any(u.kind == "compute" for u in self.units)
 
@@ -131,15 +126,13 @@ class GraphIndex:
         return node.name or f"{node.op_type}_{index}"
 
 
+# Ops whose data is their first input only (the others are weights, shapes, indices, scales).
+_DATA_IN_FIRST_INPUT = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "GlobalAveragePool", "AveragePool"}) | DATA_MOVEMENT_OPS
+
+
 def activation_inputs(node: ir.Node) -> list[ir.Value]:
     """The float, non-constant data inputs of ``node`` that quantization reads."""
-    op = node.op_type
-    if op in ("Conv", "ConvTranspose", "Gemm", "MatMul", "GlobalAveragePool", "AveragePool") or op in (
-            "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Expand", "Tile", "MaxPool", "Resize",
-            "Split", "DepthToSpace", "SpaceToDepth"):
-        candidates = node.inputs[:1]
-    else:
-        candidates = node.inputs
+    candidates = node.inputs[:1] if node.op_type in _DATA_IN_FIRST_INPUT else node.inputs
     return [v for v in candidates if v is not None and constant_array(v) is None]
 
 

@@ -154,7 +154,7 @@ def calibrate(model: ir.Model, context: Context, profile: TargetProfile, plan: P
     stats = statistics(model, plan.tensors, data, context)
     dtype, symmetric = profile.activation_dtype, profile.symmetric_activations
     params, ranges = activation_params(stats, plan.tensors, method, percentile=percentile, dtype=dtype,
-                                       symmetric=symmetric)
+                                       symmetric=symmetric, progress=context.progress)
     plan = _drop_mismatched_concats(model, plan, ranges, profile, details)
     return Calibrated(plan, params, ranges, profile)
 

@@ -84,7 +84,6 @@ def quantize_weight(weight: np.ndarray, axis: int | None, qmax: int = 127,
 def quantize_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> QuantizedTensor:
     """int32 bias at scale ``input_scale * weight_scale`` (per channel, or one scale)."""
     scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
-    scale = np.broadcast_to(scale, bias.shape).astype(np.float32) if scale.ndim else scale
     values = np.clip(np.round(bias.astype(np.float64) / scale.astype(np.float64)), -INT32_MAX, INT32_MAX)
     axis = 0 if scale.ndim else None
     return QuantizedTensor(values.astype(np.int32), scale, np.zeros(scale.shape, dtype=np.int32), axis)
