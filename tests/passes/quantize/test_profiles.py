@@ -117,3 +117,17 @@ def test_openvino_runs_the_qdq_model_in_int8(target, tmp_path):
         got = compiled(feed)[0].ravel()
         want = expected["logits"].ravel()
         assert float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)) > 0.99
+
+
+def test_onnxruntime_weights_are_7_bit_only_on_x86_without_vnni(monkeypatch):
+    from onnxc.passes.quantize import profiles
+
+    monkeypatch.setattr(profiles.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(profiles, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert profiles.get_profile("onnxruntime").weight_qmax == 63
+    assert profiles.get_profile("tensorrt").weight_qmax == 127
+    monkeypatch.setattr(profiles, "_cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    assert profiles.get_profile("onnxruntime").weight_qmax == 127
+    monkeypatch.setattr(profiles.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(profiles, "_cpu_flags", lambda: frozenset({"asimd"}))
+    assert profiles.get_profile("onnxruntime").weight_qmax == 127
