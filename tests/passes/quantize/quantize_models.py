@@ -145,3 +145,19 @@ def layernorm_linear(hidden: int = 32, out: int = 32, seed: int = 6) -> ir.Model
         helper.make_node("Add", ["m", "b"], ["y"], name="linear_bias"),
     ]
     return make_model(nodes, [("x", [1, 16, hidden])], [("y", [1, 16, out])], init)
+
+
+def concat_cnn(ratio: float, channels: int = 8, size: int = 16, seed: int = 7) -> ir.Model:
+    """Two Conv branches whose outputs differ in range by about ``ratio``, concatenated, then a Conv
+    (as a detector's head concatenates box coordinates and class scores)."""
+    rng = np.random.default_rng(seed)
+    init = {"wa": _weights(rng, channels, 3, 3, 3), "wb": _weights(rng, channels, 3, 3, 3) * np.float32(ratio),
+            "wc": _weights(rng, channels, 2 * channels, 3, 3)}
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="conv_a", **conv),
+        helper.make_node("Conv", ["x", "wb"], ["b"], name="conv_b", **conv),
+        helper.make_node("Concat", ["a", "b"], ["c"], name="concat", axis=1),
+        helper.make_node("Conv", ["c", "wc"], ["y"], name="conv_c", **conv),
+    ]
+    return make_model(nodes, [("x", [1, 3, size, size])], [("y", [1, channels, size, size])], init)

@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from quantize_models import feeds, initializer, mlp, quantized, silu_cnn, small_cnn, smooth_images
+from quantize_models import concat_cnn, feeds, initializer, mlp, quantized, silu_cnn, small_cnn, smooth_images
 
 from onnxc import models_zoo
 from onnxc.context import Context
@@ -239,3 +239,30 @@ def test_silu_runs_in_int8_between_convs(tmp_path):
     assert ops["QLinearConv"] == 2 and ops["QLinearSigmoid"] == 1 and ops["QLinearMul"] == 1
     assert not {"Sigmoid", "Mul", "Conv"} & set(ops)
     assert compare_models(float_model, model, TEST).min_cosine > 0.99
+
+
+@pytest.mark.parametrize("ratio, int8_concat", [(1.0, True), (200.0, False)])
+def test_concat_is_int8_only_when_its_inputs_share_a_range(ratio, int8_concat, tmp_path):
+    float_model = concat_cnn(ratio)
+    model, report = quantized(float_model, data=CALIB)
+    ops = ort_fused_ops(model, tmp_path)
+    # A float Concat between DQ and Q would be fused by ORT all the same (one output scale), so the
+    # Conv reading it gets no Q on its input and stays float too.
+    assert ops["QLinearConv"] == (3 if int8_concat else 2)
+    assert ("QLinearConcat" in ops) == int8_concat and ("Concat" in ops) != int8_concat
+    assert ("concat" in report.passes[0].details.get("float_concats", [])) != int8_concat
+    # One shared output scale would erase the small branch (channels 0-7); kept float it survives.
+    reference = np.concatenate([o["c"][:, :8] for o in _run_with(float_model, "c", TEST)])
+    got = np.concatenate([o["c"][:, :8] for o in _run_with(model, "c", TEST)])
+    assert np.sqrt(np.mean((got - reference) ** 2)) < 0.1 * np.sqrt(np.mean(reference ** 2))
+
+
+def _run_with(model: ir.Model, name: str, inputs):
+    """Outputs of ``model`` with the tensor ``name`` exposed too (on a clone)."""
+    clone = model.clone()
+    value = next(v for n in clone.graph for v in n.outputs if v.name == name)
+    if value.uses() and value.uses()[0].node.op_type == "QuantizeLinear":
+        q = value.uses()[0].node
+        value = next(use.node for use in q.outputs[0].uses() if use.node.op_type == "DequantizeLinear").outputs[0]
+    clone.graph.outputs.append(value)
+    return [{name: out[value.name]} for out in _run(clone, inputs)]
