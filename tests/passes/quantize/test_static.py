@@ -266,3 +266,19 @@ def _run_with(model: ir.Model, name: str, inputs):
         value = next(use.node for use in q.outputs[0].uses() if use.node.op_type == "DequantizeLinear").outputs[0]
     clone.graph.outputs.append(value)
     return [{name: out[value.name]} for out in _run(clone, inputs)]
+
+
+def test_a_quantized_tensor_that_is_a_graph_output_keeps_its_name(tmp_path):
+    # conv1's Relu output is also returned: it gets Q -> DQ, the DQ's output takes the name.
+    proto = ir.to_proto(small_cnn())
+    proto.graph.output.append(onnx.helper.make_tensor_value_info("r1", onnx.TensorProto.FLOAT, [1, 8, 16, 16]))
+    float_model = ir.serde.deserialize_model(proto)
+    model, _ = quantized(float_model, data=CALIB)
+    checked(model)
+    assert [v.name for v in model.graph.outputs] == ["logits", "r1"]
+    r1 = model.graph.outputs[1]
+    assert r1.producer().op_type == "DequantizeLinear"
+    ops = ort_fused_ops(model, tmp_path)
+    assert ops["QLinearConv"] == 3 and "Conv" not in ops  # conv1 still fuses: its output goes only to a Q
+    comparison = compare_models(float_model, model, TEST)
+    assert comparison.outputs[1].cosine > 0.99
