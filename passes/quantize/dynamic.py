@@ -75,12 +75,14 @@ def find_targets(model: ir.Model, *, exclude: frozenset[str], ops: frozenset[str
         if node.op_type == "Gemm":
             if node.attributes.get_int("transA", 0) or node.attributes.get_float("alpha", 1.0) != 1.0:
                 continue
-            if len(node.inputs) > 2 and node.inputs[2] is not None:
-                bias = constant_array(node.inputs[2])
-                if bias is None or node.attributes.get_float("beta", 1.0) != 1.0:
-                    continue
             if node.attributes.get_int("transB", 0):
                 weight = weight.T
+            if len(node.inputs) > 2 and node.inputs[2] is not None:
+                bias = constant_array(node.inputs[2])
+                # The bias is added after the integer product, so it must broadcast as a row.
+                if bias is None or node.attributes.get_float("beta", 1.0) != 1.0 or not (
+                        bias.size == 1 or (bias.size == weight.shape[1] and bias.shape[-1] == weight.shape[1])):
+                    continue
         found.append(Target(i, name, np.ascontiguousarray(weight), macs.get(i, 0)))
     return found
 
