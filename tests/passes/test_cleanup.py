@@ -830,3 +830,16 @@ def run_ort(model: ir.Model, feeds: dict) -> list[np.ndarray]:
 
     session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
+
+
+def test_infer_shapes_writes_no_invented_dim_names():
+    """ONNX inference names dims it cannot relate ``unk__N``; ORT plans memory worse with them."""
+    import onnx_ir as ir
+
+    from onnxc.models_zoo import build
+
+    model = ir.serde.deserialize_model(build("bert", layers=1))
+    onnxc.compile(model)
+    dims = [d for graph in model.graphs() for node in graph for v in node.outputs if v.shape is not None for d in v.shape]
+    symbolic = [d.value for d in dims if isinstance(d, ir.SymbolicDim) and d.value]
+    assert symbolic and not [name for name in symbolic if name.startswith("unk__")]
