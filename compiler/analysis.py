@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -30,7 +31,7 @@ def parameter_count(model: ir.Model) -> int:
     for graph in all_graphs(model):
         for value in graph.initializers.values():
             if value.const_value is not None:
-                total += value.const_value.size
+                total += math.prod(value.const_value.shape.dims)
     return total
 
 

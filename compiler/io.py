@@ -13,6 +13,7 @@ input. Models whose weights exceed the protobuf limit are written with external 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 import tempfile
@@ -159,7 +160,14 @@ def _write_single_file(model: ir.Model, path: Path) -> None:
 
 def weight_bytes(model: ir.Model) -> int:
     """Bytes held by all initializers of all graphs."""
-    return sum(v.const_value.nbytes for g in all_graphs(model) for v in g.initializers.values() if v.const_value is not None)
+    return sum(_nbytes(v.const_value) for g in all_graphs(model) for v in g.initializers.values() if v.const_value is not None)
+
+
+def _nbytes(tensor: ir.TensorProtocol) -> int:
+    # From shape and dtype: asking the tensor itself is several times slower for proto-backed tensors.
+    if tensor.dtype == ir.DataType.STRING:
+        return tensor.nbytes
+    return math.ceil(math.prod(tensor.shape.dims) * tensor.dtype.itemsize)
 
 
 def _has_external_tensors(model: ir.Model) -> bool:

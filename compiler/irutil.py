@@ -8,6 +8,10 @@ import onnx
 import onnx_ir as ir
 
 
+# The standard ops that carry graphs; ops of other domains are checked attribute by attribute.
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+
+
 def all_graphs(model: ir.Model) -> list[ir.Graph]:
     """The main graph and every subgraph (If/Loop/Scan bodies), outer graphs first.
 
@@ -18,6 +22,8 @@ def all_graphs(model: ir.Model) -> list[ir.Graph]:
     index = 0
     while index < len(graphs):
         for node in graphs[index]:
+            if node.op_type not in _SUBGRAPH_OPS and node.domain in ("", "ai.onnx"):
+                continue
             for attr in node.attributes.values():
                 if attr.type == ir.AttributeType.GRAPH:
                     graphs.append(attr.value)

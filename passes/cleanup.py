@@ -506,6 +506,8 @@ def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> 
 
 
 def _update_value(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
+    if _already_known(value, type_proto):
+        return False
     changed = False
     new_type = ir.serde.deserialize_type_proto_for_type(type_proto)
     if new_type is not None and (value.type is None or value.type != new_type):
@@ -516,6 +518,20 @@ def _update_value(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
         value.shape = new_shape
         changed = True
     return changed
+
+
+def _already_known(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
+    """True when the value already has this tensor type and shape (cheap: no IR objects built)."""
+    if not type_proto.HasField("tensor_type") or value.dtype is None or value.shape is None:
+        return False
+    tensor_type = type_proto.tensor_type
+    if value.dtype.value != tensor_type.elem_type or not tensor_type.HasField("shape"):
+        return False
+    inferred = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param if d.dim_param and not d.dim_param.startswith("unk__") else None)
+        for d in tensor_type.shape.dim
+    ]
+    return inferred == _dims(value.shape)
 
 
 def _without_generated_symbols(shape: ir.Shape | None) -> ir.Shape | None:
