@@ -80,7 +80,6 @@ class QDQWriter:
                 self.graph.append(q)
             else:
                 self.graph.insert_before(first, q)
-        last = q
         for reader in readers:
             dq_out = ir.Value(name=self.names.fresh(f"{base}_dequantized"), type=value.type, shape=value.shape)
             dq = ir.node("DequantizeLinear", [quantized, scale, zero], outputs=[dq_out],
@@ -95,7 +94,7 @@ class QDQWriter:
             carrier = ir.Value(name=output_name, type=value.type, shape=value.shape)
             dq = ir.node("DequantizeLinear", [quantized, scale, zero], outputs=[carrier],
                          name=self.names.fresh(f"{output_name}_DequantizeLinear"))
-            self.graph.insert_after(last, dq)
+            self.graph.insert_after(q, dq)
             outputs = self.graph.outputs
             for position, output in enumerate(list(outputs)):
                 if output is value:
