@@ -32,8 +32,11 @@ def compare_latency(
     if slowest_call > 0:
         calls_per_round = max(calls_per_round, min(1000, int(min_round_s / slowest_call) + 1))
     best = {name: float("inf") for name in contenders}
-    for _ in range(rounds):
-        for name, function in contenders.items():
+    order = list(contenders.items())
+    for round_index in range(rounds):
+        # Rotate who goes first: ORT's worker threads keep spinning after a run and slow whoever follows.
+        shift = round_index % len(order)
+        for name, function in order[shift:] + order[:shift]:
             samples = []
             for _ in range(calls_per_round):
                 start = time.perf_counter()
