@@ -74,6 +74,14 @@ def calibrated_range(state: HistogramState, method: str, *, percentile: float, d
         t = state.amax
     else:
         unsigned = dtype == "uint8" and not symmetric and lo >= 0
+        if method == "entropy" and lo >= 0 and state.counts.size > 1:
+            # A ReLU's exact zeros (often half the values) sit in bin 0 and, spread over the first
+            # quantization bucket by the KL search, pull the threshold far down (MobileNetV2's
+            # ReLU6 outputs were cut to a quarter of their range, logit cosine 0.944). Zeros are
+            # exact at any scale, so bin 0 is leveled to its neighbour for the search.
+            counts = state.counts.copy()
+            counts[0] = min(counts[0], counts[1])
+            state = dataclasses.replace(state, counts=counts)
         t = float(threshold(state, method, percentile=percentile, levels=256 if unsigned else 128, bits=8,
                             unsigned=unsigned))
     if symmetric:
