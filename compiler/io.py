@@ -80,24 +80,38 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES or _has_external_tensors(model)
     model.producer_name = "onnxc"
     model.producer_version = __version__
+    try:
+        if external_data:
+            return _save_with_external_data(model, path)
+        handle, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            _write_single_file(model, Path(staged))
+            os.replace(staged, path)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+        return [path]
+    except ValueError as error:
+        raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
+
+
+def _save_with_external_data(model: ir.Model, path: Path) -> list[Path]:
+    """Stage the model and its ``<name>.data`` in a folder beside ``path``, then move both into place.
+
+    The data file's name is recorded inside the model, so both are written under their final
+    names in the staging folder; the data is moved first so the model never points at nothing.
+    """
     data_name = f"{path.name}.data"
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        staged_model = staging / path.name
-        if external_data:
-            ir.save(model, staged_model, external_data=data_name)
-        else:
-            _write_single_file(model, staged_model)
-        written = []
-        staged_data = staging / data_name
-        if staged_data.exists():
-            os.replace(staged_data, path.parent / data_name)
+        ir.save(model, staging / path.name, external_data=data_name)
+        written = [path]
+        if (staging / data_name).exists():
+            os.replace(staging / data_name, path.parent / data_name)
             written.append(path.parent / data_name)
-        os.replace(staged_model, path)
-        written.insert(0, path)
+        os.replace(staging / path.name, path)
         return written
-    except ValueError as error:
-        raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import importlib.util
 import sys
@@ -92,6 +93,12 @@ def get_pass(name: str) -> type[Pass]:
     return passes[name]
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Resolving string annotations compiles them each time; pipelines create the same passes often.
+    return typing.get_type_hints(cls)
+
+
 @dataclasses.dataclass(frozen=True)
 class OptionInfo:
     name: str
@@ -101,7 +108,7 @@ class OptionInfo:
 
 
 def pass_options(cls: type[Pass]) -> list[OptionInfo]:
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     infos = []
     for field in dataclasses.fields(cls):
         if field.name.startswith("_"):
@@ -117,7 +124,7 @@ def create_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
     """Instantiate a registered pass, checking and converting option values to the field types."""
     cls = get_pass(name)
     options = dict(options or {})
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
     kwargs = {}
     for key, value in options.items():
