@@ -1,13 +1,16 @@
-"""Child process for bench_pipeline.py: optimize one model with one tool, print JSON figures.
+"""Optimize one model with one tool in a child process, and report its figures.
 
-Run as ``python _optimize_once.py TOOL IN OUT REPEATS``. Times cover load + optimize + save
+The benchmarks call ``run_in_child``; the child runs this file as
+``python _optimize_once.py TOOL IN OUT REPEATS`` and prints JSON. Times cover load + optimize + save
 (imports excluded); peak RSS is the process's, and ``rss_after_import`` is what the imports
 alone cost, so the difference is the work's own memory.
 """
 import json
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
@@ -45,6 +48,14 @@ def optimize_onnxsim(source: str, target: str) -> None:
 
 
 TOOLS = {"onnxc": optimize_onnxc, "onnxslim": optimize_onnxslim, "onnxsim": optimize_onnxsim}
+
+
+def run_in_child(tool: str, source: Path, target: Path, repeats: int) -> dict:
+    """Figures of one tool on one model, measured in a fresh process: {"seconds", "peak_rss", ...} or {"error"}."""
+    result = subprocess.run([sys.executable, __file__, tool, str(source), str(target), str(repeats)], capture_output=True, text=True)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1][:120]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

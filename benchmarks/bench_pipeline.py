@@ -10,8 +10,6 @@ CPU latency of onnxc's output vs the original (fusion must never make a model sl
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,16 +23,10 @@ from onnxc.report import table
 from onnxc.runtime import OrtRunner
 from onnxc.timing import compare_latency
 
-HERE = Path(__file__).resolve().parent
+from _optimize_once import run_in_child
+
 TOOLS = ("onnxc", "onnxslim", "onnxsim")
 
-
-def run_tool(tool: str, source: Path, target: Path, repeats: int) -> dict:
-    result = subprocess.run([sys.executable, str(HERE / "_optimize_once.py"), tool, str(source), str(target), str(repeats)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1][:120]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def node_count(path: Path) -> int:
@@ -64,7 +56,7 @@ def main() -> None:
             best: dict[str, dict] = {}
             for _ in range(args.rounds):
                 for tool in TOOLS:
-                    figures = run_tool(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
+                    figures = run_in_child(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
                     if "error" in figures:
                         best[tool] = figures
                     elif "error" not in best.get(tool, {}) and figures["seconds"] < best.get(tool, {}).get("seconds", float("inf")):

@@ -12,8 +12,6 @@ ORT CPU latency of onnxc's output vs the original on the model's realistic sampl
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,16 +23,10 @@ from onnxc.report import table
 from onnxc.runtime import OrtRunner
 from onnxc.timing import compare_latency
 
-HERE = Path(__file__).resolve().parent
+from _optimize_once import run_in_child
+
 TOOLS = ("onnxc", "onnxslim")
 
-
-def run_tool(tool: str, source: Path, target: Path, repeats: int) -> dict:
-    result = subprocess.run([sys.executable, str(HERE / "_optimize_once.py"), tool, str(source), str(target), str(repeats)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1][:120]}
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def node_count(path: Path) -> int:
@@ -74,7 +66,7 @@ def main() -> None:
             best: dict[str, dict] = {}
             for _ in range(args.rounds):
                 for tool in TOOLS:
-                    figures = run_tool(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
+                    figures = run_in_child(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
                     if "error" in figures:
                         best[tool] = figures
                     elif "error" not in best.get(tool, {}) and figures["seconds"] < best.get(tool, {}).get("seconds", float("inf")):

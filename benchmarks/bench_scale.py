@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import onnx
 
 from onnxc.models_zoo.synthetic import deep_graph, large_external_model
 
-HERE = Path(__file__).resolve().parent
+from _optimize_once import run_in_child
 
 
 def deep_graph_figures(tmp: Path, blocks: int) -> None:
@@ -27,9 +26,7 @@ def deep_graph_figures(tmp: Path, blocks: int) -> None:
     nodes = len(onnx.load(str(source)).graph.node)
     results = {}
     for tool in ("onnxc", "onnxslim"):
-        child = subprocess.run([sys.executable, str(HERE / "_optimize_once.py"), tool, str(source), str(tmp / f"deep.{tool}.onnx"), "1"],
-                               capture_output=True, text=True)
-        results[tool] = json.loads(child.stdout.strip().splitlines()[-1])["seconds"] if child.returncode == 0 else None
+        results[tool] = run_in_child(tool, source, tmp / f"deep.{tool}.onnx", 1).get("seconds")
     after = len(onnx.load(str(tmp / "deep.onnxc.onnx")).graph.node)
     slim = f"{results['onnxslim']:.2f} s" if results["onnxslim"] else "failed"
     ratio = f"{results['onnxslim'] / results['onnxc']:.2f}x" if results["onnxslim"] else "-"
