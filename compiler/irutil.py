@@ -72,6 +72,16 @@ def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Va
     return value
 
 
+def replace_with_initializer(graph: ir.Graph, output: ir.Value, tensor: ir.TensorProtocol) -> ir.Value:
+    """Make ``output``'s readers read ``tensor``, an initializer of ``graph`` taking over ``output``'s name."""
+    name = output.name
+    output.name = None
+    initializer = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+    output.replace_all_uses_with(initializer)
+    graph.register_initializer(initializer)
+    return initializer
+
+
 def unique_value_name(graph: ir.Graph, base_name: str) -> str:
     taken = graph.initializers
     if base_name not in taken:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import all_graphs, constant_tensor, data_propagation_is_safe, weightless_proto
+from onnxc.irutil import all_graphs, constant_tensor, data_propagation_is_safe, replace_with_initializer, weightless_proto
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
 
@@ -269,17 +269,8 @@ class LiftConstants(Pass):
                 tensor = _constant_node_tensor(node)
                 if tensor is None:
                     continue
-                name = output.name
-                output.name = None
-                initializer = ir.Value(
-                    name=name,
-                    shape=ir.Shape(tensor.shape),
-                    type=ir.TensorType(tensor.dtype),
-                    const_value=tensor,
-                )
-                output.replace_all_uses_with(initializer)
+                replace_with_initializer(graph, output, tensor)
                 graph.remove(node, safe=True)
-                graph.register_initializer(initializer)
                 lifted += 1
         return PassResult(model, lifted > 0)
 

@@ -23,7 +23,7 @@ import onnx
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
-from onnxc.irutil import all_graphs, constant_tensor
+from onnxc.irutil import all_graphs, constant_tensor, replace_with_initializer
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, known_dim, subgraphs
 from onnxc.passes.cleanup import infer_shapes as run_shape_inference
@@ -331,16 +331,9 @@ class _Folder:
         for output, array in zip(node.outputs, arrays):
             if not output.uses():
                 continue
-            name = output.name
-            output.name = None
-            initializer = ir.Value(
-                name=name,
-                shape=ir.Shape(array.shape),
-                type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                const_value=ir.Tensor(array if array.flags.c_contiguous else np.ascontiguousarray(array), name=name),
-            )
-            output.replace_all_uses_with(initializer)
-            graph.register_initializer(initializer)
+            # np.ascontiguousarray would turn a scalar into a 1-element vector.
+            contiguous = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+            replace_with_initializer(graph, output, ir.Tensor(contiguous, name=output.name))
         graph.remove(node, safe=True)
         self.folded += 1
 
