@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,9 @@ class OrtRunner:
         optimization: str = "all",
         threads: int | None = None,
         label: str = "model",
+        config: Mapping[str, str] | None = None,
     ):
+        """``config``: ORT session config entries (``SessionOptions.add_session_config_entry``)."""
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = {
@@ -45,6 +47,8 @@ class OrtRunner:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        for key, value in (config or {}).items():
+            options.add_session_config_entry(key, value)
         self._tmp: str | None = None
         try:
             if isinstance(model, (str, os.PathLike)):

@@ -57,6 +57,12 @@ from onnxc.runtime import OrtRunner
 
 DEFAULT_MAX_CHUNK_BYTES = 512 * 1024 * 1024
 
+# ORT's idle intra-op threads spin by default, taking the cores the accumulator worker needs
+# while ORT waits for the next batch; without spinning they sleep and the worker gets the cycles.
+_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
+# The worker overlaps ORT, which already uses the cores: more update threads only compete with it.
+_WORKER_THREADS = 1
+
 Statistics = dict[str, HistogramAccumulator]
 
 
@@ -224,7 +230,7 @@ def _absorb(stats: Statistics, outputs: dict[str, np.ndarray], fed: Sequence[str
     # Each output goes into its accumulator and is released at once.
     while outputs:
         name, array = outputs.popitem()
-        stats[name].update(array)
+        stats[name].update(array, threads=_WORKER_THREADS)
     _update_fed(stats, fed, values, feeds)
 
 
@@ -312,7 +318,7 @@ def _exposed_runner(model: ir.Model, values: Sequence[ir.Value]) -> Iterator[Ort
     try:
         outputs.clear()
         outputs.extend(values)
-        runner = OrtRunner(model, label="model with calibration tensors exposed")
+        runner = OrtRunner(model, label="model with calibration tensors exposed", config=_SESSION_CONFIG)
     finally:
         outputs.clear()
         outputs.extend(original)
