@@ -130,6 +130,22 @@ class CountingRunner(collect_module.OrtRunner):
         super().__init__(model, **kwargs)
 
 
+def test_the_collection_session_does_not_spin(monkeypatch):
+    built = []
+
+    class Recording(collect_module.OrtRunner):
+        def __init__(self, model, **kwargs):
+            super().__init__(model, **kwargs)
+            built.append(self.session.get_session_options())
+
+    monkeypatch.setattr(collect_module, "OrtRunner", Recording)
+    feeds = batched(samples(6, seed=3), 3)
+    stats = collect_statistics(CONV, TENSORS, feeds)
+    assert len(built) == 1 and stats["c1"].state().count == 6 * 4 * 8 * 8
+    # Idle ORT threads would otherwise spin on the cores the accumulator worker needs.
+    assert built[0].get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_chunking_runs_the_data_once_per_chunk_with_identical_results(monkeypatch):
     monkeypatch.setattr(collect_module, "OrtRunner", CountingRunner)
     x = samples(4, seed=2)
