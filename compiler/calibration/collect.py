@@ -12,7 +12,13 @@ back afterwards, whatever happens), ORT builds a session from it (through
 serializing them in memory), and each batch's tensors go into their accumulators as soon as ORT
 returns them and are dropped right after, never the whole data set's. The accumulators take one
 batch on a worker thread while ORT computes the next (both release the GIL), so at most two
-batches' exposed tensors are alive at once. Min/max come from the same accumulators.
+batches' exposed tensors are alive at once. The session's idle threads sleep rather than spin,
+and the worker updates on one thread, so neither takes the cores the other is computing on.
+Min/max come from the same accumulators.
+
+What the exposure costs: ORT computes convolutions in a blocked channel layout (NCHWc) and
+every exposed tensor gets a copy back to NCHW, a memory-bound pass over each exposed value;
+fusions such as Conv+Relu stay intact when the exposed tensor is the activation's output.
 
 Memory budget and chunks
 ------------------------
