@@ -30,7 +30,7 @@ from onnxc.passes.quantize.candidates import Candidates
 from onnxc.passes.quantize.correction import channel_axis, channel_statistics, corrected_biases, smooth
 from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import QParams, ranges_compatible
-from onnxc.passes.quantize.placement import GraphIndex, Plan, plan_units, restrict
+from onnxc.passes.quantize.placement import GraphIndex, Plan, output_head, plan_units, restrict
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
@@ -87,7 +87,7 @@ def run_static(options, model: ir.Model, profile: TargetProfile, details: dict) 
         plan = make_plan(model, context, profile, options, details)
     calibrated = calibrate(model, context, profile, plan, method=options.method, percentile=options.percentile,
                            calib_samples=options.calib_samples, details=details)
-    if options.bias_correction:
+    if options.bias_correction is not False:
         index = GraphIndex(model)
         axes = {u.inputs[0]: channel_axis(index.nodes[u.index]) for u in calibrated.plan.compute_units() if u.inputs}
         stats = channel_statistics(model, axes, open_data(model, context, options.calib_samples))
@@ -130,8 +130,15 @@ def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options
 
     infer_shapes(model)
     shapes = concrete_shapes(model, context.input_shapes)
-    plan = plan_units(model, profile, ops=options.ops or None, exclude=options.exclude,
-                      macs=node_macs(GraphIndex(model), shapes))
+    macs = node_macs(GraphIndex(model), shapes)
+    plan = plan_units(model, profile, ops=options.ops or None, exclude=options.exclude, macs=macs)
+    if options.float_head and not plan.empty:
+        head = output_head(model)
+        headless = plan_units(model, profile, ops=options.ops or None, exclude=[*options.exclude, *head], macs=macs)
+        # A model that is all head (one Gemm) is quantized whole: nothing else would be.
+        if not headless.empty:
+            plan = headless
+            details["float_head"] = head
     if options.never_slower:
         plan = select_regions(model, plan, profile, shapes)
     details["regions"] = [r.describe() for r in plan.regions]

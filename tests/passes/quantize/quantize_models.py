@@ -72,7 +72,7 @@ def feeds(images: list[np.ndarray], name: str = "x") -> list[dict[str, np.ndarra
     return [{name: image} for image in images]
 
 
-def quantized(model: ir.Model, pipeline: str = "quantize(never_slower=false)", *, data=None,
+def quantized(model: ir.Model, pipeline: str = "quantize(never_slower=false,float_head=false)", *, data=None,
               context: Context | None = None) -> tuple[ir.Model, onnxc.manager.CompileReport]:
     """A quantized copy of ``model`` (the input model is left alone) and the compile report."""
     copy_ = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(model)))

@@ -38,7 +38,7 @@ def test_full_quantization_misses_the_bound(model):
 
 @pytest.mark.parametrize("bound", ["max_error=2.0", "min_cosine=0.9999"])
 def test_guard_keeps_the_most_sensitive_layer_float(model, bound):
-    guarded, report = quantized(model, f"quantize(never_slower=false,{bound})", data=DATA)
+    guarded, report = quantized(model, f"quantize(never_slower=false,float_head=false,{bound})", data=DATA)
     checked(guarded)
     details = report.passes[0].details
     guard = details["guard"]
@@ -54,7 +54,7 @@ def test_guard_keeps_the_most_sensitive_layer_float(model, bound):
 
 
 def test_a_bound_already_met_ranks_nothing(model):
-    _, report = quantized(model, "quantize(never_slower=false,max_error=100)", data=DATA)
+    _, report = quantized(model, "quantize(never_slower=false,float_head=false,max_error=100)", data=DATA)
     guard = report.passes[0].details["guard"]
     assert guard["kept_float"] == [] and "sensitivity" not in guard
 
@@ -63,7 +63,7 @@ def test_guard_uses_the_context_verification_inputs(model):
     rng = np.random.default_rng(5)
     plain = [{"x": rng.standard_normal((1, 16, 32)).astype(np.float32)} for _ in range(4)]
     context = Context(calibration_data=DATA, verification_inputs=plain)
-    _, report = quantized(model, "quantize(never_slower=false,max_error=2.0)", context=context)
+    _, report = quantized(model, "quantize(never_slower=false,float_head=false,max_error=2.0)", context=context)
     full, _ = quantized(model, data=DATA)
     measured = report.passes[0].details["guard"]["full"]["max_abs"]
     assert measured == pytest.approx(compare_models(model, full, plain).max_abs)

@@ -34,7 +34,7 @@ def fake_timer(gains: dict[str, float], base: float = 1.0):
 def test_measure_leaves_a_slower_op_type_float(monkeypatch):
     factory, calls = fake_timer({"Conv": 0.1, "Gemm": -0.05})
     monkeypatch.setattr(measure, "ort_timer", factory)
-    model, report = quantized(small_cnn(), "quantize(never_slower=false,measure=true)", data=CALIB)
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,measure=true)", data=CALIB)
     checked(model)
     assert quantized_ops(model) == ["Conv", "Conv", "Conv"]
     details = report.passes[0].details["measure"]
@@ -46,14 +46,14 @@ def test_measure_leaves_a_slower_op_type_float(monkeypatch):
 def test_measure_falls_back_to_float_when_int8_is_slower(monkeypatch):
     factory, _ = fake_timer({"Conv": -0.01, "Gemm": -0.01})
     monkeypatch.setattr(measure, "ort_timer", factory)
-    model, report = quantized(small_cnn(), "quantize(never_slower=false,measure=true)", data=CALIB)
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,measure=true)", data=CALIB)
     assert op_count(model, "QuantizeLinear") == 0 and op_count(model, "DequantizeLinear") == 0
     record = report.passes[0]
     assert record.changes == 0 and record.details["measure"]["decision"] == "float"
 
 
 def test_measure_on_ort_decides_by_its_own_timings():
-    model, report = quantized(small_cnn(), "quantize(never_slower=false,measure=true)", data=CALIB)
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,measure=true)", data=CALIB)
     details = report.passes[0].details["measure"]
     faster = details["int8_s"] < details["float_s"] * (1 - measure.MARGIN)
     assert details["decision"] == ("int8" if faster else "float")

@@ -35,7 +35,7 @@ def cnn() -> ir.Model:
 
 
 def test_tensorrt_quantizes_inputs_of_weighted_ops_symmetric_int8(cnn):
-    model, _ = quantized(cnn, "quantize(never_slower=false,target=tensorrt)", data=CALIB)
+    model, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=tensorrt)", data=CALIB)
     checked(model)
     # Inputs of conv1 (x), conv2 (p1, also the residual input of the Add), conv3 (r2) and fc (f).
     assert quantized_input_names(model) == {"x", "p1", "r2", "f"}
@@ -59,14 +59,14 @@ def test_tensorrt_conv_transpose_weights_per_output_channel():
     model = make_model(nodes, [("x", [1, 4, 8, 8])], [("y", [1, 6, 16, 16])],
                        {"w": _weights(rng, 4, 6, 2, 2), "b": _weights(rng, 6, scale=0.1)})
     data = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32)} for _ in range(4)]
-    out, _ = quantized(model, "quantize(never_slower=false,target=tensorrt)", data=data)
+    out, _ = quantized(model, "quantize(never_slower=false,float_head=false,target=tensorrt)", data=data)
     w_dq = dq_of(by_name(out, "up"), 1)
     assert w_dq.attributes.get_int("axis", 1) == 1 and w_dq.inputs[1].const_value.numpy().shape == (6,)
     assert compare_models(model, out, data).min_cosine > 0.999
 
 
 def test_openvino_quantizes_inputs_of_convs_and_eltwise_uint8(cnn):
-    model, _ = quantized(cnn, "quantize(never_slower=false,target=openvino)", data=CALIB)
+    model, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=openvino)", data=CALIB)
     checked(model)
     # Conv/Gemm inputs, both Add inputs (c3, p1) and the GlobalAveragePool input (r3).
     assert quantized_input_names(model) == {"x", "p1", "r2", "c3", "r3", "f"}
@@ -77,17 +77,17 @@ def test_openvino_quantizes_inputs_of_convs_and_eltwise_uint8(cnn):
 
 
 def test_tvm_uses_the_node_unit_placement(cnn):
-    tvm, _ = quantized(cnn, "quantize(never_slower=false,target=tvm)", data=CALIB)
-    ort, _ = quantized(cnn, "quantize(never_slower=false,target=onnxruntime)", data=CALIB)
+    tvm, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=tvm)", data=CALIB)
+    ort, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=onnxruntime)", data=CALIB)
     assert quantized_input_names(tvm) == quantized_input_names(ort)
     assert op_count(tvm, "Relu") == 0
 
 
 def test_context_target_picks_the_profile_and_the_option_overrides_it(cnn):
-    from_context, report = quantized(cnn, "quantize(never_slower=false)",
+    from_context, report = quantized(cnn, "quantize(never_slower=false,float_head=false)",
                                      context=Context(calibration_data=CALIB, target="tensorrt"))
     assert report.passes[0].details["target"] == "tensorrt" and op_count(from_context, "Relu") == 3
-    overridden, report = quantized(cnn, "quantize(never_slower=false,target=onnxruntime)",
+    overridden, report = quantized(cnn, "quantize(never_slower=false,float_head=false,target=onnxruntime)",
                                    context=Context(calibration_data=CALIB, target="tensorrt"))
     assert report.passes[0].details["target"] == "onnxruntime" and op_count(overridden, "Relu") == 0
 
@@ -103,7 +103,7 @@ def test_openvino_runs_the_qdq_model_in_int8(target, tmp_path):
     float_model = small_cnn(channels=16, size=32)
     calib = feeds(smooth_images(8, 0, (1, 3, 32, 32)))
     test = feeds(smooth_images(3, 5, (1, 3, 32, 32)))
-    model, _ = quantized(float_model, f"quantize(never_slower=false,target={target})", data=calib)
+    model, _ = quantized(float_model, f"quantize(never_slower=false,float_head=false,target={target})", data=calib)
     path = tmp_path / "int8.onnx"
     ir.save(model, path)
     core = ov.Core()

@@ -8,11 +8,13 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from quantize_models import concat_cnn, feeds, initializer, mlp, quantized, silu_cnn, small_cnn, smooth_images
+from quantize_models import (concat_cnn, feeds, initializer, make_model, mlp, quantized, silu_cnn, small_cnn,
+                             smooth_images)
 
 from onnxc import models_zoo
 from onnxc.context import Context
 from onnxc.errors import OnnxcError, PipelineError
+from onnxc.passes.quantize.placement import output_head
 from onnxc.passes.quantize.profiles import get_profile
 from onnxc.verify import compare_models
 from testutil import checked, op_count
@@ -28,7 +30,8 @@ def cnn() -> ir.Model:
 
 @pytest.fixture(scope="module")
 def cnn_int8(cnn) -> ir.Model:
-    model, _ = quantized(cnn, data=CALIB)
+    # Bias correction off: the biases are checked against the float ones.
+    model, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,bias_correction=false)", data=CALIB)
     return model
 
 
@@ -101,7 +104,7 @@ def test_shared_scale_through_maxpool_and_flatten(cnn_int8):
 
 
 def test_scales_come_from_calibrated_ranges():
-    model, _ = quantized(small_cnn(), "quantize(never_slower=false,method=minmax)", data=CALIB)
+    model, _ = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,method=minmax)", data=CALIB)
     x_q = next(n for n in model.graph if n.op_type == "QuantizeLinear" and n.inputs[0].name == "x")
     data = np.concatenate([f["x"].ravel() for f in CALIB])
     lo, hi = min(float(data.min()), 0.0), max(float(data.max()), 0.0)
@@ -173,7 +176,7 @@ def test_calibration_cache_is_written_and_reused(cnn, tmp_path, monkeypatch):
 
 
 def test_exclude_by_name_and_op_type(cnn, tmp_path):
-    model, report = quantized(cnn, "quantize(never_slower=false,exclude=[conv2,Add])", data=CALIB)
+    model, report = quantized(cnn, "quantize(never_slower=false,float_head=false,exclude=[conv2,Add])", data=CALIB)
     conv2 = next(n for n in model.graph if n.name == "conv2")
     assert conv2.inputs[1].producer() is None  # float weight
     add = next(n for n in model.graph if n.op_type == "Add")
@@ -184,6 +187,39 @@ def test_exclude_by_name_and_op_type(cnn, tmp_path):
     assert record.details["units"] == ["conv1", "fc"]
     ops = ort_fused_ops(model, tmp_path)
     assert ops["QLinearConv"] == 1 and "QLinearAdd" not in ops and ops["QGemm"] == 1
+
+
+def test_float_head_keeps_the_classifier_and_its_pooling_float(cnn, tmp_path):
+    assert output_head(cnn) == ["fc", "gap"]
+    model, report = quantized(cnn, "quantize(never_slower=false)", data=CALIB)
+    (record,) = report.passes
+    assert record.details["float_head"] == ["fc", "gap"]
+    assert record.details["units"] == ["conv1", "pool", "conv2", "conv3", "add"]
+    gemm = next(n for n in model.graph if n.op_type == "Gemm")
+    assert gemm.inputs[1].producer() is None  # float weight
+    ops = ort_fused_ops(model, tmp_path)
+    assert ops["QLinearConv"] == 3 and ops["QLinearAdd"] == 1 and ops["Gemm"] == 1 and ops["GlobalAveragePool"] == 1
+    assert "QGemm" not in ops and "QLinearGlobalAveragePool" not in ops
+    assert compare_models(cnn, model, TEST).outputs[0].cosine > 0.99
+
+
+def test_float_head_finds_a_matmul_with_its_bias_add_and_spares_an_all_head_model():
+    assert output_head(mlp(16)) == ["fc2"]
+    rng = np.random.default_rng(0)
+    data = [{"x": rng.standard_normal(shape).astype(np.float32)} for shape in [(1, 16, 32)] * 4]
+    model, report = quantized(mlp(16), "quantize(never_slower=false)", data=data)
+    assert report.passes[0].details["units"] == ["fc1"]
+    single = make_model([onnx.helper.make_node("Gemm", ["x", "w"], ["y"], name="only", transB=1)],
+                        [("x", [1, 32])], [("y", [1, 8])], {"w": np.ones((8, 32), np.float32)})
+    _, report = quantized(single, "quantize(never_slower=false)", data=[{"x": d["x"][0, :1]} for d in data])
+    assert report.passes[0].details["units"] == ["only"] and "float_head" not in report.passes[0].details
+
+
+def test_bias_correction_is_on_by_default_for_static_only(cnn):
+    _, report = quantized(cnn, "quantize(never_slower=false)", data=CALIB)
+    assert report.passes[0].details["bias_corrected"] == 3  # the three Convs; the head Gemm is float
+    _, report = quantized(mlp(16), "quantize(mode=dynamic,never_slower=false)")
+    assert "bias_corrected" not in report.passes[0].details
 
 
 def test_never_slower_leaves_a_small_model_float(cnn):
@@ -199,7 +235,7 @@ def test_digits_accuracy_drop_is_at_most_half_a_point():
     float_model = ir.serde.deserialize_model(models_zoo.build("digits"))
     x, _ = models_zoo.digits.load_split("calib")
     data = [{"input": x[i:i + 16]} for i in range(0, len(x), 16)]
-    model, _ = quantized(float_model, "quantize(never_slower=false)", data=data)
+    model, _ = quantized(float_model, "quantize(never_slower=false,float_head=false)", data=data)
     assert op_count(model, "QuantizeLinear") >= 3
     checked(model)
     before = models_zoo.digits.evaluate(float_model)
