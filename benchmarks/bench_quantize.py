@@ -1,7 +1,7 @@
 """INT8 quantization: onnxc's ``quantize`` pass against ONNX Runtime's ``quantize_static``, in one run.
 
     python benchmarks/bench_quantize.py                                   # the default model set
-    python benchmarks/bench_quantize.py --models resnet50 mobilenetv2 --calib 32 --test 100
+    python benchmarks/bench_quantize.py --models resnet50 mobilenetv2 --calib 32 --test 200
     python benchmarks/bench_quantize.py --passes "quantize(method=entropy)" --ort-method Entropy
 
 For each zoo model:
@@ -25,7 +25,10 @@ Inputs. The zoo weights are random (except digits), so "realistic" inputs are sy
 images are smooth natural-image-like fields (random low-frequency noise at 4, 16 and 56 cells
 per side, box-blurred, scaled to [0, 1] and normalized with the ImageNet mean/std; YOLO takes
 the [0, 1] image); token models get random ids of the vocabulary with [CLS]/[SEP] around them
-and a full attention mask. Calibration and test inputs come from different seeds.
+and a full attention mask. Calibration and test inputs are disjoint draws (seeds 0 and 1) of the
+same distribution. The random-weight classifiers predict few classes and many inputs are near
+ties (ResNet-50: 2% with a top-2 logit gap < 0.0034), so top-1 agreement moves by a few inputs
+for any change of the logit error; read it with the cosine.
 """
 from __future__ import annotations
 
@@ -242,7 +245,7 @@ def main() -> None:
     parser.add_argument("--passes", default="quantize", help="onnxc pipeline applied to the FP32 model")
     parser.add_argument("--ort-method", default="MinMax", choices=["MinMax", "Entropy", "Percentile"])
     parser.add_argument("--calib", type=int, default=32, help="calibration feeds (default 32)")
-    parser.add_argument("--test", type=int, default=100, help="held-out feeds for fidelity (default 100)")
+    parser.add_argument("--test", type=int, default=200, help="held-out feeds for fidelity (default 200)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=10)
     args = parser.parse_args()
