@@ -1,8 +1,9 @@
 """Built-in passes. Importing this package registers them.
 
-One module per family: ``cleanup`` and ``fusion`` are lossless.
+One module per family: ``cleanup``, ``constant_folding``, ``fusion`` and ``fusion_patterns`` are
+lossless; ``quantize`` is lossy.
 """
-from onnxc.passes import cleanup, constant_folding, fusion, quantize  # noqa: F401 - imported to register the passes
+from onnxc.passes import cleanup, constant_folding, fusion, fusion_patterns, quantize  # noqa: F401 - imported to register the passes
 
 # The default pipeline: these run together until none changes the model, then the final ones once.
 DEFAULT_FIXED_POINT: tuple[str, ...] = (

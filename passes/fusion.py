@@ -941,6 +941,3 @@ class FoldSqueezeUnsqueeze(FusionRewrite):
         else:
             base = node.inputs[1].name or "axes"
             node.replace_input_with(1, self.int64_initializer(node.graph, f"{base}_merged", axes))
-
-
-from onnxc.passes import fusion_patterns  # noqa: E402,F401 - registers the LayerNorm/GELU fusions

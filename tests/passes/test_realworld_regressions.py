@@ -9,9 +9,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
-from testutil import checked, op_count, run_pipeline
+from testutil import op_count, run_pipeline
 
-import onnxc
 from onnxc.inputs import resolve_input_shapes
 
 
