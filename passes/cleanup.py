@@ -328,9 +328,17 @@ class DedupInitializers(Pass):
                 if len(values) + len(outer) < 2:
                     kept_values.extend(values)
                     continue
-                index = {group_key + (_digest(value),): value for value in outer}
+                # Equal tensors have equal samples: only tensors whose samples collide are hashed whole.
+                samples = {id(value): _sample(value) for value in (*outer, *values)}
+                collisions = collections.Counter(samples.values())
+
+                def key(value: ir.Value) -> tuple:
+                    sample = samples[id(value)]
+                    return group_key + (sample, _digest(value) if collisions[sample] > 1 else b"")
+
+                index = {key(value): value for value in outer}
                 for value in values:
-                    kept = index.setdefault(group_key + (_digest(value),), value)
+                    kept = index.setdefault(key(value), value)
                     if kept is value:
                         kept_values.append(value)
                         continue
@@ -340,6 +348,18 @@ class DedupInitializers(Pass):
             if is_main:
                 main_groups = survivors
         return PassResult(model, merged > 0)
+
+
+_SAMPLED_ELEMENTS = 16
+
+
+def _sample(value: ir.Value) -> bytes:
+    """A few evenly spaced elements of the initializer: differing samples prove tensors differ."""
+    tensor = value.const_value
+    if tensor.dtype == ir.DataType.STRING:
+        return _digest(value)
+    flat = tensor.numpy().reshape(-1)
+    return flat[:: max(1, flat.size // _SAMPLED_ELEMENTS)].tobytes()
 
 
 def _digest(value: ir.Value) -> bytes:
