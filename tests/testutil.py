@@ -1,10 +1,12 @@
 """Test helpers: build models from text, check them, compare their outputs on ORT."""
 from __future__ import annotations
 
+import collections
 import copy
 
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
 
 import onnxc
 from onnxc.inputs import random_feeds, resolve_input_shapes
@@ -44,3 +46,23 @@ def run_pipeline(model: ir.Model, pipeline: str, *, feeds_count: int = 2, atol: 
 def op_count(model: ir.Model, op_type: str) -> int:
     """Nodes of ``op_type`` in the model and its subgraphs."""
     return sum(1 for graph in model.graphs() for node in graph if node.op_type == op_type)
+
+
+def ort_fused_ops(model: ir.Model, tmp_path) -> collections.Counter:
+    """Op-type counts of the graph ONNX Runtime actually runs after its own optimizations."""
+    path = tmp_path / "optimized.onnx"
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    options.log_severity_level = 3
+    ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def stored_bytes(model: ir.Model) -> int:
+    """Bytes of every initializer and Constant tensor in the model and its subgraphs."""
+    total = sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
+    for graph in model.graphs():
+        for node in graph:
+            if node.op_type == "Constant" and "value" in node.attributes:
+                total += node.attributes["value"].as_tensor().nbytes
+    return total

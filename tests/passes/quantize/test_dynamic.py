@@ -1,32 +1,20 @@
 """mode=dynamic and mode=weight-only: the integer patterns ORT fuses, numbers, opset handling, refusals."""
 from __future__ import annotations
 
-import collections
 
 import numpy as np
-import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from onnx import helper
 from quantize_models import _weights, make_model, mlp, quantized, two_heads
 
 from onnxc.errors import FeatureNotImplementedError
 from onnxc.verify import compare_models
-from testutil import checked, op_count
+from testutil import checked, op_count, ort_fused_ops
 
 RNG = np.random.default_rng(11)
 MLP_FEEDS = [{"x": RNG.standard_normal((1, 16, 32)).astype(np.float32)} for _ in range(4)]
 HEADS_FEEDS = [{"x": RNG.standard_normal((8, 32)).astype(np.float32)} for _ in range(4)]
-
-
-def fused_ops(model: ir.Model, tmp_path) -> collections.Counter:
-    path = tmp_path / "optimized.onnx"
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(path)
-    options.log_severity_level = 3
-    ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
 def test_dynamic_writes_the_integer_pattern_ort_fuses(tmp_path):
@@ -39,7 +27,7 @@ def test_dynamic_writes_the_integer_pattern_ort_fuses(tmp_path):
     assert weight.dtype == np.int8 and weight.shape == (32, 64) and zero.shape == (64,) and not zero.any()
     assert [v.name for v in model.graph.outputs] == ["y"]
     assert report.passes[0].details["quantized"] == ["fc1", "fc2"]
-    ops = fused_ops(model, tmp_path)
+    ops = ort_fused_ops(model, tmp_path)
     assert ops["DynamicQuantizeMatMul"] + ops["MatMulIntegerToFloat"] == 2 and "MatMulInteger" not in ops
     assert compare_models(mlp(16), model, MLP_FEEDS).min_cosine > 0.999
 
@@ -67,7 +55,7 @@ def test_weight_only_int8_per_column(tmp_path):
     assert len(dqs) == 2 and op_count(model, "QuantizeLinear") == 0
     weight = dqs[0].inputs[0].const_value.numpy()
     assert weight.dtype == np.int8 and dqs[0].attributes.get_int("axis", 1) == 1
-    assert "MatMulNBits" in fused_ops(model, tmp_path)
+    assert "MatMulNBits" in ort_fused_ops(model, tmp_path)
     assert compare_models(mlp(16), model, MLP_FEEDS).min_cosine > 0.999
 
 
@@ -83,7 +71,7 @@ def test_weight_only_int4_blocks_raise_the_opset_when_nothing_else_changes(tmp_p
     values = weight.numpy().astype(np.int8)
     assert values.min() >= -8 and values.max() <= 7
     assert report.passes[0].details["block_size"] == 16
-    assert "MatMulNBits" in fused_ops(model, tmp_path)
+    assert "MatMulNBits" in ort_fused_ops(model, tmp_path)
     assert compare_models(float_model, model, MLP_FEEDS).min_cosine > 0.99
 
 

@@ -1,12 +1,10 @@
 """Static quantization, onnxruntime profile: placement, parameters, ORT fusion, numbers, errors."""
 from __future__ import annotations
 
-import collections
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from quantize_models import (concat_cnn, feeds, initializer, make_model, mlp, quantized, silu_cnn, small_cnn,
                              smooth_images)
@@ -17,7 +15,7 @@ from onnxc.errors import OnnxcError, PipelineError
 from onnxc.passes.quantize.placement import output_head
 from onnxc.passes.quantize.profiles import get_profile
 from onnxc.verify import compare_models
-from testutil import checked, op_count
+from testutil import checked, op_count, ort_fused_ops
 
 CALIB = feeds(smooth_images(8, seed=0))
 TEST = feeds(smooth_images(8, seed=100))
@@ -43,15 +41,6 @@ def dq_reading(model: ir.Model, node: ir.Node, slot: int) -> ir.Node:
 
 def const(value: ir.Value) -> np.ndarray:
     return value.const_value.numpy()
-
-
-def ort_fused_ops(model: ir.Model, tmp_path) -> collections.Counter:
-    path = tmp_path / "optimized.onnx"
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(path)
-    options.log_severity_level = 3
-    ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
 def test_node_units_get_qdq_and_relus_are_absorbed(cnn_int8):
