@@ -1,8 +1,9 @@
-"""INT8 quantization: onnxc's ``quantize`` pass against ONNX Runtime's ``quantize_static``, in one run.
+"""INT8 quantization: onnxc's ``quantize`` pass against ONNX Runtime's ``quantize_static`` and NNCF, in one run.
 
     python benchmarks/bench_quantize.py                                   # the default model set
     python benchmarks/bench_quantize.py --models resnet50 mobilenetv2 --calib 32 --test 200
     python benchmarks/bench_quantize.py --passes "quantize(method=entropy)" --ort-method Entropy
+    python benchmarks/bench_quantize.py --models resnet50 bert --openvino  # adds the OpenVINO table
 
 For each zoo model:
 
@@ -11,6 +12,11 @@ For each zoo model:
 * onnxc: ``--passes`` (default ``quantize``, the onnxruntime profile) with the calibration feeds.
 * ORT: ``onnxruntime.quantization.quantize_static`` (QDQ format, per-channel, U8S8, ``--ort-method``
   calibration) on the same feeds.
+* NNCF (``pip install nncf``; skipped when absent or with ``--peers ort``): ``nncf.quantize`` with
+  its ONNX backend on the same file and feeds (``ModelType.TRANSFORMER`` for the transformers, as
+  NNCF recommends), run on ORT like the others.
+* With ``--openvino`` a second table on OpenVINO's CPU plugin: the FP32 file, onnxc with the
+  ``openvino`` target profile and NNCF's OpenVINO backend on the converted model.
 * Latency: ORT CPU, 2 intra-op threads, batch 1; the three models interleaved round by round,
   minimum over rounds of the per-round median (``onnxc.timing.compare_latency``) with the order
   rotated every round; at least 20 ms of calls per model and round, so sub-millisecond models are
@@ -19,7 +25,7 @@ For each zoo model:
   compared output (pooled output for BERT), for YOLO the largest box error in pixels and class
   score error apart, and for the digits model the test-set accuracy itself.
 * Calibration time: wall time of the onnxc pass (statistics + thresholds + graph rewrite) and of
-  ``quantize_static``.
+  ``quantize_static`` / ``nncf.quantize``.
 
 Inputs. The zoo weights are random (except digits), so "realistic" inputs are synthetic:
 images are smooth natural-image-like fields (random low-frequency noise at 4, 16 and 56 cells
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import gc
 import logging
 import tempfile
@@ -54,6 +61,7 @@ from onnxc.timing import compare_latency
 
 DEFAULT_MODELS = ("resnet50", "mobilenetv2", "resnet18", "vit-tiny", "yolo", "bert", "bert-base", "lstm", "gru",
                   "digits")
+TRANSFORMERS = {"vit-tiny", "bert", "bert-base"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
 
@@ -120,20 +128,6 @@ MODELS: dict[str, tuple[dict, Callable[[int, int], list[dict]], str, str]] = {
 }
 
 
-def rotated_latency(contenders: dict[str, Callable[[], object]], rounds: int, calls: int) -> dict[str, float]:
-    """``compare_latency`` with the contenders' order rotated every round: an ORT session's threads
-    keep spinning for a while after a run and slow whichever session runs next, so a fixed order
-    would always handicap the same contender (an identical model measured up to 30% apart)."""
-    names = list(contenders)
-    best = {name: float("inf") for name in names}
-    for round_index in range(rounds):
-        order = names[round_index % len(names):] + names[:round_index % len(names)]
-        times = compare_latency({name: contenders[name] for name in order}, rounds=1, calls_per_round=calls,
-                                warmup=2)
-        best = {name: min(best[name], times[name]) for name in names}
-    return best
-
-
 class _Reader:
     """An ORT CalibrationDataReader over a list of feeds."""
 
@@ -144,7 +138,7 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def ort_quantize(source: Path, target: Path, feeds: list[dict], method: str) -> float:
+def ort_quantize(source: Path, target: Path, feeds: list[dict], method: str) -> tuple[Path, float]:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     logging.getLogger().setLevel(logging.ERROR)
@@ -153,7 +147,7 @@ def ort_quantize(source: Path, target: Path, feeds: list[dict], method: str) -> 
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=getattr(CalibrationMethod, method),
                     use_external_data_format=source.stat().st_size > 1_500_000_000)
-    return time.perf_counter() - start
+    return target, time.perf_counter() - start
 
 
 def fidelity(reference: OrtRunner, candidate: OrtRunner, feeds: list[dict], output: str, kind: str) -> str:
@@ -175,68 +169,141 @@ def fidelity(reference: OrtRunner, candidate: OrtRunner, feeds: list[dict], outp
     return text
 
 
-def digits_accuracy(path: Path) -> float:
-    return models_zoo.digits.evaluate(str(path))
+class OpenVinoRunner:
+    """An OpenVINO CPU compiled model answering ``run(feed) -> {output name: array}`` like OrtRunner."""
+
+    def __init__(self, model: object, threads: int = 2):
+        import openvino as ov
+
+        self._compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                "PERFORMANCE_HINT": "LATENCY"})
+        self._request = self._compiled.create_infer_request()
+        self._inputs = {port.get_any_name() for port in self._compiled.inputs}
+        self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
+
+    def run(self, feed: dict) -> dict[str, np.ndarray]:
+        result = self._request.infer({k: v for k, v in feed.items() if k in self._inputs})
+        return {name: result[port] for name, port in self._outputs.items()}
+
+    def close(self) -> None:
+        self._request = self._compiled = None
 
 
-def run_model(name: str, folder: Path, args: argparse.Namespace) -> list[str]:
-    options, make_feeds, output, kind = MODELS[name]
+def nncf_quantize(source: Path, feeds: list[dict], name: str, target: Path | None) -> tuple[object, float]:
+    """NNCF post-training quantization of the FP32 file: with a ``target`` path, its ONNX backend
+    (the QDQ model is written there, to run on ORT); without, its OpenVINO backend on the converted
+    model (the ov.Model is returned, to run on OpenVINO).
+    NNCF's own recommendation for transformers (``ModelType.TRANSFORMER``) is used where it applies."""
+    import nncf
+
+    model_type = nncf.ModelType.TRANSFORMER if name in TRANSFORMERS else None
+    start = time.perf_counter()
+    if target is None:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(source))
+    else:
+        model = onnx.load(str(source))
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=model_type)
+    seconds = time.perf_counter() - start
+    if target is None:
+        return quantized, seconds
+    onnx.save(quantized, target)
+    onnx.checker.check_model(str(target), full_check=True)
+    return target, seconds
+
+
+def peer(label: str, quantize: Callable[[], tuple[object, float]]) -> tuple[object, float] | None:
+    """Run a peer quantizer; its failure is reported in the table rather than stopping the run."""
+    try:
+        return quantize()
+    except Exception as error:  # noqa: BLE001 - any peer failure is a table entry
+        print(f"{label} failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}")
+        return None
+
+
+def onnxc_quantize(fp32_model: ir.Model, fp32: Path, name: str, passes: str, calib: list[dict],
+                   target: str, path: Path) -> float:
+    quantized = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(fp32_model))) if name != "bert-base" \
+        else onnxc.load(fp32)
+    start = time.perf_counter()
+    onnxc.compile(quantized, passes, context=Context(calibration_data=calib, seed=0, target=target))
+    seconds = time.perf_counter() - start
+    onnxc.save(quantized, path)
+    onnx.checker.check_model(str(path), full_check=True)
+    del quantized
+    gc.collect()
+    return seconds
+
+
+def digits_accuracy(runner: object) -> float:
+    x, y = models_zoo.digits.load_split("test")
+    predictions = [int(np.argmax(runner.run({"input": x[i:i + 1]})["logits"])) for i in range(len(x))]
+    return float(np.mean(np.array(predictions) == y))
+
+
+def measure(name: str, runners: dict[str, object], seconds: dict[str, float], test: list[dict],
+            args: argparse.Namespace) -> list[str]:
+    """One table row: each contender's latency (and ratio to FP32), fidelity and quantization time;
+    ``None`` runners are peers that failed."""
+    _, _, output, kind = MODELS[name]
+    live = {k: r for k, r in runners.items() if r is not None}
+    feed = test[0]
+    times = compare_latency({k: (lambda r=r: r.run(feed)) for k, r in live.items()}, rounds=args.rounds,
+                            calls_per_round=args.calls, warmup=2, min_round_s=0.02)
+    if kind == "accuracy":
+        accuracy = {k: digits_accuracy(r) for k, r in live.items()}
+        quality = {k: f"acc {100 * v:.2f}% ({100 * (v - accuracy['fp32']):+.2f})" for k, v in accuracy.items()}
+    else:
+        quality = {k: fidelity(live["fp32"], r, test, output, kind) for k, r in live.items() if k != "fp32"}
+    for runner in live.values():
+        runner.close()
+    quantizers = [k for k in runners if k != "fp32"]
+    cells = [name, f"{times['fp32'] * 1e3:.2f} ms"]
+    cells += [f"{times[k] * 1e3:.2f} ms (x{times['fp32'] / times[k]:.2f})" if k in times else "failed"
+              for k in quantizers]
+    cells += [quality.get(k, "failed") for k in quantizers]
+    cells += [f"{seconds[k]:.2f} s" if k in seconds else "failed" for k in quantizers]
+    return cells
+
+
+def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The model's row of the ORT table and, with ``--openvino``, of the OpenVINO table."""
+    options, make_feeds, _, _ = MODELS[name]
     model = ir.serde.deserialize_model(models_zoo.build(name, **options))
     onnxc.compile(model, "default")
     fp32 = folder / f"{name}.fp32.onnx"
     onnxc.save(model, fp32)
     calib = make_feeds(args.calib, 0)
     test = make_feeds(args.test, 1)
+    with_nncf = "nncf" in args.peers
 
-    quantized = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(model))) if name != "bert-base" else onnxc.load(fp32)
+    ours = folder / f"{name}.onnxc.onnx"
+    models: dict[str, object] = {"fp32": fp32, "onnxc": ours}
+    seconds = {"onnxc": onnxc_quantize(model, fp32, name, args.passes, calib, "onnxruntime", ours)}
+    peers = {"ort": lambda: ort_quantize(fp32, folder / f"{name}.ort.onnx", calib, args.ort_method)}
+    if with_nncf:
+        peers["nncf"] = lambda: nncf_quantize(fp32, calib, name, folder / f"{name}.nncf.onnx")
+    for key, quantize in peers.items():
+        if (result := peer(f"{name}: {key}", quantize)) is not None:
+            models[key], seconds[key] = result
+    runners = {k: OrtRunner(models[k], threads=2) if k in models else None for k in ["fp32", "onnxc", *peers]}
+    ort_row = measure(name, runners, seconds, test, args)
+
+    ov_row = None
+    if args.openvino:
+        ours = folder / f"{name}.onnxc-openvino.onnx"
+        models = {"fp32": str(fp32), "onnxc": str(ours)}
+        seconds = {"onnxc": onnxc_quantize(model, fp32, name, args.passes, calib, "openvino", ours)}
+        if with_nncf and (result := peer(f"{name}: nncf (OpenVINO)",
+                                         lambda: nncf_quantize(fp32, calib, name, None))) is not None:
+            models["nncf"], seconds["nncf"] = result
+        runners = {k: OpenVinoRunner(models[k]) if k in models else None
+                   for k in ["fp32", "onnxc"] + (["nncf"] if with_nncf else [])}
+        ov_row = measure(name, runners, seconds, test, args)
     del model
     gc.collect()
-    start = time.perf_counter()
-    report = onnxc.compile(quantized, args.passes, context=Context(calibration_data=calib, seed=0))
-    onnxc_seconds = time.perf_counter() - start
-    details = report.passes[-1].details
-    ours = folder / f"{name}.onnxc.onnx"
-    onnxc.save(quantized, ours)
-    onnx.checker.check_model(str(ours), full_check=True)
-    del quantized
-    gc.collect()
-
-    theirs = folder / f"{name}.ort.onnx"
-    try:
-        ort_seconds = ort_quantize(fp32, theirs, calib, args.ort_method)
-    except Exception as error:  # noqa: BLE001 - report a peer's failure in the table, keep going
-        ort_seconds, theirs = None, None
-        print(f"{name}: ORT quantize_static failed: {type(error).__name__}: {str(error).splitlines()[0][:100]}")
-
-    runners = {"fp32": OrtRunner(fp32, threads=2), "onnxc": OrtRunner(ours, threads=2)}
-    if theirs is not None:
-        runners["ort"] = OrtRunner(theirs, threads=2)
-    feed = test[0]
-    start = time.perf_counter()
-    for _ in range(5):
-        runners["fp32"].run(feed)
-    single = (time.perf_counter() - start) / 5
-    # Sub-millisecond models get more calls per round (each block lasts >= 20 ms), so that a burst
-    # of load on the shared machine cannot decide a round.
-    calls = max(args.calls, int(0.02 / max(single, 1e-6)))
-    times = rotated_latency({k: (lambda r=r: r.run(feed)) for k, r in runners.items()}, args.rounds, calls)
-    if kind == "accuracy":
-        accuracy = {k: digits_accuracy(p) for k, p in (("fp32", fp32), ("onnxc", ours), ("ort", theirs)) if p}
-        quality = {k: f"acc {100 * v:.2f}% ({100 * (v - accuracy['fp32']):+.2f})" for k, v in accuracy.items()}
-    else:
-        quality = {k: fidelity(runners["fp32"], r, test, output, kind) for k, r in runners.items() if k != "fp32"}
-    for runner in runners.values():
-        runner.close()
-
-    def latency(key: str) -> str:
-        if key not in times:
-            return "failed"
-        return f"{times[key] * 1e3:.2f} ms (x{times['fp32'] / times[key]:.2f})"
-
-    units = details.get("quantized_units", 0)
-    return [name, f"{times['fp32'] * 1e3:.2f} ms", latency("onnxc"), latency("ort"), quality.get("onnxc", "-"),
-            quality.get("ort", "failed"), f"{onnxc_seconds:.2f} s",
-            "failed" if ort_seconds is None else f"{ort_seconds:.2f} s", str(units)]
+    return ort_row, ov_row
 
 
 def main() -> None:
@@ -244,20 +311,29 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), choices=list(MODELS))
     parser.add_argument("--passes", default="quantize", help="onnxc pipeline applied to the FP32 model")
     parser.add_argument("--ort-method", default="MinMax", choices=["MinMax", "Entropy", "Percentile"])
+    parser.add_argument("--peers", default="ort,nncf" if importlib.util.find_spec("nncf") else "ort",
+                        help="peer quantizers besides ORT quantize_static: nncf (default when installed)")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also compare on OpenVINO: onnxc target=openvino vs NNCF's OpenVINO backend")
     parser.add_argument("--calib", type=int, default=32, help="calibration feeds (default 32)")
     parser.add_argument("--test", type=int, default=200, help="held-out feeds for fidelity (default 200)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=10)
     args = parser.parse_args()
-    rows = []
+    peers = ["ORT " + args.ort_method] + (["NNCF"] if "nncf" in args.peers else [])
+    tables = {"ONNX Runtime CPU, 2 threads": (["onnxc", *peers], []),
+              "OpenVINO CPU, 2 threads (onnxc target=openvino)": (["onnxc", *peers[1:]], [])}
     with tempfile.TemporaryDirectory(prefix="onnxc-bench-quantize-") as tmp:
         for name in args.models:
-            rows.append(run_model(name, Path(tmp), args))
-            print(" | ".join(rows[-1]), flush=True)
-    headers = ["model", "FP32", "onnxc INT8", f"ORT {args.ort_method}", "onnxc fidelity", "ORT fidelity",
-               "onnxc calib", "ORT calib", "units"]
-    print()
-    print(table(headers, rows))
+            for row, (_, rows) in zip(run_model(name, Path(tmp), args), tables.values()):
+                if row is not None:
+                    rows.append(row)
+                    print(" | ".join(row), flush=True)
+    for title, (quantizers, rows) in tables.items():
+        if rows:
+            headers = ["model", "FP32"] + [f"{q} INT8" for q in quantizers] + [f"{q} fidelity" for q in quantizers] \
+                + [f"{q} quantize time" for q in quantizers]
+            print(f"\n{title}\n{table(headers, rows)}")
 
 
 if __name__ == "__main__":
