@@ -3,7 +3,7 @@
 One module per family: ``cleanup``, ``constant_folding``, ``fusion`` and ``fusion_patterns`` are
 lossless; ``quantize`` is lossy.
 """
-from onnxc.passes import cleanup, constant_folding, fusion, fusion_patterns, quantize  # noqa: F401 - imported to register the passes
+from onnxc.passes import cleanup, constant_folding, fusion, fusion_patterns, opset, quantize  # noqa: F401 - imported to register the passes
 
 # The default pipeline: these run together until none changes the model, then the final ones once.
 DEFAULT_FIXED_POINT: tuple[str, ...] = (

@@ -30,12 +30,9 @@ import math
 
 import ml_dtypes
 import numpy as np
-import onnx
 import onnx_ir as ir
 
-from onnxc.errors import FeatureNotImplementedError
-from onnxc.irutil import constant_array, weightless_proto
-from onnxc.passes.fusion import default_opset
+from onnxc.irutil import constant_array
 from onnxc.passes.quantize.placement import GraphIndex
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import QDQWriter
@@ -177,46 +174,19 @@ def apply_weight_only(model: ir.Model, targets: list[Target], bits: int, block_s
     return len(targets)
 
 
-def ensure_opset(model: ir.Model, needed: int = BLOCKWISE_OPSET) -> None:
-    """Raise the model's default opset to ``needed`` when that changes no node.
-
-    ONNX's version converter is run on the graph (weights left out); if it rewrites no node
-    between the model's opset and ``needed``, only the import changes. Otherwise converting is
-    the user's call, and the error says so."""
-    current = default_opset(model)
-    if current >= needed:
-        return
-    proto = weightless_proto(model)
-    try:
-        converted = onnx.version_converter.convert_version(proto, needed)
-    except Exception as error:  # noqa: BLE001 - the converter raises several types
-        raise FeatureNotImplementedError(f"blockwise weights need opset {needed}; the model's opset {current} does not "
-                                         f"convert ({str(error).splitlines()[0][:100]})") from None
-
-    def nodes(graph: onnx.GraphProto) -> list[bytes]:
-        return [n.SerializeToString() for n in graph.node]
-
-    if nodes(converted.graph) != nodes(proto.graph):
-        changed = sorted({a.op_type for a, b in zip(proto.graph.node, converted.graph.node) if a != b}
-                         or {n.op_type for n in converted.graph.node})
-        raise FeatureNotImplementedError(
-            f"blockwise weights need opset {needed}, and moving this model from opset {current} rewrites "
-            f"{', '.join(changed[:5])}: convert it first (onnx.version_converter.convert_version)")
-    for domain in ("", "ai.onnx"):
-        if domain in model.opset_imports:
-            model.opset_imports[domain] = needed
-    model.ir_version = max(model.ir_version or 0, INT4_IR_VERSION)
-
-
 def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: dict) -> bool:
     """``mode=dynamic`` or ``mode=weight-only`` on ``model`` in place; True when it changed.
 
     ``options`` is the :class:`~onnxc.passes.quantize.Quantize` pass (its options and Context)."""
     from onnxc.passes.cleanup import infer_shapes
     from onnxc.passes.quantize.regions import concrete_shapes, node_macs
-    from onnxc.passes.quantize.static import check_opset
+    from onnxc.passes.quantize.static import MIN_QDQ_OPSET, ensure_opset
 
-    check_opset(model)
+    block_size = options.block_size if options.block_size is not None else (32 if options.bits == 4 else None)
+    blockwise = options.mode == "weight-only" and block_size is not None
+    ensure_opset(model, details, BLOCKWISE_OPSET if blockwise else MIN_QDQ_OPSET)
+    if blockwise:
+        model.ir_version = max(model.ir_version or 0, INT4_IR_VERSION)
     infer_shapes(model)
     shapes = concrete_shapes(model, options.context.input_shapes)
     ops = frozenset(options.ops) if options.ops else frozenset({"MatMul", "Gemm"})
@@ -227,14 +197,11 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
             details["float_small"] = [t.name for t in small]
             logger.info("quantize: %d MatMuls too small to gain from dynamic quantization stay float", len(small))
         targets = [t for t in targets if t not in small]
-    block_size = options.block_size if options.block_size is not None else (32 if options.bits == 4 else None)
     details.update(bits=8 if options.mode == "dynamic" else options.bits, block_size=block_size)
 
     def rewrite(target_model: ir.Model) -> int:
         if options.mode == "dynamic":
             return apply_dynamic(target_model, targets, options.per_channel, profile.weight_qmax)
-        if block_size:
-            ensure_opset(target_model)
         return apply_weight_only(target_model, targets, options.bits, block_size)
 
     if targets and options.measure:

@@ -23,8 +23,8 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxc.context import Context
-from onnxc.errors import FeatureNotImplementedError
 from onnxc.passes.fusion import default_opset
+from onnxc.passes.opset import upgrade_opset
 from onnxc.passes.quantize.calibrate import activation_params, open_data, statistics
 from onnxc.passes.quantize.candidates import Candidates
 from onnxc.passes.quantize.correction import channel_axis, channel_statistics, corrected_biases, smooth
@@ -63,12 +63,12 @@ class Calibrated:
         return dataclasses.asdict(applied)
 
 
-def check_opset(model: ir.Model, needed: int = MIN_QDQ_OPSET, why: str = "per-channel QuantizeLinear") -> None:
-    opset = default_opset(model)
-    if opset < needed:
-        raise FeatureNotImplementedError(
-            f"quantize needs ONNX opset >= {needed} ({why}); the model imports opset {opset}: convert it first "
-            "(onnx.version_converter.convert_version)")
+def ensure_opset(model: ir.Model, details: dict, needed: int = MIN_QDQ_OPSET) -> None:
+    """Upgrade an older model to opset ``needed`` (per-channel QuantizeLinear needs 13), noting it in ``details``."""
+    before = default_opset(model)
+    if upgrade_opset(model, needed):
+        details["opset_upgraded"] = f"{before} -> {needed}"
+        logger.info("quantize: converted the model from opset %d to %d", before, needed)
 
 
 def run_static(options, model: ir.Model, profile: TargetProfile, details: dict) -> bool:
@@ -78,7 +78,7 @@ def run_static(options, model: ir.Model, profile: TargetProfile, details: dict) 
     context = options.context
     details.update(method=options.method, activation_dtype=profile.activation_dtype,
                    symmetric_activations=profile.symmetric_activations)
-    check_opset(model)
+    ensure_opset(model, details)
     plan = make_plan(model, context, profile, options, details)
     if plan is None:
         details["quantized_units"] = 0

@@ -75,13 +75,17 @@ def test_weight_only_int4_blocks_raise_the_opset_when_nothing_else_changes(tmp_p
     assert compare_models(float_model, model, MLP_FEEDS).min_cosine > 0.99
 
 
-def test_weight_only_int4_refuses_an_opset_change_that_rewrites_nodes():
+def test_weight_only_int4_converts_an_older_opset_whose_nodes_change():
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
              helper.make_node("ReduceMean", ["m"], ["y"], axes=[1], keepdims=1)]  # axes moved to an input in opset 18
-    model = make_model(nodes, [("x", [4, 32])], [("y", [4, 1])], {"w": _weights(rng, 32, 32)})
-    with pytest.raises(FeatureNotImplementedError, match="ReduceMean"):
-        quantized(model, "quantize(mode=weight-only,bits=4)")
+    float_model = make_model(nodes, [("x", [4, 32])], [("y", [4, 1])], {"w": _weights(rng, 32, 32)})
+    model, report = quantized(float_model, "quantize(mode=weight-only,bits=4,block_size=16,never_slower=false)")
+    assert model.opset_imports[""] == 21 and report.passes[0].details["opset_upgraded"] == "17 -> 21"
+    mean = next(n for n in model.graph if n.op_type == "ReduceMean")
+    assert "axes" not in mean.attributes and len(mean.inputs) == 2
+    feeds = [{"x": rng.standard_normal((4, 32)).astype(np.float32)} for _ in range(4)]
+    assert compare_models(float_model, model, feeds).min_cosine > 0.99
 
 
 def test_static_only_options_and_dynamic_tensorrt_are_refused():
