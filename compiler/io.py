@@ -12,21 +12,25 @@ input. Models whose weights exceed the protobuf limit are written with external 
 """
 from __future__ import annotations
 
+import collections
 import copy
 import math
+import mmap
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from onnxc._version import __version__
 from onnxc.errors import InvalidModelError, ModelLoadError
-from onnxc.irutil import all_graphs, weightless_proto
+from onnxc.irutil import all_graphs
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -39,31 +43,209 @@ def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
         raise ModelLoadError(f"{path}: no such file")
     if not path.is_file():
         raise ModelLoadError(f"{path}: not a file")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
-        raise ModelLoadError(f"{path}: not a readable ONNX model (corrupt or truncated protobuf: {_first_line(error)})") from None
-    except MemoryError:
-        raise ModelLoadError(f"{path}: not a readable ONNX model (protobuf parse ran out of memory)") from None
+    mapped = _parse_mapped(path)
+    if mapped is None:
+        proto, weights = _parse_whole(path), {}
+    else:
+        proto, weights = mapped
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
     base_dir = path.resolve().parent
+    has_external = False
     for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             _check_external_data(tensor, base_dir, path)
+            has_external = True
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as error:  # noqa: BLE001 - any deserialization failure means a bad model
         raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
-    ir.external_data.set_base_dir(model.graph, str(base_dir))
+    if has_external:
+        ir.external_data.set_base_dir(model.graph, str(base_dir))
     if check:
         try:
             # The checker judges the graph; weights (already validated for size and place) stay out,
             # so checking a large model costs no copy of its weights.
-            onnx.checker.check_model(weightless_proto(model))
+            onnx.checker.check_model(_weightless(proto, weights))
         except onnx.checker.ValidationError as error:
             raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
+    for index, array in weights.items():
+        tensor = proto.graph.initializer[index]
+        value = model.graph.initializers[tensor.name]
+        value.const_value = ir.Tensor(
+            array, dtype=ir.DataType(tensor.data_type), name=tensor.name, doc_string=tensor.doc_string or None
+        )
     return model
+
+
+def _parse_whole(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{path}: not a readable ONNX model (corrupt or truncated protobuf: {_first_line(error)})") from None
+    except MemoryError:
+        raise ModelLoadError(f"{path}: not a readable ONNX model (protobuf parse ran out of memory)") from None
+
+
+# Main-graph initializers whose raw bytes exceed this are not parsed: their tensors read the
+# memory-mapped file (no copy at load, none at save). Smaller ones are not worth a mapping.
+_MAPPED_MIN_BYTES = 1024
+# TensorProto fields a mapped initializer may have: dims, data_type, name, raw_data, doc_string.
+_PLAIN_TENSOR_FIELDS = frozenset({1, 2, 8, 9, 12})
+_MAPPED_DTYPES = frozenset(
+    {
+        ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BOOL,
+        ir.DataType.INT8, ir.DataType.INT16, ir.DataType.INT32, ir.DataType.INT64,
+        ir.DataType.UINT8, ir.DataType.UINT16, ir.DataType.UINT32, ir.DataType.UINT64,
+    }
+)
+
+
+class _WireError(Exception):
+    """The bytes are not well-formed protobuf; the ordinary parser reports why."""
+
+
+def _read_varint(data: mmap.mmap, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(field number, wire type, tag start, value start, value end) of each field in data[start:end]."""
+    pos = start
+    while pos < end:
+        tag_start = pos
+        key, pos = _read_varint(data, pos, end)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value_start = pos
+            _, pos = _read_varint(data, pos, end)
+        elif wire == 2:
+            length, value_start = _read_varint(data, pos, end)
+            pos = value_start + length
+        elif wire in (1, 5):
+            value_start = pos
+            pos += 8 if wire == 1 else 4
+        else:
+            raise _WireError
+        if number == 0 or pos > end:
+            raise _WireError
+        yield number, wire, tag_start, value_start, pos
+
+
+def _raw_data_field(data: mmap.mmap, start: int, end: int) -> tuple[int, int, int] | None:
+    """(tag start, value start, value end) of the raw_data of a plain TensorProto worth mapping."""
+    found = None
+    for number, wire, tag_start, value_start, value_end in _fields(data, start, end):
+        if number not in _PLAIN_TENSOR_FIELDS:
+            return None
+        if number == 9:
+            if found is not None or wire != 2:
+                return None
+            found = (tag_start, value_start, value_end)
+    if found is None or found[2] - found[1] <= _MAPPED_MIN_BYTES:
+        return None
+    return found
+
+
+def _parse_mapped(path: Path) -> tuple[onnx.ModelProto, dict[int, np.ndarray]] | None:
+    """Parse the model without the raw bytes of its large main-graph initializers.
+
+    Those bytes are cut out of the protobuf before parsing and come back as arrays over the
+    memory-mapped file, keyed by initializer index. None when the file is not plain enough
+    (empty, malformed, several graph fields): the ordinary parser then reads it, and reports
+    what is wrong with it.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+    try:
+        graphs = [field for field in _fields(data, 0, len(data)) if field[0] == 7]
+        if len(graphs) != 1 or graphs[0][1] != 2:
+            return None
+        _, _, graph_tag, graph_start, graph_end = graphs[0]
+        pieces: list = []
+        cursor = graph_start
+        cuts: dict[int, tuple[int, int]] = {}
+        index = 0
+        for number, wire, tag_start, value_start, value_end in _fields(data, graph_start, graph_end):
+            if number != 5 or wire != 2:
+                continue
+            raw = _raw_data_field(data, value_start, value_end)
+            if raw is not None:
+                raw_tag, raw_start, raw_end = raw
+                length = (value_end - value_start) - (raw_end - raw_tag)
+                pieces += [data[cursor:tag_start], _TAG_INITIALIZER + _varint(length), data[value_start:raw_tag], data[raw_end:value_end]]
+                cursor = value_end
+                cuts[index] = (raw_start, raw_end)
+            index += 1
+    except _WireError:
+        return None
+    pieces.append(data[cursor:graph_end])
+    graph_bytes = b"".join(pieces)
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data[:graph_tag] + _TAG_GRAPH + _varint(len(graph_bytes)) + graph_bytes + data[graph_end:])
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError, MemoryError):
+        return None
+    return proto, _map_weights(proto, data, cuts)
+
+
+def _map_weights(proto: onnx.ModelProto, data: mmap.mmap, cuts: dict[int, tuple[int, int]]) -> dict[int, np.ndarray]:
+    """Arrays over the file for the cut initializers; any that cannot be one gets its bytes back."""
+    initializers = proto.graph.initializer
+    counts = collections.Counter(tensor.name for tensor in initializers)
+    weights = {}
+    for index, (start, end) in cuts.items():
+        tensor = initializers[index]
+        array = None
+        if counts[tensor.name] == 1 and all(d >= 0 for d in tensor.dims):
+            try:
+                dtype = ir.DataType(tensor.data_type)
+            except ValueError:
+                dtype = None
+            if dtype in _MAPPED_DTYPES and math.prod(tensor.dims) * dtype.itemsize == end - start:
+                array = np.frombuffer(data, dtype=dtype.numpy().newbyteorder("<"), count=math.prod(tensor.dims), offset=start)
+        if array is None:
+            tensor.raw_data = data[start:end]
+        else:
+            weights[index] = array.reshape(tuple(tensor.dims))
+    return weights
+
+
+def _weightless(proto: onnx.ModelProto, weights: dict[int, np.ndarray]) -> onnx.ModelProto:
+    """``proto`` for the checker: initializers whose bytes it lacks (mapped, external) become typed inputs."""
+    initializers = proto.graph.initializer
+    offloaded = set(weights) | {i for i, t in enumerate(initializers) if t.data_location == onnx.TensorProto.EXTERNAL}
+    if not offloaded:
+        return proto
+    checked = onnx.ModelProto()
+    checked.CopyFrom(proto)
+    graph = checked.graph
+    graph.ClearField("initializer")
+    inputs = {info.name for info in graph.input}
+    for index, tensor in enumerate(initializers):
+        if index not in offloaded:
+            graph.initializer.append(tensor)
+        elif tensor.name not in inputs:
+            info = graph.input.add()
+            info.name = tensor.name
+            tensor_type = info.type.tensor_type
+            tensor_type.elem_type = tensor.data_type
+            tensor_type.shape.SetInParent()
+            for dim in tensor.dims:
+                tensor_type.shape.dim.add().dim_value = dim
+    return checked
 
 
 def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None = None) -> list[Path]:
@@ -164,12 +346,26 @@ def _write_single_file(model: ir.Model, path: Path) -> None:
         file.write(_TAG_GRAPH + _varint(graph_length))
         file.write(graph_bytes)
         for header, length, value in zip(headers, lengths, streamed):
-            raw = value.const_value.tobytes()
-            if len(raw) != value.const_value.nbytes:
-                raise ValueError(f"initializer {value.name!r} has {len(raw)} bytes of data, expected {value.const_value.nbytes}")
+            raw = _wire_bytes(value.const_value)
+            if raw.nbytes != value.const_value.nbytes:
+                raise ValueError(f"initializer {value.name!r} has {raw.nbytes} bytes of data, expected {value.const_value.nbytes}")
             file.write(_TAG_INITIALIZER + _varint(length))
             file.write(header)
             file.write(raw)
+
+
+def _wire_bytes(tensor: ir.TensorProtocol) -> memoryview:
+    """The tensor's little-endian bytes; for a plain numpy-backed tensor, its array's memory (no copy)."""
+    if type(tensor) is ir.Tensor and tensor.dtype in _MAPPED_DTYPES and sys.byteorder == "little":
+        array = tensor.numpy()
+        if (
+            isinstance(array, np.ndarray)
+            and array.flags.c_contiguous
+            and array.dtype.byteorder in "=<|"
+            and array.dtype.itemsize == tensor.dtype.itemsize
+        ):
+            return memoryview(array.reshape(-1).view(np.uint8))
+    return memoryview(tensor.tobytes())
 
 
 def weight_bytes(model: ir.Model) -> int:
