@@ -2,6 +2,7 @@
 import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
 
 import onnxc
 from onnxc.models_zoo import build
@@ -30,3 +31,90 @@ def test_saving_twice_is_byte_identical(tmp_path):
     onnxc.save(model, tmp_path / "a.onnx")
     onnxc.save(model, tmp_path / "b.onnx")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def _weights_model() -> onnx.ModelProto:
+    """Add(x, w) for several dtypes of w: some above the mapping threshold, one below, one in float_data."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "f32": rng.standard_normal((64, 32)).astype(np.float32),
+        "f16": rng.standard_normal((64, 32)).astype(np.float16),
+        "i64": rng.integers(-9, 9, (64, 32)),
+        "b": rng.standard_normal((64, 32)) > 0,
+        "small": rng.standard_normal((4, 32)).astype(np.float32),
+    }
+    initializers = [onnx.numpy_helper.from_array(array, name) for name, array in arrays.items()]
+    initializers.append(helper.make_tensor("listed", TensorProto.FLOAT, [64, 32], rng.standard_normal(64 * 32).tolist()))
+    nodes = [helper.make_node("Add", ["x", "f32"], ["a"]), helper.make_node("Add", ["a", "listed"], ["y"])]
+    nodes += [helper.make_node("Identity", [name], [f"{name}_out"]) for name in ("f16", "i64", "b", "small")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 32])]
+    outputs += [helper.make_tensor_value_info(f"{t.name}_out", t.data_type, list(t.dims)) for t in initializers[1:5]]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 32])], outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_load_reads_every_weight_exactly_and_maps_the_large_raw_ones(tmp_path):
+    proto = _weights_model()
+    path = tmp_path / "w.onnx"
+    onnx.save(proto, str(path))
+    model = onnxc.load(path)
+    for tensor in proto.graph.initializer:
+        loaded = model.graph.initializers[tensor.name].const_value
+        expected = onnx.numpy_helper.to_array(tensor)
+        assert loaded.dtype.numpy() == expected.dtype and np.array_equal(loaded.numpy(), expected), tensor.name
+    # Mapped weights are views of the file, read-only like parsed ones; small or non-raw ones are parsed.
+    mapped = {name for name, value in model.graph.initializers.items() if type(value.const_value) is ir.Tensor}
+    assert mapped == {"f32", "f16", "i64", "b"}
+    assert not model.graph.initializers["f32"].const_value.numpy().flags.writeable
+    onnxc.save(model, tmp_path / "out.onnx")
+    written = onnx.load(str(tmp_path / "out.onnx"))
+    onnx.checker.check_model(written, full_check=True)
+    for tensor, again in zip(proto.graph.initializer, written.graph.initializer):
+        assert tensor.name == again.name
+        assert np.array_equal(onnx.numpy_helper.to_array(tensor), onnx.numpy_helper.to_array(again))
+
+
+def test_load_of_a_graph_split_over_two_fields_merges_them(tmp_path):
+    # Protobuf merges a message field that appears twice; such a file is read by the ordinary parser.
+    proto = _weights_model()
+    first, second = onnx.ModelProto(), onnx.GraphProto()
+    first.CopyFrom(proto)
+    del first.graph.initializer[3:]
+    second.initializer.extend(proto.graph.initializer[3:])
+    path = tmp_path / "split.onnx"
+    path.write_bytes(first.SerializeToString() + b"\x3a" + _varint(second.ByteSize()) + second.SerializeToString())
+    model = onnxc.load(path)
+    assert list(model.graph.initializers) == [t.name for t in proto.graph.initializer]
+    assert np.array_equal(model.graph.initializers["f32"].const_value.numpy(), onnx.numpy_helper.to_array(proto.graph.initializer[0]))
+
+
+def test_checker_still_judges_a_graph_whose_weights_are_mapped(tmp_path):
+    from onnxc.errors import InvalidModelError
+
+    proto = _weights_model()
+    proto.graph.node[1].input[1] = "undefined_value"
+    path = tmp_path / "invalid.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(InvalidModelError, match="checker"):
+        onnxc.load(path)
+
+
+def test_truncation_inside_a_mapped_weight_is_refused(tmp_path):
+    from onnxc.errors import ModelLoadError
+
+    data = _weights_model().SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        onnxc.load(path)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
