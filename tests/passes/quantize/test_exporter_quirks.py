@@ -1,4 +1,4 @@
-"""upgrade-opset, and quantize taking the opset 11/12 models exporters such as Paddle2ONNX still write."""
+"""quantize on what older exporters (Paddle2ONNX) still write: opset 11/12 (upgrade-opset), ``-1`` dims."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +13,7 @@ from onnxc.verify import compare_models
 from testutil import checked, run_pipeline
 
 
-def old_cnn(opset: int) -> ir.Model:
+def old_cnn(opset: int, batch: int = 1) -> ir.Model:
     """Conv-Relu, then ops whose signature changed in opset 13: Squeeze with an ``axes`` attribute,
     Split with a ``split`` attribute, and the 2-D-coercing Softmax of opset <= 12."""
     rng = np.random.default_rng(3)
@@ -26,7 +26,7 @@ def old_cnn(opset: int) -> ir.Model:
         helper.make_node("Split", ["s"], ["s1", "s2"], axis=1, split=[3, 5]),
         helper.make_node("Softmax", ["s2"], ["y"], axis=1),
     ]
-    return make_model(nodes, [("x", [1, 3, 16, 16])], [("s1", [1, 3]), ("y", [1, 5])], init, opset=opset)
+    return make_model(nodes, [("x", [batch, 3, 16, 16])], [("s1", [batch, 3]), ("y", [batch, 5])], init, opset=opset)
 
 
 def test_upgrade_opset_rewrites_changed_ops_and_keeps_the_numbers():
@@ -58,3 +58,12 @@ def test_quantize_upgrades_an_opset_12_model():
 def test_an_opset_the_converter_cannot_reach_is_refused_clearly():
     with pytest.raises(FeatureNotImplementedError, match="version converter"):
         onnxc.compile(old_cnn(11), "upgrade-opset(version=99)")
+
+
+def test_quantize_calibrates_a_model_whose_dims_are_written_as_minus_one():
+    float_model = old_cnn(11, batch=-1)
+    model, report = quantized(float_model, data=feeds(smooth_images(8, seed=0)))
+    checked(model)
+    assert report.passes[0].details["quantized_units"] > 0
+    comparison = compare_models(float_model, model, feeds(smooth_images(4, seed=1)))
+    assert comparison.min_cosine > 0.999, comparison.summary()
