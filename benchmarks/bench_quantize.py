@@ -52,6 +52,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ from onnxc.timing import compare_latency
 
 DEFAULT_MODELS = ("resnet50", "mobilenetv2", "resnet18", "vit-tiny", "yolo", "bert", "bert-base", "lstm", "gru",
                   "digits")
+T = TypeVar("T")
 TRANSFORMERS = {"vit-tiny", "bert", "bert-base"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
@@ -254,10 +256,10 @@ def nncf_quantize(source: Path, feeds: list[dict], name: str, target: Path | Non
     return target, seconds
 
 
-def peer(label: str, quantize: Callable[[], tuple[object, float]]) -> tuple[object, float] | None:
-    """Run a peer quantizer; its failure is reported in the table rather than stopping the run."""
+def peer(label: str, step: Callable[[], T]) -> T | None:
+    """Run a peer's step (quantizing, loading its model); a failure becomes a table entry, not the end of the run."""
     try:
-        return quantize()
+        return step()
     except Exception as error:  # noqa: BLE001 - any peer failure is a table entry
         print(f"{label} failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}")
         return None
@@ -328,7 +330,8 @@ def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[s
     for key, quantize in peers.items():
         if (result := peer(f"{name}: {key}", quantize)) is not None:
             models[key], seconds[key] = result
-    runners = {k: OrtRunner(models[k], threads=2) if k in models else None for k in ["fp32", "onnxc", *peers]}
+    runners = {k: peer(f"{name}: {k} model on ORT", lambda k=k: OrtRunner(models[k], threads=2))
+               if k in models else None for k in ["fp32", "onnxc", *peers]}
     ort_row = measure(name, runners, seconds, test, args)
 
     ov_row = None
@@ -339,7 +342,8 @@ def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[s
         if with_nncf and (result := peer(f"{name}: nncf (OpenVINO)",
                                          lambda: nncf_quantize(fp32, calib, name, None))) is not None:
             models["nncf"], seconds["nncf"] = result
-        runners = {k: OpenVinoRunner(models[k]) if k in models else None
+        runners = {k: peer(f"{name}: {k} model on OpenVINO", lambda k=k: OpenVinoRunner(models[k]))
+                   if k in models else None
                    for k in ["fp32", "onnxc"] + (["nncf"] if with_nncf else [])}
         ov_row = measure(name, runners, seconds, test, args)
     del model
