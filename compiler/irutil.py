@@ -66,7 +66,8 @@ def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Va
         name=name,
         shape=ir.Shape(array.shape),
         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
+        # ``ir.tensor`` would first test the array against runtime Protocols, slowly.
+        const_value=ir.Tensor(array, name=name) if isinstance(array, np.ndarray) else ir.tensor(array, name=name),
     )
     graph.register_initializer(value)
     return value

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from typing import Union
 
 import onnx_ir as ir
 
-from onnxc.analysis import model_stats
 from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassFailedError
 from onnxc.inputs import random_feeds, resolve_input_shapes
+from onnxc.io import tensor_bytes
+from onnxc.irutil import all_graphs
 from onnxc.pass_base import Pass
 from onnxc.progress import progress_bar
 from onnxc.verify import Comparison, compare_outputs, run_feeds
@@ -92,6 +94,7 @@ class PassManager:
         self._iterations: dict[str, int] = {}
         self._feeds = None
         self._stats: dict = {}
+        self._count = _StatsCounter()
         self._modifications = 0
         self._unchanged_since: dict[int, int] = {}
         self._previous_outputs = None
@@ -99,7 +102,7 @@ class PassManager:
 
     def run(self, model: ir.Model) -> CompileReport:
         start = time.perf_counter()
-        before = self._stats = model_stats(model)
+        before = self._stats = self._count(model)
         if self.verify:
             shapes = resolve_input_shapes(model, self.context.input_shapes)
             self._feeds = self.context.verification_inputs or [
@@ -165,7 +168,7 @@ class PassManager:
             self._unchanged_since[id(pass_)] = self._modifications
         record.details.update(pass_.details())
         # Counting is linear in the graph, so it is redone only when the pass changed something.
-        stats_after = self._stats = model_stats(model) if result.modified else stats_before
+        stats_after = self._stats = self._count(model) if result.modified else stats_before
         record.nodes_removed += stats_before["nodes"] - stats_after["nodes"]
         record.params_removed += stats_before["params"] - stats_after["params"]
         record.bytes_removed += stats_before["weight_bytes"] - stats_after["weight_bytes"]
@@ -186,6 +189,36 @@ class PassManager:
                 "run without it or report the model"
             )
         self._previous_outputs = outputs
+
+
+class _StatsCounter:
+    """``analysis.model_stats``'s counts, each tensor's size computed once per run.
+
+    Sizes come from shapes, which parsed tensors rebuild on every read; the manager counts after
+    every change, so it keeps the sizes of the tensors it saw last time (only those, so no tensor
+    a pass dropped stays alive).
+    """
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, tuple[ir.TensorProtocol, int, int]] = {}
+
+    def __call__(self, model: ir.Model) -> dict:
+        sizes: dict[int, tuple[ir.TensorProtocol, int, int]] = {}
+        nodes = params = nbytes = 0
+        for graph in all_graphs(model):
+            nodes += len(graph)
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if tensor is None:
+                    continue
+                entry = self._sizes.get(id(tensor))
+                if entry is None or entry[0] is not tensor:
+                    entry = (tensor, math.prod(tensor.shape.dims), tensor_bytes(tensor))
+                sizes[id(tensor)] = entry
+                params += entry[1]
+                nbytes += entry[2]
+        self._sizes = sizes
+        return {"nodes": nodes, "params": params, "weight_bytes": nbytes}
 
 
 def _count_steps(steps: Sequence[Step]) -> int:

@@ -240,22 +240,25 @@ class LinearProducer:
 
     def scaled_weight(self, factor: np.ndarray) -> np.ndarray:
         """The weights with output channel ``c`` multiplied by ``factor[c]``."""
-        weight = self.weight.astype(np.float64)
+        weight = self.weight
         kernel_ones = (1,) * (weight.ndim - 2)
         op = self.node.op_type
         if op == "Conv":
-            scaled = weight * factor.reshape((-1, 1) + kernel_ones)
+            factor = factor.reshape((-1, 1) + kernel_ones)
         elif op == "ConvTranspose":
             # Layout [Cin, Cout/group, k...]: output channel g*(Cout/group)+j reads W[group g's rows, j].
             group = self.node.attributes.get_int("group", 1)
             per_group = weight.shape[1]
-            grouped = weight.reshape((group, weight.shape[0] // group, per_group) + weight.shape[2:])
-            scaled = (grouped * factor.reshape((group, 1, per_group) + kernel_ones)).reshape(weight.shape)
+            weight = weight.reshape((group, weight.shape[0] // group, per_group) + weight.shape[2:])
+            factor = factor.reshape((group, 1, per_group) + kernel_ones)
         elif self.node.attributes.get_int("transB", 0):
-            scaled = weight * factor[:, None]
+            factor = factor[:, None]
         else:
-            scaled = weight * factor[None, :]
-        return scaled.astype(self.weight.dtype)
+            factor = factor[None, :]
+        # Multiplied in float64 and rounded once into the weights' dtype, with no float64 copy of the weights.
+        scaled = np.empty(weight.shape, dtype=self.weight.dtype)
+        np.multiply(weight, factor, out=scaled, dtype=np.float64, casting="unsafe")
+        return scaled.reshape(self.weight.shape)
 
     def apply(self, fold: "FusionRewrite", factor: np.ndarray | None, shift: np.ndarray | None) -> None:
         """Fold ``y -> y * factor + shift`` (per output channel, float64) into the weights and bias."""
