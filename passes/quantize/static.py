@@ -20,6 +20,7 @@ import itertools
 import logging
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from onnxc.context import Context
@@ -127,12 +128,19 @@ def verification_feeds(model: ir.Model, context: Context, limit: int | None) -> 
     return list(itertools.islice(open_data(model, context, limit), GUARD_FEEDS))
 
 
+def calibration_shapes(model: ir.Model, context: Context) -> dict[str, list[int]]:
+    """The input shapes of the first calibration feed: the shapes the model really runs at, where
+    defaults for its symbolic dims may not even be valid (a text recognizer's fixed height)."""
+    first = next(iter(open_data(model, context, 1)), {})
+    return {name: list(np.shape(array)) for name, array in first.items()}
+
+
 def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options, details: dict) -> Plan | None:
     """Step 1 of the module docstring; None when nothing is worth quantizing."""
     from onnxc.passes.cleanup import infer_shapes
 
     infer_shapes(model)
-    shapes = concrete_shapes(model, context.input_shapes)
+    shapes = concrete_shapes(model, context.input_shapes or calibration_shapes(model, context))
     macs = node_macs(GraphIndex(model), shapes)
     plan = plan_units(model, profile, ops=options.ops or None, exclude=options.exclude, macs=macs)
     if options.float_head and not plan.empty:

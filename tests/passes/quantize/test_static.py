@@ -221,6 +221,18 @@ def test_never_slower_leaves_a_small_model_float(cnn):
     assert not region["kept"] and "MACs" in region["reason"]
 
 
+def test_regions_are_sized_at_the_calibration_inputs_shape():
+    # Symbolic height and width: the default of 128 would size this Conv 64 times larger than the
+    # 16 x 16 images it really runs on.
+    rng = np.random.default_rng(0)
+    conv = onnx.helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model = make_model([conv], [("x", [1, 3, "h", "w"])], [("y", [1, 8, "h", "w"])],
+                       {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)})
+    _, report = quantized(model, "quantize", data=CALIB)
+    (region,) = report.passes[0].details["regions"]
+    assert region["macs"] == 8 * 16 * 16 * 3 * 3 * 3
+
+
 def test_digits_accuracy_drop_is_at_most_half_a_point():
     float_model = ir.serde.deserialize_model(models_zoo.build("digits"))
     x, _ = models_zoo.digits.load_split("calib")
