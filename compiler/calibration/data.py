@@ -85,7 +85,7 @@ def model_inputs(model: ir.Model) -> list[InputSpec]:
     specs = []
     for value in model.graph.inputs:
         dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
-        shape = None if value.shape is None else tuple(d if isinstance(d, int) else None for d in value.shape)
+        shape = None if value.shape is None else tuple(d if isinstance(d, int) and d >= 0 else None for d in value.shape)
         specs.append(InputSpec(value.name or "", np.dtype(dtype), shape, not value.is_initializer()))
     return specs
 
