@@ -132,6 +132,8 @@ onnxruntime (CPU EP, x86-64 and ARM64): node units that ORT's QDQ transformer fu
   input's scale, so ORT drops their Q/DQ and moves int8 data.
 - Activations uint8 with a calibrated zero point (U8S8: ORT's fastest x86 kernels); weights 7-bit on x86
   CPUs without VNNI, where 8-bit products saturate.
+- ConvTranspose stays float: the CPU EP has no integer ConvTranspose for QDQ models (DQ -> ConvTranspose -> Q is
+  left unfused, per-channel or per-tensor weights alike), so Q/DQ there would only add work.
 - Never slower: a connected int8 region stays float unless its contractions outweigh its border Q/DQ."""
 
 _TENSORRT_RULES = """\
