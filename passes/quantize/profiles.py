@@ -149,8 +149,8 @@ tensorrt (explicit quantization, TensorRT >= 8): Q/DQ where NVIDIA's placement r
 
 _OPENVINO_RULES = """\
 openvino (CPU plugin, low-precision transformations; NNCF-style placement).
-- Q/DQ (FakeQuantize after import) on the activation inputs of Conv, ConvTranspose, Gemm, MatMul, and on both
-  inputs of Add, Concat and average pools next to them; outputs are not quantized (the plugin propagates
+- Q/DQ (FakeQuantize after import) on the activation inputs of Conv, ConvTranspose, Gemm, MatMul, and on the
+  inputs of Add, Concat, MaxPool and average pools next to them (MaxPool then runs in u8 with no reorder); outputs are not quantized (the plugin propagates
   precision itself).
 - Weights int8 symmetric per output channel; activations uint8 with a calibrated zero point.
 - No Q/DQ between Conv and its activation: the plugin fuses Conv + bias + ReLU."""
@@ -197,7 +197,7 @@ PROFILES: dict[str, TargetProfile] = {
         name="openvino",
         rules=_OPENVINO_RULES,
         compute_ops=_COMPUTE | {"ConvTranspose"},
-        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
+        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool"}),
         shared_scale_ops=frozenset(),
         quantize_outputs=False,
         absorbed_activations=frozenset({"Relu", "Clip"}),

@@ -68,8 +68,8 @@ def test_tensorrt_conv_transpose_weights_per_output_channel():
 def test_openvino_quantizes_inputs_of_convs_and_eltwise_uint8(cnn):
     model, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=openvino)", data=CALIB)
     checked(model)
-    # Conv/Gemm inputs, both Add inputs (c3, p1) and the GlobalAveragePool input (r3).
-    assert quantized_input_names(model) == {"x", "p1", "r2", "c3", "r3", "f"}
+    # Conv/Gemm inputs, both Add inputs (c3, p1), the MaxPool input (r1) and the GlobalAveragePool input (r3).
+    assert quantized_input_names(model) == {"x", "r1", "p1", "r2", "c3", "r3", "f"}
     assert op_count(model, "Relu") == 3
     for q in (n for n in model.graph if n.op_type == "QuantizeLinear"):
         assert q.inputs[2].const_value.numpy().dtype == np.uint8
