@@ -16,8 +16,9 @@ For each zoo model:
 * NNCF (``pip install nncf``; skipped when absent or with ``--peers ort``): ``nncf.quantize`` with
   its ONNX backend on the same file and feeds (``ModelType.TRANSFORMER`` for the transformers, as
   NNCF recommends), run on ORT like the others.
-* With ``--openvino`` a second table on OpenVINO's CPU plugin: the FP32 file, onnxc with the
-  ``openvino`` target profile and NNCF's OpenVINO backend on the converted model.
+* With ``--openvino`` a second table on OpenVINO's CPU plugin: the FP32 file (run in f32, not in
+  the bf16 the plugin picks by default on CPUs with AVX-512 BF16), onnxc with the ``openvino``
+  target profile and NNCF's OpenVINO backend on the converted model.
 * Latency: ORT CPU, 2 intra-op threads, batch 1; the three models interleaved round by round,
   minimum over rounds of the per-round median (``onnxc.timing.compare_latency``) with the order
   rotated every round; at least 20 ms of calls per model and round, so sub-millisecond models are
@@ -215,11 +216,14 @@ def fidelity(reference: OrtRunner, candidate: OrtRunner, feeds: list[dict], outp
 class OpenVinoRunner:
     """An OpenVINO CPU compiled model answering ``run(feed) -> {output name: array}`` like OrtRunner."""
 
-    def __init__(self, model: object, threads: int = 2):
+    def __init__(self, model: object, threads: int = 2, f32: bool = False):
         import openvino as ov
 
-        self._compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                "PERFORMANCE_HINT": "LATENCY"})
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if f32:
+            # The CPU plugin runs float layers in bf16 on CPUs with AVX-512 BF16 unless told otherwise.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        self._compiled = ov.Core().compile_model(model, "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._inputs = {port.get_any_name() for port in self._compiled.inputs}
         self._outputs = {port.get_any_name(): port for port in self._compiled.outputs}
@@ -342,7 +346,7 @@ def run_model(name: str, folder: Path, args: argparse.Namespace) -> tuple[list[s
         if with_nncf and (result := peer(f"{name}: nncf (OpenVINO)",
                                          lambda: nncf_quantize(fp32, calib, name, None))) is not None:
             models["nncf"], seconds["nncf"] = result
-        runners = {k: peer(f"{name}: {k} model on OpenVINO", lambda k=k: OpenVinoRunner(models[k]))
+        runners = {k: peer(f"{name}: {k} model on OpenVINO", lambda k=k: OpenVinoRunner(models[k], f32=k == "fp32"))
                    if k in models else None
                    for k in ["fp32", "onnxc"] + (["nncf"] if with_nncf else [])}
         ov_row = measure(name, runners, seconds, test, args)
