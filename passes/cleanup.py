@@ -518,55 +518,68 @@ def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> 
 
 
 def _update_value(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
-    if _already_known(value, type_proto):
+    if not type_proto.HasField("tensor_type"):
+        return _update_value_of_any_type(value, type_proto)
+    # Tensors (nearly every value) are read straight from the proto: no intermediate IR objects.
+    tensor_type = type_proto.tensor_type
+    inferred = _inferred_dims(tensor_type.shape) if tensor_type.HasField("shape") else None
+    if (
+        inferred is not None
+        and value.dtype is not None
+        and value.shape is not None
+        and value.dtype.value == tensor_type.elem_type
+        and inferred == _dims(value.shape)
+    ):
         return False
+    new_type = None
+    if tensor_type.HasField("elem_type"):
+        denotation = type_proto.denotation if type_proto.HasField("denotation") else None
+        new_type = ir.TensorType(ir.DataType(tensor_type.elem_type), denotation=denotation)
+    changed = False
+    if new_type is not None and (value.type is None or value.type != new_type):
+        value.type = new_type
+        changed = True
+    if inferred is not None and not _refines(value.shape, inferred):
+        value.shape = ir.Shape(inferred)
+        changed = True
+    return changed
+
+
+def _inferred_dims(shape: onnx.TensorShapeProto) -> list[int | str | None]:
+    """The dims ONNX inferred, without the ``unk__N`` names it invents for dims it cannot relate.
+
+    Written into the model, such names tell ONNX Runtime that dims are distinct when they are
+    not, and it then plans memory worse: the zoo BERT ran 18% slower with them than without.
+    """
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param if d.dim_param and not d.dim_param.startswith("unk__") else None)
+        for d in shape.dim
+    ]
+
+
+def _update_value_of_any_type(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
     changed = False
     new_type = ir.serde.deserialize_type_proto_for_type(type_proto)
     if new_type is not None and (value.type is None or value.type != new_type):
         value.type = new_type
         changed = True
-    new_shape = _without_generated_symbols(ir.serde.deserialize_type_proto_for_shape(type_proto))
-    if new_shape is not None and not _refines(value.shape, new_shape):
-        value.shape = new_shape
+    shape = ir.serde.deserialize_type_proto_for_shape(type_proto)
+    inferred = None if shape is None else [None if isinstance(d, str) and d.startswith("unk__") else d for d in _dims(shape)]
+    if inferred is not None and not _refines(value.shape, inferred):
+        value.shape = ir.Shape(inferred)
         changed = True
     return changed
-
-
-def _already_known(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
-    """True when the value already has this tensor type and shape (cheap: no IR objects built)."""
-    if not type_proto.HasField("tensor_type") or value.dtype is None or value.shape is None:
-        return False
-    tensor_type = type_proto.tensor_type
-    if value.dtype.value != tensor_type.elem_type or not tensor_type.HasField("shape"):
-        return False
-    inferred = [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param if d.dim_param and not d.dim_param.startswith("unk__") else None)
-        for d in tensor_type.shape.dim
-    ]
-    return inferred == _dims(value.shape)
-
-
-def _without_generated_symbols(shape: ir.Shape | None) -> ir.Shape | None:
-    """Drop the ``unk__N`` names ONNX inference invents for dims it cannot relate to anything.
-
-    Written into the model, such names tell ONNX Runtime that dims are distinct when they are
-    not, and it then plans memory worse: the zoo BERT ran 18% slower with them than without.
-    """
-    if shape is None:
-        return None
-    dims = [ir.SymbolicDim(None) if isinstance(d, ir.SymbolicDim) and (d.value or "").startswith("unk__") else d for d in shape]
-    return ir.Shape(dims)
 
 
 def _dims(shape: ir.Shape) -> list[int | str | None]:
     return [dim if isinstance(dim, int) else dim.value for dim in shape]
 
 
-def _refines(current: ir.Shape | None, inferred: ir.Shape) -> bool:
-    """True when ``current`` already says everything ``inferred`` says."""
+def _refines(current: ir.Shape | None, inferred: list[int | str | None]) -> bool:
+    """True when ``current`` already says everything the ``inferred`` dims say."""
     if current is None or len(current) != len(inferred):
         return False
-    for have, new in zip(_dims(current), _dims(inferred)):
+    for have, new in zip(_dims(current), inferred):
         if new is not None and have != new and not (isinstance(have, int) and isinstance(new, str)):
             return False
     return True
