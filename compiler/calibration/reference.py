@@ -104,7 +104,8 @@ class ReferenceAccumulator:
         x = x[np.isfinite(x)]
         if x.size == 0:
             return
-        mn, mx = min(s["min"], float(x.min())), max(s["max"], float(x.max()))
+        # + 0.0 turns -0.0 into +0.0: which zero a min/max keeps must not depend on the data's order.
+        mn, mx = min(s["min"], float(x.min())) + 0.0, max(s["max"], float(x.max())) + 0.0
         v = np.abs(x) if s["symmetric"] else x
         bins = s["bins"]
         if s["range"] is not None:
@@ -134,7 +135,7 @@ class ReferenceAccumulator:
             s[k] += getattr(b, k)
         if b.count == 0:
             return self
-        mn, mx = min(s["min"], b.min), max(s["max"], b.max)
+        mn, mx = min(s["min"], b.min) + 0.0, max(s["max"], b.max) + 0.0
         if s["range"] is not None:
             s["counts"] = s["counts"] + b.counts
         else:

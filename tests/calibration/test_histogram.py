@@ -177,6 +177,37 @@ def test_all_zeros():
         assert threshold(acc, method) == 0.0
 
 
+def test_which_zero_is_min_does_not_depend_on_order():
+    for config in (dict(symmetric=True), dict(symmetric=False)):
+        for cls in (HistogramAccumulator, ReferenceAccumulator):
+            plus_first = collect(cls, [np.array([0.0, 1.0], np.float32), np.array([-0.0, 2.0], np.float32)], **config)
+            minus_first = collect(cls, [np.array([-0.0, 2.0], np.float32), np.array([0.0, 1.0], np.float32)], **config)
+            assert plus_first.state().to_bytes() == minus_first.state().to_bytes()
+            assert math.copysign(1.0, plus_first.state().min) == 1.0
+
+
+def relu_like(rng: np.random.Generator, size: int, zero_share: float) -> np.ndarray:
+    x = np.abs(rng.standard_normal(size)).astype(np.float32) * 3
+    x[rng.random(size) < zero_share] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("config", [dict(symmetric=True), dict(symmetric=False)])
+def test_zero_heavy_data_matches_reference_and_any_split(config):
+    """ReLU-like data (the AVX2 |x| kernel leaves bin 0 out of its scalar loop) mixed with blocks
+    that have no zeros (where it stops packing and looks again later), across many blocks."""
+    rng = np.random.default_rng(11)
+    parts = [relu_like(rng, 70_000, 0.5), rng.standard_normal(300_000).astype(np.float32),
+             relu_like(rng, 200_000, 0.9), relu_like(rng, 5, 1.0), rng.laplace(size=50_000).astype(np.float32) * 40]
+    native = collect(HistogramAccumulator, parts, **config)
+    assert native.to_bytes() == collect(ReferenceAccumulator, parts, **config).state().to_bytes()
+    whole = np.concatenate(parts)
+    shuffled = whole[rng.permutation(whole.size)]
+    assert native.to_bytes() == collect(HistogramAccumulator, np.array_split(shuffled, 7), **config).to_bytes()
+    if config["symmetric"]:
+        assert native.state().counts[0] >= int((whole == 0).sum())
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float64, np.int8, np.int32, np.uint8])
 def test_other_dtypes_are_converted_to_float32(dtype):
     x = (np.random.default_rng(5).standard_normal((64, 50)) * 40).astype(dtype)
