@@ -33,13 +33,18 @@ from google.protobuf.message import DecodeError
 from onnxc._version import __version__
 from onnxc.errors import InvalidModelError, ModelLoadError
 from onnxc.irutil import all_graphs
+from onnxc.shapes import apply_inferred, infer_proto
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
 
 
-def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
-    """Load an ONNX model into the onnx_ir IR, validating file, external data and graph."""
+def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = True) -> ir.Model:
+    """Load an ONNX model into the onnx_ir IR, validating file, external data and graph.
+
+    With ``infer_shapes`` the values get the static shapes ONNX shape inference finds, from the
+    proto just parsed: inferring later, from the IR, would first serialize the whole graph.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
@@ -64,13 +69,18 @@ def load(path: str | os.PathLike, *, check: bool = True) -> ir.Model:
         raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
     if has_external:
         ir.external_data.set_base_dir(model.graph, str(base_dir))
+    # The checker and inference judge the graph; weights (already validated for size and place)
+    # stay out, so neither costs a copy of them.
+    weightless = _weightless(proto, weights) if check or infer_shapes else None
     if check:
         try:
-            # The checker judges the graph; weights (already validated for size and place) stay out,
-            # so checking a large model costs no copy of its weights.
-            onnx.checker.check_model(_weightless(proto, weights))
+            onnx.checker.check_model(weightless)
         except onnx.checker.ValidationError as error:
             raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
+    if infer_shapes:
+        inferred = infer_proto(weightless)
+        if inferred is not None:
+            apply_inferred(model, inferred, static_only=True)
     for index, array in weights.items():
         tensor = proto.graph.initializer[index]
         value = model.graph.initializers[tensor.name]
@@ -226,9 +236,13 @@ def _map_weights(proto: onnx.ModelProto, data: mmap.mmap, cuts: dict[int, tuple[
 
 
 def _weightless(proto: onnx.ModelProto, weights: dict[int, np.ndarray]) -> onnx.ModelProto:
-    """``proto`` for the checker: initializers whose bytes it lacks (mapped, external) become typed inputs."""
+    """``proto`` without its large weights: mapped, external or large initializers become typed inputs."""
     initializers = proto.graph.initializer
-    offloaded = set(weights) | {i for i, t in enumerate(initializers) if t.data_location == onnx.TensorProto.EXTERNAL}
+    offloaded = set(weights) | {
+        index
+        for index, tensor in enumerate(initializers)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() > _MAPPED_MIN_BYTES
+    }
     if not offloaded:
         return proto
     checked = onnx.ModelProto()
