@@ -843,3 +843,16 @@ def test_infer_shapes_writes_no_invented_dim_names():
     dims = [d for graph in model.graphs() for node in graph for v in node.outputs if v.shape is not None for d in v.shape]
     symbolic = [d.value for d in dims if isinstance(d, ir.SymbolicDim) and d.value]
     assert symbolic and not [name for name in symbolic if name.startswith("unk__")]
+
+
+def test_infer_shapes_does_not_serialize_a_graph_whose_shapes_are_all_static(monkeypatch):
+    model = parse_model(SHAPE_CHAIN)
+    assert apply(model, "infer-shapes") is True
+    calls = []
+    original = onnx.shape_inference.infer_shapes
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert apply(model, "infer-shapes") is False and calls == []
+    # One value of unknown shape is enough to infer again, and the shape comes back.
+    concat = next(node for node in model.graph if node.op_type == "Concat").outputs[0]
+    concat.shape = None
+    assert apply(model, "infer-shapes") is True and calls == [1] and list(concat.shape) == [2]
