@@ -1,6 +1,6 @@
 """Optimize one model with one tool in a child process, and report its figures.
 
-The benchmarks call ``run_in_child``; the child runs this file as
+The benchmarks call ``run_in_child`` (or ``best_of_rounds``, which interleaves tools over rounds); the child runs this file as
 ``python _optimize_once.py TOOL IN OUT REPEATS`` and prints JSON. Times cover load + optimize + save
 (imports excluded); peak RSS is the process's, and ``rss_after_import`` is what the imports
 alone cost, so the difference is the work's own memory.
@@ -56,6 +56,22 @@ def run_in_child(tool: str, source: Path, target: Path, repeats: int) -> dict:
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1][:120]}
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def best_of_rounds(tools: tuple[str, ...], source: Path, outputs: dict[str, Path], rounds: int, repeats: int) -> dict[str, dict]:
+    """Each tool's figures from its fastest round, the tools interleaved round by round.
+
+    A tool that fails in any round keeps its error: a tool that fails sometimes is not fast.
+    """
+    best: dict[str, dict] = {}
+    for _ in range(rounds):
+        for tool in tools:
+            figures = run_in_child(tool, source, outputs[tool], repeats)
+            if "error" in figures:
+                best[tool] = figures
+            elif "error" not in best.get(tool, {}) and figures["seconds"] < best.get(tool, {}).get("seconds", float("inf")):
+                best[tool] = figures
+    return best
 
 
 def main() -> None:

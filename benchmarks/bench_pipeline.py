@@ -20,25 +20,15 @@ from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import load
 from onnxc.models_zoo import export, list_models
 from onnxc.report import table
-from onnxc.runtime import OrtRunner
-from onnxc.timing import compare_latency
 
-from _optimize_once import run_in_child
+from _latency import ort_latency
+from _optimize_once import best_of_rounds
 
 TOOLS = ("onnxc", "onnxslim", "onnxsim")
 
 
-
 def node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def ort_latency(original: Path, optimized: Path) -> tuple[float, float]:
-    model = load(original)
-    feeds = random_feeds(model, resolve_input_shapes(model), seed=0)
-    a, b = OrtRunner(original, threads=2), OrtRunner(optimized, threads=2)
-    times = compare_latency({"original": lambda: a.run(feeds), "onnxc": lambda: b.run(feeds)}, rounds=7, calls_per_round=10)
-    return times["original"], times["onnxc"]
 
 
 def main() -> None:
@@ -53,14 +43,7 @@ def main() -> None:
         for name in names:
             source = Path(tmp) / f"{name}.onnx"
             export(name, source)
-            best: dict[str, dict] = {}
-            for _ in range(args.rounds):
-                for tool in TOOLS:
-                    figures = run_in_child(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
-                    if "error" in figures:
-                        best[tool] = figures
-                    elif "error" not in best.get(tool, {}) and figures["seconds"] < best.get(tool, {}).get("seconds", float("inf")):
-                        best[tool] = figures
+            best = best_of_rounds(TOOLS, source, {tool: Path(tmp) / f"{name}.{tool}.onnx" for tool in TOOLS}, args.rounds, args.repeats)
             def secs(tool):
                 return best[tool].get("seconds")
             def work_mb(tool):
@@ -78,7 +61,9 @@ def main() -> None:
                 node_count(Path(tmp) / f"{name}.{tool}.onnx") if "error" not in best[tool] else None for tool in TOOLS
             ]
             node_rows.append([name, *("-" if c is None else str(c) for c in counts)])
-            original, optimized = ort_latency(source, Path(tmp) / f"{name}.onnxc.onnx")
+            model = load(source)
+            feeds = random_feeds(model, resolve_input_shapes(model), seed=0)
+            original, optimized = ort_latency(source, Path(tmp) / f"{name}.onnxc.onnx", feeds)
             latency_rows.append([name, f"{original * 1e3:.2f}", f"{optimized * 1e3:.2f}", f"{original / optimized:.2f}x"])
             print(f"done {name}", file=sys.stderr)
     print("load + optimize + save (s, min of medians), speed-up of onnxc over each peer, work memory (MB over imports)")

@@ -20,13 +20,11 @@ import onnx
 
 from onnxc.models_zoo import realworld
 from onnxc.report import table
-from onnxc.runtime import OrtRunner
-from onnxc.timing import compare_latency
 
-from _optimize_once import run_in_child
+from _latency import ort_latency
+from _optimize_once import best_of_rounds
 
 TOOLS = ("onnxc", "onnxslim")
-
 
 
 def node_count(path: Path) -> int:
@@ -40,13 +38,6 @@ def node_count(path: Path) -> int:
         return total
 
     return count(onnx.load(str(path), load_external_data=False).graph)
-
-
-def ort_latency(name: str, original: Path, optimized: Path, rounds: int) -> tuple[float, float]:
-    feeds = realworld.sample_inputs(name)
-    a, b = OrtRunner(original, threads=2), OrtRunner(optimized, threads=2)
-    times = compare_latency({"original": lambda: a.run(feeds), "onnxc": lambda: b.run(feeds)}, rounds=rounds, calls_per_round=20)
-    return times["original"], times["onnxc"]
 
 
 def main() -> None:
@@ -63,15 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="onnxc-bench-real-") as tmp:
         for name in names:
             source = realworld.locate(name)
-            best: dict[str, dict] = {}
-            for _ in range(args.rounds):
-                for tool in TOOLS:
-                    figures = run_in_child(tool, source, Path(tmp) / f"{name}.{tool}.onnx", args.repeats)
-                    if "error" in figures:
-                        best[tool] = figures
-                    elif "error" not in best.get(tool, {}) and figures["seconds"] < best.get(tool, {}).get("seconds", float("inf")):
-                        best[tool] = figures
             outputs = {tool: Path(tmp) / f"{name}.{tool}.onnx" for tool in TOOLS}
+            best = best_of_rounds(TOOLS, source, outputs, args.rounds, args.repeats)
             ok = {tool: "error" not in best[tool] for tool in TOOLS}
             counts = [node_count(source)] + [node_count(outputs[t]) if ok[t] else None for t in TOOLS]
             sizes = [source.stat().st_size] + [outputs[t].stat().st_size if ok[t] else None for t in TOOLS]
@@ -81,7 +65,9 @@ def main() -> None:
             speed_rows.append([name, *("failed" if secs[t] is None else f"{secs[t]:.3f}" for t in TOOLS),
                                f"{secs['onnxslim'] / secs['onnxc']:.2f}x" if secs["onnxslim"] and secs["onnxc"] else "-"])
             if ok["onnxc"]:
-                original, optimized = ort_latency(name, source, outputs["onnxc"], args.latency_rounds)
+                original, optimized = ort_latency(
+                    source, outputs["onnxc"], realworld.sample_inputs(name), rounds=args.latency_rounds, calls_per_round=20
+                )
                 latency_rows.append([name, f"{original * 1e3:.2f}", f"{optimized * 1e3:.2f}", f"{original / optimized:.2f}x"])
             print(f"done {name}", file=sys.stderr)
     print("nodes (main graph + subgraphs) and file size (MB)")
