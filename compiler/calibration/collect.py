@@ -10,11 +10,17 @@ The wanted tensors become the outputs of the model for a while (the model's own 
 back afterwards, whatever happens), ORT builds a session from it (through
 :class:`~onnxc.runtime.OrtRunner`, which writes large models to a temporary folder rather than
 serializing them in memory), and each batch's tensors go into their accumulators as soon as ORT
-returns them and are dropped right after, never the whole data set's. The accumulators take one
-batch on a worker thread while ORT computes the next (both release the GIL), so at most two
-batches' exposed tensors are alive at once. The session's idle threads sleep rather than spin,
-and the worker updates on one thread, so neither takes the cores the other is computing on.
-Min/max come from the same accumulators.
+returns them, never the whole data set's. Two streams (threads) take batches in turn, each
+running ORT on half the cores and then its own accumulators, so one stream's histogram updates
+overlap the other's ORT run (both release the GIL); the streams' accumulators are merged at the
+end, which is exact. Each stream has ORT write into output arrays it allocated once and reuses,
+so memory does not grow with the data and no run pays page faults for fresh arrays. Min/max come
+from the same accumulators.
+
+When a stream has several ORT threads, feeds of equal shapes are stacked along the batch axis (a
+model exported for batch 1 gets a symbolic batch axis for the collection) so that each run gives
+the threads more to share; stacking is checked on the first group (every exposed tensor must come
+out stacked, the first feed's part equal to a run of that feed alone) and given up if it fails.
 
 What the exposure costs: ORT computes convolutions in a blocked channel layout (NCHWc) and
 every exposed tensor gets a copy back to NCHW, a memory-bound pass over each exposed value;
@@ -23,28 +29,30 @@ fusions such as Conv+Relu stay intact when the exposed tensor is the activation'
 Memory budget and chunks
 ------------------------
 One batch's exposed tensors take ``sum(size)`` bytes at once (ORT returns them together), and
-two batches are in flight. When that would pass ``max_chunk_bytes``, the tensors are split into
-chunks in graph order, and the data is run once per chunk with only that chunk exposed: memory
-stays under the budget (a single tensor larger than half of it gets a chunk of its own) at the
-price of running the model once per chunk, though a chunk of early tensors lets ORT drop the
-nodes after them. Sizes come from the model's declared shapes with the first feed's dims put in
-place of symbolic ones, and from shape inference when that is not enough. Data that can be read
-only once (a generator, a reader without ``rewind``) is spooled to a temporary folder during the
-first pass when there are several chunks.
+each of the two streams holds one batch. When that would pass ``max_chunk_bytes``, the tensors
+are split into chunks in graph order, and the data is run once per chunk with only that chunk
+exposed: memory stays under the budget (a single tensor larger than half of it gets a chunk of
+its own) at the price of running the model once per chunk, though a chunk of early tensors lets
+ORT drop the nodes after them. Sizes come from the model's declared shapes with the first feed's
+dims put in place of symbolic ones, and from shape inference when that is not enough. Data that
+can be read only once (a generator, a reader without ``rewind``) is spooled to a temporary folder
+during the first pass when there are several chunks.
 
 Tensors the model holds as constants (initializers, Constant outputs) are counted once, not per
 batch; graph inputs are taken from the feeds. Results depend only on the multiset of values, so
-neither batch order nor batch size nor chunking changes them (see
-:mod:`onnxc.calibration.histogram`).
+neither batch order nor batch size nor chunking nor which stream took which batch changes them
+(see :mod:`onnxc.calibration.histogram`).
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +64,25 @@ from onnxc.calibration.histogram import HistogramAccumulator
 from onnxc.calibration.state import HistogramState
 from onnxc.calibration.thresholds import threshold
 from onnxc.context import Feeds
-from onnxc.errors import FeatureNotImplementedError, OnnxcError
+from onnxc.errors import FeatureNotImplementedError, InvalidModelError, OnnxcError
 from onnxc.irutil import all_graphs, constant_array
 from onnxc.progress import progress_bar
 from onnxc.runtime import OrtRunner
 
 DEFAULT_MAX_CHUNK_BYTES = 512 * 1024 * 1024
 
-# ORT's idle intra-op threads spin by default, taking the cores the accumulator worker needs
-# while ORT waits for the next batch; without spinning they sleep and the worker gets the cycles.
+# ORT's idle intra-op threads spin by default, taking the cores the other stream needs.
 _SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
-# The worker overlaps ORT, which already uses the cores: more update threads only compete with it.
+# Two streams each run ORT and then the accumulators on their own batch, so one's histogram
+# updates fill the cores while the other's ORT run waits on memory or on its own threads; each
+# stream gets half the cores for ORT and one for its updates.
+_STREAMS = 2
 _WORKER_THREADS = 1
+# Feeds stacked along the batch axis into one ORT run, when the model allows it and a stream has
+# several ORT threads: a larger batch gives them more to share. One thread gains nothing from it
+# (MobileNetV2: the same time per image at batch 1, 4 and 8) and every stacked feed is more
+# memory to touch, so at one thread per stream feeds go one at a time.
+_MAX_GROUP = 4
 
 Statistics = dict[str, HistogramAccumulator]
 
@@ -121,26 +136,16 @@ def collect_statistics(
                     _update_fed(stats, fed, values, feeds)
                     bar.update()
             return stats
-        # Two batches are in flight (see below), so one batch's exposed tensors get half the budget.
-        chunks = _plan_chunks(model, [values[n] for n in computed], passes.first_feed(), max(1, max_chunk_bytes // 2))
+        # Two streams each hold one batch, so one batch's exposed tensors get half the budget.
+        budget = max(1, max_chunk_bytes // _STREAMS)
+        chunks = _plan_chunks(model, [values[n] for n in computed], passes.first_feed(), budget)
         passes.expect(len(chunks))
         total = None if data.length is None else data.length * len(chunks)
-        with progress_bar(total=total, desc="calibration", enabled=progress, unit="batch") as bar, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxc-calibration") as worker:
-            for index, chunk in enumerate(chunks):
-                with _exposed_runner(model, [values[n] for n in chunk]) as runner:
-                    # The accumulators take batch k on the worker while ORT computes batch k + 1 (both
-                    # release the GIL); waiting for batch k before queueing k + 1 keeps two batches alive at most.
-                    pending: Future | None = None
-                    for feeds in passes.next():
-                        outputs = runner.run(feeds, chunk)
-                        if pending is not None:
-                            pending.result()
-                        pending = worker.submit(_absorb, stats, outputs, fed if index == 0 else (), values, feeds)
-                        del outputs, feeds
-                        bar.update()
-                    if pending is not None:
-                        pending.result()
+        with progress_bar(total=total, desc="calibration", enabled=progress, unit="batch") as bar:
+            for index, (chunk, chunk_bytes) in enumerate(chunks):
+                group = 1 if data.length == 1 else max(1, min(_MAX_GROUP, _ort_threads(), budget // max(1, chunk_bytes)))
+                _collect_chunk(model, [values[n] for n in chunk], fed if index == 0 else [], values, stats,
+                               passes.next(), group, bar)
     return stats
 
 
@@ -231,13 +236,239 @@ def _resolve(model: ir.Model, names: Sequence[str]) -> dict[str, ir.Value]:
     return found
 
 
-def _absorb(stats: Statistics, outputs: dict[str, np.ndarray], fed: Sequence[str], values: Mapping[str, ir.Value],
-            feeds: Feeds) -> None:
+def _absorb(stats: Statistics, outputs: dict[str, np.ndarray]) -> None:
     # Each output goes into its accumulator and is released at once.
     while outputs:
         name, array = outputs.popitem()
         stats[name].update(array, threads=_WORKER_THREADS)
-    _update_fed(stats, fed, values, feeds)
+
+
+def _collect_chunk(model: ir.Model, chunk: Sequence[ir.Value], fed: Sequence[str], values: Mapping[str, ir.Value],
+                   stats: Statistics, feeds: Iterator[Feeds], group: int, bar: Any) -> None:
+    """One pass over the data with ``chunk`` exposed, into ``stats`` (``fed``: graph inputs to
+    take from the feeds on this pass)."""
+    names = [value.name for value in chunk]
+    source = _Groups(feeds, group if group > 1 and _stackable(model) else 1)
+    runner: OrtRunner | None = None
+    try:
+        if source.size > 1:
+            with contextlib.suppress(InvalidModelError):
+                runner = _exposed_runner(model, chunk, batch_axis=True)
+            if runner is not None and not _first_group(runner, names, fed, values, stats, source, bar):
+                runner.close()
+                runner = None
+            if runner is None:
+                source.size = 1
+        if runner is None:
+            runner = _exposed_runner(model, chunk)
+        _run_streams(runner, names, fed, values, stats, source, bar)
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _first_group(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], values: Mapping[str, ir.Value],
+                 stats: Statistics, source: _Groups, bar: Any) -> bool:
+    """Whether stacking feeds along the batch axis computes what the feeds one at a time do, tried on
+    the first group: each exposed tensor must come out with the feeds' leading dimension, stacked,
+    and the first feed's part must match a run of that feed alone. On success the group is
+    absorbed (the first feed from its own run); otherwise it goes back to the source."""
+    group = source.take()
+    lead = _leading(group[0]) if group else None
+    try:
+        if len(group) < 2 or lead is None:
+            raise InvalidModelError("no group to check stacking on")
+        single = runner.run(group[0], names)
+        stacked = runner.run(_stack(group, runner.input_names), names)
+    except InvalidModelError:
+        source.put_back(group)
+        return False
+    for name in names:
+        one, many = single[name], stacked[name]
+        if (one.ndim == 0 or one.shape[0] != lead or many.shape != (lead * len(group), *one.shape[1:])
+                or not _close(many[:lead], one)):
+            source.put_back(group)
+            return False
+    _absorb(stats, single)
+    _absorb(stats, {name: array[lead:] for name, array in stacked.items()})
+    del stacked
+    for feed in group:
+        _update_fed(stats, fed, values, feed)
+    bar.update(len(group))
+    return True
+
+
+def _run_streams(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], values: Mapping[str, ir.Value],
+                 stats: Statistics, source: _Groups, bar: Any) -> None:
+    """Every remaining group, taken by ``_STREAMS`` threads that each run ORT and then their own
+    accumulators (both release the GIL); the streams' accumulators are merged into ``stats`` at
+    the end, which is exact, so which stream took which group changes nothing."""
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def stream() -> Statistics:
+        own = {name: _empty_like(stats[name]) for name in [*names, *fed]}
+        outputs = _Outputs(runner, names)
+        try:
+            while not failed.is_set():
+                group = source.take()
+                if not group:
+                    break
+                _absorb(own, outputs.run(group[0] if len(group) == 1 else _stack(group, runner.input_names)))
+                for feed in group:
+                    _update_fed(own, fed, values, feed)
+                with lock:
+                    bar.update(len(group))
+                del group
+        except BaseException:
+            failed.set()
+            raise
+        return own
+
+    with ThreadPoolExecutor(max_workers=_STREAMS, thread_name_prefix="onnxc-calibration") as pool:
+        futures = [pool.submit(stream) for _ in range(_STREAMS)]
+        results = [future.result() for future in futures]
+    for own in results:
+        for name, acc in own.items():
+            stats[name].merge(acc)
+
+
+class _Outputs:
+    """One stream's ORT runs into output arrays it allocates once and reuses while the inputs keep
+    their shapes. Fresh arrays for every run would cost a page fault per 4 KiB of exposed tensor,
+    which on a virtual machine can take longer than computing the values. The shapes come from
+    ORT's own shape inference, so even the first run writes into them; where it cannot tell them
+    from the inputs' shapes, ORT allocates as usual."""
+
+    def __init__(self, runner: OrtRunner, names: Sequence[str]):
+        self._runner = runner
+        self._names = list(names)
+        self._binding = runner.session.io_binding()
+        self._layout: tuple | None = None
+        self._buffers: dict[str, np.ndarray] = {}
+        session = runner.session
+        self._declared_inputs = {i.name: i.shape for i in session.get_inputs()}
+        self._declared = {o.name: (o.shape, _ORT_TYPES.get(o.type)) for o in session.get_outputs()}
+
+    def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        """The exposed tensors for ``feeds``; the arrays are valid until the next call."""
+        feeds = {name: np.ascontiguousarray(array) for name, array in feeds.items() if name in self._declared_inputs}
+        layout = tuple((name, array.shape, array.dtype.str) for name, array in feeds.items())
+        first = layout != self._layout
+        if first:
+            self._layout = layout
+            self._buffers = self._allocate(feeds) or {}
+            self._binding.clear_binding_outputs()
+            for name, buffer in self._buffers.items():
+                self._binding.bind_output(name, "cpu", 0, buffer.dtype, list(buffer.shape), buffer.ctypes.data)
+        if self._buffers:
+            for name, array in feeds.items():
+                self._binding.bind_cpu_input(name, array)
+            try:
+                self._runner.session.run_with_iobinding(self._binding)
+                return dict(self._buffers)
+            except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
+                if not first:
+                    raise InvalidModelError(f"ONNX Runtime failed to run the {self._runner.label}: {error}") from None
+                self._buffers = {}  # inferred shapes ORT did not keep to: let it allocate
+        # Shapes ORT cannot tell from the inputs' (data-dependent ones): it allocates every time.
+        return self._runner.run(feeds, self._names)
+
+    def _allocate(self, feeds: Feeds) -> dict[str, np.ndarray] | None:
+        symbols: dict[str, int] = {}
+        for name, array in feeds.items():
+            declared = self._declared_inputs[name]
+            if declared is None or len(declared) != array.ndim:
+                return None
+            for dim, size in zip(declared, array.shape):
+                if isinstance(dim, str):
+                    symbols.setdefault(dim, size)
+        buffers = {}
+        for name in self._names:
+            shape, dtype = self._declared[name]
+            if shape is None or dtype is None:
+                return None
+            dims = [dim if isinstance(dim, int) else symbols.get(dim) for dim in shape]
+            if any(dim is None for dim in dims):
+                return None
+            buffers[name] = np.empty(dims, dtype=dtype)
+        return buffers
+
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
+              "tensor(uint16)": np.uint16, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+
+
+class _Groups:
+    """Feeds handed out in groups of up to ``size`` with equal shapes, to several threads."""
+
+    def __init__(self, feeds: Iterator[Feeds], size: int):
+        self._feeds = feeds
+        self.size = size
+        self._held: list[Feeds] = []  # a stack: the next feed is last
+        self._lock = threading.Lock()
+
+    def take(self) -> list[Feeds]:
+        with self._lock:
+            group: list[Feeds] = []
+            while len(group) < self.size:
+                if self._held:
+                    feed = self._held.pop()
+                else:
+                    feed = next(self._feeds, None)
+                    if feed is None:
+                        break
+                if group and not _same_layout(group[0], feed):
+                    self._held.append(feed)
+                    break
+                group.append(feed)
+            return group
+
+    def put_back(self, group: Sequence[Feeds]) -> None:
+        with self._lock:
+            self._held.extend(reversed(group))
+
+
+def _stackable(model: ir.Model) -> bool:
+    """Whether every input of the model is fed and has a leading batch axis (symbolic, or 1 in a
+    model exported for batch 1) that feeds can be stacked along."""
+    for value in model.graph.inputs:
+        if value.const_value is not None:
+            return False
+        shape = value.shape
+        if shape is not None and (len(shape) == 0 or (isinstance(shape[0], int) and shape[0] != 1)):
+            return False
+    return bool(model.graph.inputs)
+
+
+def _leading(feeds: Feeds) -> int | None:
+    """The leading dimension all of ``feeds`` share, if they do."""
+    leads = {np.shape(array)[0] if np.ndim(array) else None for array in feeds.values()}
+    return leads.pop() if len(leads) == 1 else None
+
+
+def _same_layout(a: Feeds, b: Feeds) -> bool:
+    return a.keys() == b.keys() and all(
+        np.shape(a[k]) == np.shape(b[k]) and np.asarray(a[k]).dtype == np.asarray(b[k]).dtype for k in a)
+
+
+def _stack(group: Sequence[Feeds], inputs: Sequence[str]) -> Feeds:
+    return {name: np.concatenate([feed[name] for feed in group]) for name in inputs if name in group[0]}
+
+
+def _close(stacked: np.ndarray, alone: np.ndarray) -> bool:
+    # Kernels may sum in another order for another batch size; a batch-mixing model is off by far more.
+    if stacked.dtype.kind != "f":
+        return bool(np.array_equal(stacked, alone))
+    finite = np.isfinite(alone)
+    scale = float(np.abs(alone[finite]).max()) if finite.any() else 0.0
+    return bool(np.allclose(stacked, alone, rtol=1e-3, atol=1e-4 * scale, equal_nan=True))
+
+
+def _empty_like(acc: HistogramAccumulator) -> HistogramAccumulator:
+    state = acc.state()
+    return HistogramAccumulator(state.bins, state.symmetric, state.range)
 
 
 def _update_fed(stats: Statistics, fed: Sequence[str], values: Mapping[str, ir.Value], feeds: Feeds) -> None:
@@ -246,22 +477,24 @@ def _update_fed(stats: Statistics, fed: Sequence[str], values: Mapping[str, ir.V
         stats[name].update(feeds[name] if name in feeds else values[name].const_value.numpy())
 
 
-def _plan_chunks(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds, budget: int) -> list[list[str]]:
-    """Tensor names in graph order, cut where one batch's exposed bytes would pass ``budget``."""
+def _plan_chunks(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds, budget: int
+                 ) -> list[tuple[list[str], int]]:
+    """Tensor names in graph order, cut where one batch's exposed bytes would pass ``budget``; each
+    chunk with its bytes for one batch like ``feeds``."""
     position = {id(node): i for i, node in enumerate(model.graph)}
     ordered = sorted(values, key=lambda v: position.get(id(v.producer()), -1))
     sizes = _estimate_bytes(model, ordered, feeds)
-    chunks: list[list[str]] = []
+    chunks: list[tuple[list[str], int]] = []
     current: list[str] = []
     used = 0
     for value in ordered:
         size = sizes[value.name]
         if current and used + size > budget:
-            chunks.append(current)
+            chunks.append((current, used))
             current, used = [], 0
         current.append(value.name)
         used += size
-    chunks.append(current)
+    chunks.append((current, used))
     return chunks
 
 
@@ -315,23 +548,50 @@ def _inferred_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> dict[st
         return {}
 
 
-@contextlib.contextmanager
-def _exposed_runner(model: ir.Model, values: Sequence[ir.Value]) -> Iterator[OrtRunner]:
-    """An ORT session whose outputs are ``values``; the model gets its own outputs back once the
-    session is built (ORT keeps its own copy of the graph)."""
+def _exposed_runner(model: ir.Model, values: Sequence[ir.Value], batch_axis: bool = False) -> OrtRunner:
+    """An ORT session whose outputs are ``values``, for one of ``_STREAMS`` streams; with
+    ``batch_axis`` the inputs' leading dimension is made symbolic and the declared shapes of the
+    main graph's values are dropped (ORT infers them again). The model gets its own outputs and
+    shapes back once the session is built (ORT keeps its own copy of the graph)."""
     outputs = model.graph.outputs
     original = list(outputs)
+    shapes: dict[ir.Value, ir.Shape] = {}
+    if batch_axis:
+        for value in [*model.graph.inputs, *(v for node in model.graph for v in node.outputs)]:
+            if value.shape is not None:
+                shapes[value] = value.shape
+    threads = _ort_threads()
     try:
         outputs.clear()
         outputs.extend(values)
-        runner = OrtRunner(model, label="model with calibration tensors exposed", config=_SESSION_CONFIG)
+        for value in shapes:
+            value.shape = None
+        for value in model.graph.inputs:
+            if value in shapes:
+                value.shape = ir.Shape([_BATCH_AXIS, *list(shapes[value])[1:]])
+        runner = OrtRunner(model, label="model with calibration tensors exposed", config=_SESSION_CONFIG,
+                           threads=threads)
     finally:
         outputs.clear()
         outputs.extend(original)
+        for value, shape in shapes.items():
+            value.shape = shape
+    return runner
+
+
+_BATCH_AXIS = "onnxc_calibration_batch"
+
+
+def _ort_threads() -> int:
+    """ORT intra-op threads of each stream's runs."""
+    return max(1, _cpu_count() // _STREAMS)
+
+
+def _cpu_count() -> int:
     try:
-        yield runner
-    finally:
-        runner.close()
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _Passes:
