@@ -40,20 +40,9 @@ def apply_inferred(model: ir.Model, inferred: onnx.ModelProto, *, static_only: b
         for node in graph:
             for value in node.outputs:
                 type_proto = types.get(value.name) if value.name else None
-                if type_proto is not None and (not static_only or _is_static_tensor(type_proto)):
-                    changed |= _update_value(value, type_proto)
+                if type_proto is not None:
+                    changed |= _update_value(value, type_proto, static_only)
     return changed
-
-
-def _is_static_tensor(type_proto: onnx.TypeProto) -> bool:
-    if not type_proto.HasField("tensor_type"):
-        return False
-    tensor_type = type_proto.tensor_type
-    return (
-        tensor_type.HasField("elem_type")
-        and tensor_type.HasField("shape")
-        and all(d.HasField("dim_value") and d.dim_value >= 0 for d in tensor_type.shape.dim)
-    )
 
 
 def shapes_complete(model: ir.Model) -> bool:
@@ -73,8 +62,9 @@ def shapes_complete(model: ir.Model) -> bool:
 
 
 def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> None:
-    for info in list(graph.value_info) + list(graph.output):
-        types[info.name] = info.type
+    for infos in (graph.value_info, graph.output):
+        for info in infos:
+            types[info.name] = info.type
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
@@ -84,12 +74,16 @@ def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> 
                     _collect_types(subgraph, types)
 
 
-def _update_value(value: ir.Value, type_proto: onnx.TypeProto) -> bool:
+def _update_value(value: ir.Value, type_proto: onnx.TypeProto, static_only: bool) -> bool:
     if not type_proto.HasField("tensor_type"):
-        return _update_value_of_any_type(value, type_proto)
+        return False if static_only else _update_value_of_any_type(value, type_proto)
     # Tensors (nearly every value) are read straight from the proto: no intermediate IR objects.
     tensor_type = type_proto.tensor_type
     inferred = _inferred_dims(tensor_type.shape) if tensor_type.HasField("shape") else None
+    if static_only and (
+        inferred is None or not tensor_type.HasField("elem_type") or not all(type(d) is int and d >= 0 for d in inferred)
+    ):
+        return False
     if (
         inferred is not None
         and value.dtype is not None
