@@ -3,8 +3,11 @@
 ``load`` refuses anything it cannot read completely and correctly, with one line saying why:
 missing or non-ONNX files, truncated protobuf, external data that is absent, too short, or whose
 ``location`` is absolute or escapes the model's folder (no file outside that folder is opened).
-Weights stay memory-mapped (onnx_ir's lazy external tensors), so loading a large model costs
-little memory.
+Weights stay memory-mapped, so loading a large model costs little memory and time: external
+data through onnx_ir's lazy external tensors, and the large weights inside the model file
+through arrays over the mapped file (their bytes are cut out before the protobuf is parsed).
+A loaded model therefore reads its file until it is dropped: replace the file (as ``save``
+does), do not rewrite it in place.
 
 ``save`` writes into a temporary folder beside the destination and renames the files into
 place when they are complete, so a failure never leaves a partial output and never touches the
