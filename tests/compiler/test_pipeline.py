@@ -83,3 +83,20 @@ def test_recipe_calibration_paths_are_relative_to_the_recipe(tmp_path):
     recipe.write_text('[calibration]\ncolour = 1\n[[passes]]\nname = "default"\n')
     with pytest.raises(PipelineError, match="unknown \\[calibration\\] key"):
         load_recipe(recipe)
+
+
+def test_report_counts_agree_with_model_stats():
+    # The manager counts with its own per-run cache; it must say what analysis.model_stats says.
+    import onnx_ir as ir
+
+    import onnxc
+    from onnxc.analysis import model_stats
+    from onnxc.models_zoo import build
+
+    model = ir.serde.deserialize_model(build("mobilenetv2", image=32))
+    before = model_stats(model)
+    report = onnxc.compile(model)
+    assert report.before == before and report.after == model_stats(model)
+    assert report.after["nodes"] < before["nodes"] and report.after["params"] < before["params"]
+    assert sum(record.nodes_removed for record in report.passes) == before["nodes"] - report.after["nodes"]
+    assert sum(record.bytes_removed for record in report.passes) == before["weight_bytes"] - report.after["weight_bytes"]
