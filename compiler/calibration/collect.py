@@ -138,14 +138,32 @@ def collect_statistics(
             return stats
         # Two streams each hold one batch, so one batch's exposed tensors get half the budget.
         budget = max(1, max_chunk_bytes // _STREAMS)
-        chunks = _plan_chunks(model, [values[n] for n in computed], passes.first_feed(), budget)
-        passes.expect(len(chunks))
-        total = None if data.length is None else data.length * len(chunks)
-        with progress_bar(total=total, desc="calibration", enabled=progress, unit="batch") as bar:
-            for index, (chunk, chunk_bytes) in enumerate(chunks):
-                group = 1 if data.length == 1 else max(1, min(_MAX_GROUP, _ort_threads(), budget // max(1, chunk_bytes)))
-                _collect_chunk(model, [values[n] for n in chunk], fed if index == 0 else [], values, stats,
-                               passes.next(), group, bar)
+        first = passes.first_feed()
+        exposed = [values[n] for n in computed]
+        stack = data.length != 1 and _ort_threads() > 1 and _stackable(model)
+        elements = _declared_elements(model, exposed, first)
+        whole: OrtRunner | None = None
+        try:
+            if any(count is None for count in elements.values()):
+                # The model does not declare every size: a session exposing everything tells them (and
+                # is the one to run when everything fits in one chunk).
+                whole, stack = _first_runner(model, exposed, stack)
+                _fill(elements, _session_shapes(whole, first))
+            chunks = _plan_chunks(model, exposed, _bytes(model, exposed, first, elements), budget)
+            if len(chunks) > 1 and whole is not None:
+                whole.close()
+                whole = None
+            passes.expect(len(chunks))
+            total = None if data.length is None else data.length * len(chunks)
+            with progress_bar(total=total, desc="calibration", enabled=progress, unit="batch") as bar:
+                for index, (chunk, chunk_bytes) in enumerate(chunks):
+                    group = max(1, min(_MAX_GROUP, _ort_threads(), budget // max(1, chunk_bytes))) if stack else 1
+                    runner, whole = whole, None
+                    _collect_chunk(model, [values[n] for n in chunk], fed if index == 0 else [], values, stats,
+                                   passes.next(), group, bar, runner)
+        finally:
+            if whole is not None:
+                whole.close()
     return stats
 
 
@@ -243,17 +261,28 @@ def _absorb(stats: Statistics, outputs: dict[str, np.ndarray]) -> None:
         stats[name].update(array, threads=_WORKER_THREADS)
 
 
+def _first_runner(model: ir.Model, exposed: Sequence[ir.Value], stack: bool) -> tuple[OrtRunner, bool]:
+    """A session exposing ``exposed``, with a symbolic batch axis if ``stack`` and ORT takes it;
+    and whether it has one."""
+    if stack:
+        with contextlib.suppress(InvalidModelError):
+            return _exposed_runner(model, exposed, batch_axis=True), True
+    return _exposed_runner(model, exposed), False
+
+
 def _collect_chunk(model: ir.Model, chunk: Sequence[ir.Value], fed: Sequence[str], values: Mapping[str, ir.Value],
-                   stats: Statistics, feeds: Iterator[Feeds], group: int, bar: Any) -> None:
+                   stats: Statistics, feeds: Iterator[Feeds], group: int, bar: Any,
+                   runner: OrtRunner | None = None) -> None:
     """One pass over the data with ``chunk`` exposed, into ``stats`` (``fed``: graph inputs to
-    take from the feeds on this pass)."""
+    take from the feeds on this pass; ``group``: feeds to stack per run; ``runner``: a session
+    exposing ``chunk`` already built, with a symbolic batch axis if ``group`` > 1), which it closes."""
     names = [value.name for value in chunk]
-    source = _Groups(feeds, group if group > 1 and _stackable(model) else 1)
-    runner: OrtRunner | None = None
+    source = _Groups(feeds, group)
     try:
         if source.size > 1:
-            with contextlib.suppress(InvalidModelError):
-                runner = _exposed_runner(model, chunk, batch_axis=True)
+            if runner is None:
+                with contextlib.suppress(InvalidModelError):
+                    runner = _exposed_runner(model, chunk, batch_axis=True)
             if runner is not None and not _first_group(runner, names, fed, values, stats, source, bar):
                 runner.close()
                 runner = None
@@ -346,13 +375,12 @@ class _Outputs:
         self._binding = runner.session.io_binding()
         self._layout: tuple | None = None
         self._buffers: dict[str, np.ndarray] = {}
-        session = runner.session
-        self._declared_inputs = {i.name: i.shape for i in session.get_inputs()}
-        self._declared = {o.name: (o.shape, _ORT_TYPES.get(o.type)) for o in session.get_outputs()}
+        self._inputs = {i.name for i in runner.session.get_inputs()}
+        self._types = {o.name: _ORT_TYPES.get(o.type) for o in runner.session.get_outputs()}
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         """The exposed tensors for ``feeds``; the arrays are valid until the next call."""
-        feeds = {name: np.ascontiguousarray(array) for name, array in feeds.items() if name in self._declared_inputs}
+        feeds = {name: np.ascontiguousarray(array) for name, array in feeds.items() if name in self._inputs}
         layout = tuple((name, array.shape, array.dtype.str) for name, array in feeds.items())
         first = layout != self._layout
         if first:
@@ -375,23 +403,13 @@ class _Outputs:
         return self._runner.run(feeds, self._names)
 
     def _allocate(self, feeds: Feeds) -> dict[str, np.ndarray] | None:
-        symbols: dict[str, int] = {}
-        for name, array in feeds.items():
-            declared = self._declared_inputs[name]
-            if declared is None or len(declared) != array.ndim:
-                return None
-            for dim, size in zip(declared, array.shape):
-                if isinstance(dim, str):
-                    symbols.setdefault(dim, size)
+        shapes = _session_shapes(self._runner, feeds)
         buffers = {}
         for name in self._names:
-            shape, dtype = self._declared[name]
+            shape, dtype = shapes.get(name), self._types.get(name)
             if shape is None or dtype is None:
                 return None
-            dims = [dim if isinstance(dim, int) else symbols.get(dim) for dim in shape]
-            if any(dim is None for dim in dims):
-                return None
-            buffers[name] = np.empty(dims, dtype=dtype)
+            buffers[name] = np.empty(shape, dtype=dtype)
         return buffers
 
 
@@ -477,13 +495,12 @@ def _update_fed(stats: Statistics, fed: Sequence[str], values: Mapping[str, ir.V
         stats[name].update(feeds[name] if name in feeds else values[name].const_value.numpy())
 
 
-def _plan_chunks(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds, budget: int
+def _plan_chunks(model: ir.Model, values: Sequence[ir.Value], sizes: Mapping[str, int], budget: int
                  ) -> list[tuple[list[str], int]]:
-    """Tensor names in graph order, cut where one batch's exposed bytes would pass ``budget``; each
-    chunk with its bytes for one batch like ``feeds``."""
+    """Tensor names in graph order, cut where one batch's exposed bytes (``sizes``) would pass
+    ``budget``; each chunk with its bytes for one batch."""
     position = {id(node): i for i, node in enumerate(model.graph)}
     ordered = sorted(values, key=lambda v: position.get(id(v.producer()), -1))
-    sizes = _estimate_bytes(model, ordered, feeds)
     chunks: list[tuple[list[str], int]] = []
     current: list[str] = []
     used = 0
@@ -498,8 +515,8 @@ def _plan_chunks(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds, budg
     return chunks
 
 
-def _estimate_bytes(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds) -> dict[str, int]:
-    """Bytes each value takes for one batch like ``feeds``."""
+def _declared_elements(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds) -> dict[str, int | None]:
+    """Elements of each value for one batch like ``feeds`` by its declared shape (``None`` if unknown)."""
     concrete = {name: list(np.shape(a)) for name, a in feeds.items()}
     symbols: dict[str, int] = {}
     for value in model.graph.inputs:
@@ -521,13 +538,21 @@ def _estimate_bytes(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds) -
                 return None
         return math.prod(dims)
 
-    elements = {value.name: declared(value) for value in values}
+    return {value.name: declared(value) for value in values}
+
+
+def _fill(elements: dict[str, int | None], shapes: Mapping[str, list[int] | None]) -> None:
+    for name, count in elements.items():
+        shape = shapes.get(name)
+        if count is None and shape is not None:
+            elements[name] = math.prod(shape)
+
+
+def _bytes(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds, elements: dict[str, int | None]
+           ) -> dict[str, int]:
+    """Bytes from element counts, the unknown ones from shape inference or else guessed."""
     if any(count is None for count in elements.values()):
-        inferred = _inferred_shapes(model, concrete)
-        for name, count in elements.items():
-            shape = inferred.get(name)
-            if count is None and shape is not None:
-                elements[name] = math.prod(shape)
+        _fill(elements, _inferred_shapes(model, {name: list(np.shape(a)) for name, a in feeds.items()}))
     known = [count for count in elements.values() if count is not None]
     # A size neither declared nor inferable is guessed as the largest known one.
     fallback = max(known + [max((int(np.size(a)) for a in feeds.values()), default=1)])
@@ -537,6 +562,22 @@ def _estimate_bytes(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds) -
         count = elements[value.name]
         sizes[value.name] = int(math.ceil((fallback if count is None else count) * itemsize))
     return sizes
+
+
+def _session_shapes(runner: OrtRunner, feeds: Feeds) -> dict[str, list[int] | None]:
+    """The shapes ORT's own inference gives the session's outputs for inputs like ``feeds``
+    (``None`` where it cannot tell them before running)."""
+    symbols: dict[str, int] = {}
+    for declared in runner.session.get_inputs():
+        if declared.name in feeds and declared.shape is not None and len(declared.shape) == np.ndim(feeds[declared.name]):
+            for dim, size in zip(declared.shape, np.shape(feeds[declared.name])):
+                if isinstance(dim, str):
+                    symbols.setdefault(dim, size)
+    shapes: dict[str, list[int] | None] = {}
+    for output in runner.session.get_outputs():
+        dims = None if output.shape is None else [d if isinstance(d, int) else symbols.get(d) for d in output.shape]
+        shapes[output.name] = None if dims is None or any(d is None for d in dims) else dims
+    return shapes
 
 
 def _inferred_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str, tuple[int, ...] | None]:

@@ -233,26 +233,35 @@ def test_chunking_runs_the_data_once_per_chunk_with_identical_results(monkeypatc
     monkeypatch.setattr(collect_module, "OrtRunner", CountingRunner)
     x = samples(4, seed=2)
     CountingRunner.sessions = []
+    exposed = ["c1", "r1", "c2", "f", "y"]
     whole = collect_statistics(CONV, TENSORS, batched(x, 2))
-    assert CountingRunner.sessions == [["c1", "r1", "c2", "f", "y"]]
+    assert CountingRunner.sessions == [exposed]
     # One batch of 2 holds c1 and r1 at 2*4*8*8*4 = 2048 bytes each, c2 at 640, f and y at 40 and 16;
-    # two batches are in flight, so each gets half of the 2100-byte budget.
+    # two streams hold a batch each, so each gets half of the 2100-byte budget. The model declares
+    # no intermediate shapes, so a session exposing everything tells the sizes first.
     CountingRunner.sessions = []
     chunked = collect_statistics(CONV, TENSORS, batched(x, 2), max_chunk_bytes=2100)
-    assert CountingRunner.sessions == [["c1"], ["r1"], ["c2", "f", "y"]]
+    assert CountingRunner.sessions == [exposed, ["c1"], ["r1"], ["c2", "f", "y"]]
     CountingRunner.sessions = []
     tiny = collect_statistics(CONV, TENSORS, (feed for feed in batched(x, 2)), max_chunk_bytes=1)
-    assert len(CountingRunner.sessions) == 5  # a generator, read once and spooled for the later chunks
+    assert len(CountingRunner.sessions) == 1 + 5  # a generator, read once and spooled for the later chunks
     assert states(whole) == states(chunked) == states(tiny)
 
 
-def test_chunk_sizes_come_from_shape_inference_when_the_model_declares_none():
+def test_chunk_sizes_come_from_ort_or_shape_inference_when_the_model_declares_none():
     feeds = {"x": samples(3)}
     values = {v.name: v for node in CONV.graph for v in node.outputs}
     assert values["c2"].shape is None  # parse_model keeps no intermediate shapes
-    sizes = collect_module._estimate_bytes(CONV, [values[n] for n in TENSORS[1:]], feeds)
+    exposed = [values[n] for n in TENSORS[1:]]
     (actual,) = exposed_outputs(CONV, TENSORS[1:], [feeds])
-    assert sizes == {n: actual[n].nbytes for n in TENSORS[1:]}
+    want = {n: actual[n].nbytes for n in TENSORS[1:]}
+    declared = collect_module._declared_elements(CONV, exposed, feeds)
+    assert declared == {"c1": None, "r1": None, "c2": None, "f": None, "y": 3 * 2}  # only the output is declared
+    assert collect_module._bytes(CONV, exposed, feeds, dict(declared)) == want  # shape inference
+    runner = collect_module._exposed_runner(CONV, exposed)
+    from_ort = dict(declared)
+    collect_module._fill(from_ort, collect_module._session_shapes(runner, feeds))
+    assert None not in from_ort.values() and collect_module._bytes(CONV, exposed, feeds, from_ort) == want
 
 
 def test_constants_are_counted_once_and_inputs_come_from_the_feeds():
