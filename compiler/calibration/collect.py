@@ -356,7 +356,11 @@ def _run_streams(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], va
 
     with ThreadPoolExecutor(max_workers=_STREAMS, thread_name_prefix="onnxc-calibration") as pool:
         futures = [pool.submit(stream) for _ in range(_STREAMS)]
-        results = [future.result() for future in futures]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:  # an interrupt too: the streams stop after their current group
+            failed.set()
+            raise
     for own in results:
         for name, acc in own.items():
             stats[name].merge(acc)
