@@ -304,9 +304,10 @@ def _first_group(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], va
     absorbed (the first feed from its own run); otherwise it goes back to the source."""
     group = source.take()
     lead = _leading(group[0]) if group else None
+    if len(group) < 2 or lead is None:
+        source.put_back(group)
+        return False
     try:
-        if len(group) < 2 or lead is None:
-            raise InvalidModelError("no group to check stacking on")
         single = runner.run(group[0], names)
         stacked = runner.run(_stack(group, runner.input_names), names)
     except InvalidModelError:
