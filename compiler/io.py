@@ -35,7 +35,7 @@ from google.protobuf.message import DecodeError
 
 from onnxc._version import __version__
 from onnxc.errors import InvalidModelError, ModelLoadError
-from onnxc.irutil import all_graphs, paused_gc
+from onnxc.irutil import all_graphs
 from onnxc.shapes import apply_inferred, infer_proto
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
@@ -48,11 +48,7 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
     With ``infer_shapes`` the values get the static shapes ONNX shape inference finds, from the
     proto just parsed: inferring later, from the IR, would first serialize the whole graph.
     """
-    with paused_gc():
-        return _load(Path(path), check, infer_shapes)
-
-
-def _load(path: Path, check: bool, infer_shapes: bool) -> ir.Model:
+    path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if not path.is_file():
@@ -277,11 +273,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     ``external_data=None`` chooses: external data when the weights are too large for one
     protobuf file or the model already kept weights outside, else a single file.
     """
-    with paused_gc():
-        return _save(model, Path(path), external_data)
-
-
-def _save(model: ir.Model, path: Path, external_data: bool | None) -> list[Path]:
+    path = Path(path)
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a folder, give a file name for the output")
     path.parent.mkdir(parents=True, exist_ok=True)

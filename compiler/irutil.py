@@ -1,8 +1,6 @@
 """Small helpers over onnx_ir shared by passes: constants, new initializers, graph walking."""
 from __future__ import annotations
 
-import contextlib
-import gc
 from collections.abc import Iterator
 
 import numpy as np
@@ -155,21 +153,3 @@ def weightless_proto(model: ir.Model, *, inline_bytes: int = 1024) -> onnx.Model
         proto.functions.append(ir.to_proto(function))
     return proto
 
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a graph is read, rewritten or written.
-
-    That work makes thousands of IR objects that live until it ends, and each collection would
-    examine them again, with every object of the modules imported (onnx_ir imports sympy: a full
-    collection costs ~40 ms). Garbage cycles made meanwhile are collected after. Nested uses and
-    a collector the caller turned off are left as they are.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()

@@ -13,7 +13,7 @@ from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassFailedError
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import tensor_bytes
-from onnxc.irutil import all_graphs, paused_gc
+from onnxc.irutil import all_graphs
 from onnxc.pass_base import Pass
 from onnxc.progress import progress_bar
 from onnxc.verify import Comparison, compare_outputs, run_feeds
@@ -101,10 +101,6 @@ class PassManager:
         self._original_outputs = None
 
     def run(self, model: ir.Model) -> CompileReport:
-        with paused_gc():
-            return self._run(model)
-
-    def _run(self, model: ir.Model) -> CompileReport:
         start = time.perf_counter()
         before = self._stats = self._count(model)
         if self.verify:

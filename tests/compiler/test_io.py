@@ -144,22 +144,3 @@ def test_load_writes_static_inferred_shapes_and_leaves_partial_ones(tmp_path):
     plain = {v.name: v for node in onnxc.load(path, infer_shapes=False).graph for v in node.outputs}
     assert [plain[name].shape for name in ("r", "t", "dr")] == [None, None, None]
 
-
-def test_load_and_save_leave_the_garbage_collector_as_they_found_it(tmp_path):
-    import gc
-
-    from onnxc.errors import ModelLoadError
-
-    path = tmp_path / "w.onnx"
-    onnx.save(_weights_model(), str(path))
-    assert gc.isenabled()
-    onnxc.save(onnxc.load(path), tmp_path / "o.onnx")
-    with pytest.raises(ModelLoadError):
-        onnxc.load(tmp_path / "missing.onnx")
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        onnxc.load(path)
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
