@@ -138,13 +138,22 @@ def _fields(data: mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, i
     pos = start
     while pos < end:
         tag_start = pos
-        key, pos = _read_varint(data, pos, end)
+        key = data[pos]
+        # One-byte tags and lengths are the common case: read them without a call.
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _read_varint(data, pos, end)
         number, wire = key >> 3, key & 7
         if wire == 0:
             value_start = pos
             _, pos = _read_varint(data, pos, end)
         elif wire == 2:
-            length, value_start = _read_varint(data, pos, end)
+            length = data[pos] if pos < end else 0x80
+            if length < 0x80:
+                value_start = pos + 1
+            else:
+                length, value_start = _read_varint(data, pos, end)
             pos = value_start + length
         elif wire in (1, 5):
             value_start = pos
