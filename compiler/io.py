@@ -78,7 +78,7 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
     if check:
         try:
             onnx.checker.check_model(weightless)
-        except onnx.checker.ValidationError as error:
+        except (onnx.checker.ValidationError, UnicodeDecodeError) as error:  # a name that is not UTF-8 fails the message too
             raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     if infer_shapes:
         inferred = infer_proto(weightless)

@@ -144,3 +144,14 @@ def test_load_writes_static_inferred_shapes_and_leaves_partial_ones(tmp_path):
     plain = {v.name: v for node in onnxc.load(path, infer_shapes=False).graph for v in node.outputs}
     assert [plain[name].shape for name in ("r", "t", "dr")] == [None, None, None]
 
+
+
+def test_a_name_that_is_not_utf8_is_refused_with_one_clear_error(tmp_path):
+    from onnxc.errors import InvalidModelError
+
+    data = _weights_model().SerializeToString()
+    at = data.rindex(b"small_out")
+    path = tmp_path / "bad_name.onnx"
+    path.write_bytes(data[:at] + b"sma\xacl_out" + data[at + len(b"small_out"):])
+    with pytest.raises(InvalidModelError, match="checker"):
+        onnxc.load(path)
