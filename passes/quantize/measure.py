@@ -79,7 +79,7 @@ def choose(model: ir.Model, candidates: Candidates, plan: Plan, keep: set[int],
                 logger.info("quantize: measured faster with the region from %s float", region[0].name)
                 keep = keep - removed
     times = timer({"float": candidates.float_model(), "int8": candidates.build(keep)})
-    report.update(float_s=times["float"], int8_s=times["int8"])
+    report.update(float_s=times["float"], int8_s=times["int8"], int8_units=len(keep))
     if not keep or times["int8"] >= times["float"] * (1.0 - MARGIN):
         logger.info("quantize: the int8 candidate is not faster than float (%.3g s vs %.3g s); left float",
                     times["int8"], times["float"])

@@ -55,6 +55,7 @@ def test_measure_falls_back_to_float_when_int8_is_slower(monkeypatch):
 def test_measure_on_ort_decides_by_its_own_timings():
     model, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,measure=true)", data=CALIB)
     details = report.passes[0].details["measure"]
-    faster = details["int8_s"] < details["float_s"] * (1 - measure.MARGIN)
+    # When the steps left every unit float, the "int8" candidate is the float model and its timing is noise.
+    faster = details["int8_units"] > 0 and details["int8_s"] < details["float_s"] * (1 - measure.MARGIN)
     assert details["decision"] == ("int8" if faster else "float")
     assert (op_count(model, "QuantizeLinear") > 0) == faster
