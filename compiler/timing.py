@@ -1,7 +1,10 @@
 """Latency measurement that survives a noisy shared machine.
 
 The contenders are interleaved round by round (so a burst of load hits them alike), each round
-takes the median of several calls, and the result is the minimum of those medians.
+takes the median of several calls, and the result is the minimum of those medians. Between two
+contenders' blocks the machine is left idle for ``settle_s`` and the next contender makes one
+untimed call: ORT's worker threads spin for a while after a run, and on two cores they would
+otherwise eat into the next contender's first calls.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ def compare_latency(
     calls_per_round: int = 10,
     warmup: int = 3,
     min_round_s: float = 0.05,
+    settle_s: float = 0.02,
 ) -> dict[str, float]:
     """Seconds per call for each contender: min over rounds of the median within a round.
 
@@ -34,9 +38,11 @@ def compare_latency(
     best = {name: float("inf") for name in contenders}
     order = list(contenders.items())
     for round_index in range(rounds):
-        # Rotate who goes first: ORT's worker threads keep spinning after a run and slow whoever follows.
+        # Rotate who goes first, so what is left of the settling falls on each contender alike.
         shift = round_index % len(order)
         for name, function in order[shift:] + order[:shift]:
+            time.sleep(settle_s)
+            function()
             samples = []
             for _ in range(calls_per_round):
                 start = time.perf_counter()
