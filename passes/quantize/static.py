@@ -76,10 +76,20 @@ def run_static(options, model: ir.Model, profile: TargetProfile, details: dict) 
     """Quantize ``model`` in place as the module docstring says; True when it changed.
 
     ``options`` is the :class:`~onnxc.passes.quantize.Quantize` pass (its options and Context)."""
-    context = options.context
     details.update(method=options.method, activation_dtype=profile.activation_dtype,
                    symmetric_activations=profile.symmetric_activations)
+    original = model.graph, model.ir_version
     ensure_opset(model, details)
+    if _quantize_static(options, model, profile, details):
+        return True
+    if details.pop("opset_upgraded", None):
+        # Nothing was quantized: the model goes back as it came, not as a converted copy of itself.
+        model.graph, model.ir_version = original
+    return False
+
+
+def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: dict) -> bool:
+    context = options.context
     plan = make_plan(model, context, profile, options, details)
     if plan is None:
         details["quantized_units"] = 0

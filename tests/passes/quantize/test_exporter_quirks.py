@@ -67,3 +67,12 @@ def test_quantize_calibrates_a_model_whose_dims_are_written_as_minus_one():
     assert report.passes[0].details["quantized_units"] > 0
     comparison = compare_models(float_model, model, feeds(smooth_images(4, seed=1)))
     assert comparison.min_cosine > 0.999, comparison.summary()
+
+
+def test_an_old_model_left_float_keeps_its_opset():
+    # never_slower finds this small model not worth INT8: it must come back unconverted.
+    float_model = old_cnn(12)
+    model, report = quantized(float_model, "quantize", data=feeds(smooth_images(8, seed=0)))
+    assert report.passes[0].details["quantized_units"] == 0 and "opset_upgraded" not in report.passes[0].details
+    assert model.opset_imports[""] == 12
+    assert any(n.op_type == "Squeeze" and "axes" in n.attributes for n in model.graph)
