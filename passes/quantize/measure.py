@@ -78,6 +78,9 @@ def choose(model: ir.Model, candidates: Candidates, plan: Plan, keep: set[int],
             if removed and faster_without(f"region from {region[0].name}", removed):
                 logger.info("quantize: measured faster with the region from %s float", region[0].name)
                 keep = keep - removed
+    # Units that cannot stand alone once their neighbours went float (a lone Add or pool) drop out here.
+    left = restrict(model, plan, profile, keep)
+    keep = {u.index for u in left.units} if left.compute_units() else set()
     times = timer({"float": candidates.float_model(), "int8": candidates.build(keep)})
     report.update(float_s=times["float"], int8_s=times["int8"], int8_units=len(keep))
     if not keep or times["int8"] >= times["float"] * (1.0 - MARGIN):

@@ -59,3 +59,21 @@ def test_measure_on_ort_decides_by_its_own_timings():
     faster = details["int8_units"] > 0 and details["int8_s"] < details["float_s"] * (1 - measure.MARGIN)
     assert details["decision"] == ("int8" if faster else "float")
     assert (op_count(model, "QuantizeLinear") > 0) == faster
+
+
+def test_measure_stays_float_when_only_units_that_cannot_stand_alone_are_left(monkeypatch):
+    # Conv and Gemm measure slower, leaving the Add and the pool, which are int8 only next to a
+    # quantized contraction; a final timing that favours "int8" by chance must not keep them.
+    gains = {"Conv": -0.2, "Gemm": -0.2}
+
+    def factory(feed):
+        def time_models(models):
+            return {name: 1.0 - sum(gains[op] for op in quantized_ops(m)) - (0.5 if name == "int8" else 0.0)
+                    for name, m in models.items()}
+        return time_models
+
+    monkeypatch.setattr(measure, "ort_timer", factory)
+    model, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,measure=true)", data=CALIB)
+    details = report.passes[0].details["measure"]
+    assert details["decision"] == "float" and details["int8_units"] == 0
+    assert op_count(model, "QuantizeLinear") == 0
