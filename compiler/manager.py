@@ -105,13 +105,14 @@ class PassManager:
         before = self._stats = self._count(model)
         if self.verify:
             shapes = resolve_input_shapes(model, self.context.input_shapes)
-            self._feeds = self.context.verification_inputs or [
+            given = self.context.verification_inputs or self._calibration_feeds(model)
+            self._feeds = given or [
                 random_feeds(model, shapes, seed=self.context.seed + i) for i in range(VERIFICATION_FEEDS)
             ]
             try:
                 self._original_outputs = self._previous_outputs = run_feeds(model, self._feeds, label="input model")
             except InvalidModelError as error:
-                if self.context.verification_inputs:
+                if given:
                     raise
                 raise InvalidModelError(
                     f"{error} (on generated verification inputs: give concrete shapes with --shape NAME=DIMS "
@@ -125,6 +126,16 @@ class PassManager:
             error = compare_outputs(self._original_outputs, self._previous_outputs).as_dict()
         records = [self._records[key] for key in self._order]
         return CompileReport(records, before, self._stats, time.perf_counter() - start, self._iterations, error)
+
+    def _calibration_feeds(self, model: ir.Model) -> list:
+        """The first calibration feeds when the Context has real ones: a lossy pass is judged
+        better on real data, and at the shapes the model really runs at, than on generated inputs."""
+        if self.context.calibration_data is None:
+            return []
+        from onnxc.calibration import open_calibration_data
+
+        return list(open_calibration_data(self.context.calibration_data, model, limit=VERIFICATION_FEEDS,
+                                          seed=self.context.seed))
 
     def _run_step(self, model: ir.Model, step: Step, bar) -> bool:
         if isinstance(step, Group):

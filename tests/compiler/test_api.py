@@ -105,3 +105,20 @@ def test_graphsurgeon_function_becomes_a_pass():
     assert [n.op_type for n in model.graph][-1] == "Sigmoid"
     assert report.passes[0].changes == 1
     checked(model)
+
+
+def test_verify_runs_on_the_calibration_feeds_when_there_are_some():
+    from onnxc.context import Context
+    from onnxc.errors import InvalidModelError
+
+    # The height and width are symbolic, but the Reshape only fits 4x4 images: generated inputs at
+    # the default dims cannot run, the calibration feeds can.
+    model = parse_model("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 2, h, w] x) => (float[1, 32] y) <int64[2] shape = {1, 32}> {
+            y = Reshape(x, shape)
+        }""")
+    with pytest.raises(InvalidModelError, match="generated verification inputs"):
+        onnxc.compile(model, "toposort", verify=True)
+    feeds = [{"x": np.full((1, 2, 4, 4), float(i), np.float32)} for i in range(3)]
+    report = onnxc.compile(model, "toposort", verify=True, context=Context(calibration_data=feeds))
+    assert report.error_vs_original["max_abs"] == 0.0
