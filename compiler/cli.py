@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--passes", help='pipeline string, e.g. "default,quantize(method=entropy)"; `default` is the lossless pipeline')
     group.add_argument("--recipe", help="TOML recipe with the pass list (and target, calibration data)")
-    p.add_argument("--verify", action="store_true", help="check every pass numerically against the model before it")
+    p.add_argument("--verify", action="store_true", help="check every pass numerically against the model before it (on the first "
+                   "--calib-data feeds when given, else on generated inputs)")
     p.add_argument("--report", metavar="JSON", help="write the per-pass report as JSON")
     p.add_argument("--target", help="backend profile for target-aware passes (default: onnxruntime)")
     p.add_argument("--calib-data", metavar="PATH", help="calibration data for calibrated passes")
