@@ -141,6 +141,9 @@ def verification_feeds(model: ir.Model, context: Context, limit: int | None) -> 
 def calibration_shapes(model: ir.Model, context: Context) -> dict[str, list[int]]:
     """The input shapes of the first calibration feed: the shapes the model really runs at, where
     defaults for its symbolic dims may not even be valid (a text recognizer's fixed height)."""
+    if context.calibration_data is None:
+        # No data (or generated data only): a model with nothing worth INT8 must not need any.
+        return {}
     first = next(iter(open_data(model, context, 1)), {})
     return {name: list(np.shape(array)) for name, array in first.items()}
 

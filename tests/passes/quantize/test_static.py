@@ -221,6 +221,11 @@ def test_never_slower_leaves_a_small_model_float(cnn):
     assert not region["kept"] and "MACs" in region["reason"]
 
 
+def test_a_model_left_float_needs_no_calibration_data(cnn):
+    model, report = quantized(cnn, "quantize")
+    assert report.passes[0].details["quantized_units"] == 0 and op_count(model, "QuantizeLinear") == 0
+
+
 def test_regions_are_sized_at_the_calibration_inputs_shape():
     # Symbolic height and width: the default of 128 would size this Conv 64 times larger than the
     # 16 x 16 images it really runs on.
