@@ -38,7 +38,6 @@ import io
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,29 +52,10 @@ import onnx_ir as ir
 import onnxruntime as ort
 import psutil
 
+from _latency import min_of_medians
+
 from onnxc import models_zoo
 from onnxc.calibration import collect_statistics, compute_thresholds
-
-
-def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
-    """``contenders``: name -> (function, repeats per round). The order rotates every round: ORT's
-    worker threads keep spinning after a run and slow down whoever runs next."""
-    medians: dict[str, list[float]] = {name: [] for name in contenders}
-    order = list(contenders)
-    for round_index in range(rounds):
-        shift = round_index % len(order)
-        rotated = order[shift:] + order[:shift]
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        for step in range(max(repeats for _, repeats in contenders.values())):
-            for name in rotated:
-                fn, repeats = contenders[name]
-                if step < repeats:
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
-        for name in contenders:
-            medians[name].append(statistics.median(times[name]))
-    return {name: min(values) for name, values in medians.items()}
 
 
 def conv_gemm_tensors(model: ir.Model, outputs: bool) -> list[str]:

@@ -16,29 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 
+from _latency import min_of_medians
+
 from onnxc import _native
 from onnxc.calibration import HistogramAccumulator
 from onnxc.calibration import reference as ref
-
-
-def min_of_medians(contenders: dict[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, float]:
-    medians: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(repeats):
-            for name, fn in contenders.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-        for name in contenders:
-            medians[name].append(statistics.median(times[name]))
-    return {name: min(values) for name, values in medians.items()}
 
 
 def update_with(x: np.ndarray, threads: int, **config) -> Callable[[], object]:
@@ -72,7 +58,7 @@ def main() -> None:
         "native |x| fixed range, 1 thread": update_with(x, 1, range=(0.0, amax)),
         "numpy np.histogram(|x|)": lambda: np.histogram(np.abs(x), bins=2048, range=(0.0, amax)),
     }
-    best = min_of_medians(contenders, args.rounds, args.repeats)
+    best = min_of_medians({k: (f, args.repeats) for k, f in contenders.items()}, args.rounds)
     numpy_time = best["numpy np.histogram(|x|)"]
     print("\nhistogram update (2048 bins)")
     for name, seconds in best.items():
@@ -94,7 +80,7 @@ def main() -> None:
     print(f"\nthreshold search ({int(np.flatnonzero(counts)[-1]) + 1} occupied bins of 2048)")
     for name, (native, numpy_ref) in kernels.items():
         assert native() == numpy_ref(), f"{name}: native and reference disagree"
-        times = min_of_medians({"native": native, "reference": numpy_ref}, args.rounds, args.repeats)
+        times = min_of_medians({"native": (native, args.repeats), "reference": (numpy_ref, args.repeats)}, args.rounds)
         print(f"  {name:28s} native {times['native'] * 1e3:8.3f} ms   numpy reference "
               f"{times['reference'] * 1e3:9.3f} ms   x{times['reference'] / times['native']:8.1f}")
 
