@@ -28,6 +28,7 @@ small known values between inference rounds. The model itself is not modified.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 
@@ -39,6 +40,8 @@ from onnx.reference import ReferenceEvaluator
 from onnxc.errors import OnnxcError
 from onnxc.inputs import resolve_input_shapes
 from onnxc.irutil import all_graphs, all_nodes, data_propagation_is_safe
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CostReport", "NodeCost", "OpCost", "ShapeInferenceFailed", "UncountedNode", "compute_costs"]
 
@@ -193,6 +196,16 @@ def _resolved_dims(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str,
 
 
 # Shape inference on a light copy ------------------------------------------------------------
+
+
+def concrete_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str, Shape | None]:
+    """Inferred shape per value name at the ``concrete`` input shapes; {} when ONNX shape
+    inference rejects the graph (the reason is logged)."""
+    try:
+        return _infer_concrete_shapes(model, concrete)
+    except ShapeInferenceFailed as error:
+        logger.info("%s; value shapes unknown", error)
+        return {}
 
 
 def _infer_concrete_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str, Shape | None]:

@@ -557,7 +557,9 @@ def _bytes(model: ir.Model, values: Sequence[ir.Value], feeds: Feeds, elements: 
            ) -> dict[str, int]:
     """Bytes from element counts, the unknown ones from shape inference or else guessed."""
     if any(count is None for count in elements.values()):
-        _fill(elements, _inferred_shapes(model, {name: list(np.shape(a)) for name, a in feeds.items()}))
+        from onnxc.costs import concrete_shapes
+
+        _fill(elements, concrete_shapes(model, {name: list(np.shape(a)) for name, a in feeds.items()}))
     known = [count for count in elements.values() if count is not None]
     # A size neither declared nor inferable is guessed as the largest known one.
     fallback = max(known + [max((int(np.size(a)) for a in feeds.values()), default=1)])
@@ -583,15 +585,6 @@ def _session_shapes(runner: OrtRunner, feeds: Feeds) -> dict[str, list[int] | No
         dims = None if output.shape is None else [d if isinstance(d, int) else symbols.get(d) for d in output.shape]
         shapes[output.name] = None if dims is None or any(d is None for d in dims) else dims
     return shapes
-
-
-def _inferred_shapes(model: ir.Model, concrete: dict[str, list[int]]) -> dict[str, tuple[int, ...] | None]:
-    from onnxc.costs import ShapeInferenceFailed, _infer_concrete_shapes
-
-    try:
-        return _infer_concrete_shapes(model, concrete)
-    except ShapeInferenceFailed:
-        return {}
 
 
 def _exposed_runner(model: ir.Model, values: Sequence[ir.Value], batch_axis: bool = False) -> OrtRunner:

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.costs import ShapeInferenceFailed, _infer_concrete_shapes
+from onnxc import costs
 from onnxc.inputs import resolve_input_shapes
 from onnxc.irutil import constant_array
 from onnxc.passes.quantize.placement import GraphIndex, Plan, Region, restrict
@@ -34,11 +34,10 @@ Shapes = dict[str, tuple[int, ...] | None]
 
 def concrete_shapes(model: ir.Model, input_shapes: dict[str, list[int]] | None = None) -> Shapes:
     """Every value's shape at concrete input shapes ({} when inference fails)."""
-    try:
-        return _infer_concrete_shapes(model, resolve_input_shapes(model, input_shapes or {}))
-    except ShapeInferenceFailed as error:
-        logger.info("quantize: %s; int8 regions cannot be sized and stay float", error)
-        return {}
+    shapes = costs.concrete_shapes(model, resolve_input_shapes(model, input_shapes or {}))
+    if not shapes:
+        logger.info("quantize: no value shapes at the input shapes; int8 regions cannot be sized and stay float")
+    return shapes
 
 
 def node_macs(index: GraphIndex, shapes: Shapes) -> dict[int, int]:
