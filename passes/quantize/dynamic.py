@@ -37,7 +37,7 @@ from onnxc.passes.quantize.placement import GraphIndex
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import QDQWriter
 from onnxc.passes.quantize.regions import Shapes
-from onnxc.passes.quantize.weights import quantize_blockwise, quantize_weight
+from onnxc.passes.quantize.weights import QuantizedTensor, quantize_blockwise, quantize_weight
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +47,22 @@ INT4_IR_VERSION = 10
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A contraction to convert: its position, and its weight as a [K, N] matrix."""
+    """A contraction to convert: its position, and its weight as a [K, N] matrix.
+
+    ``key`` names that matrix: readers of one initializer in the same layout share it (an
+    unrolled recurrent cell's Gemms), so it is quantized and stored once."""
 
     index: int
     name: str
     weight: np.ndarray
     macs: int
+    key: tuple[int, bool]
 
 
 def find_targets(model: ir.Model, *, exclude: frozenset[str], ops: frozenset[str], macs: dict[int, int]) -> list[Target]:
     index = GraphIndex(model)
     found = []
+    matrices: dict[tuple[int, bool], np.ndarray] = {}
     for i, node in enumerate(index.nodes):
         if node.domain not in ("", "ai.onnx") or node.op_type not in ops or node.op_type not in ("MatMul", "Gemm"):
             continue
@@ -69,18 +74,22 @@ def find_targets(model: ir.Model, *, exclude: frozenset[str], ops: frozenset[str
         if (x is None or constant_array(x) is not None or x.dtype not in (None, ir.DataType.FLOAT)
                 or weight is None or weight.dtype != np.float32 or weight.ndim != 2):
             continue
+        transposed = node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0))
+        if transposed:
+            weight = weight.T
         if node.op_type == "Gemm":
             if node.attributes.get_int("transA", 0) or node.attributes.get_float("alpha", 1.0) != 1.0:
                 continue
-            if node.attributes.get_int("transB", 0):
-                weight = weight.T
             if len(node.inputs) > 2 and node.inputs[2] is not None:
                 bias = constant_array(node.inputs[2])
                 # The bias is added after the integer product, so it must broadcast as a row.
                 if bias is None or node.attributes.get_float("beta", 1.0) != 1.0 or not (
                         bias.size == 1 or (bias.size == weight.shape[1] and bias.shape[-1] == weight.shape[1])):
                     continue
-        found.append(Target(i, name, np.ascontiguousarray(weight), macs.get(i, 0)))
+        key = (id(node.inputs[1]), transposed)
+        if key not in matrices:
+            matrices[key] = np.ascontiguousarray(weight)
+        found.append(Target(i, name, matrices[key], macs.get(i, 0), key))
     return found
 
 
@@ -100,6 +109,7 @@ def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qma
     index = GraphIndex(model)
     writer = QDQWriter(model)
     shared: dict[int, tuple[ir.Value, ir.Value, ir.Value]] = {}
+    stored: dict[tuple[int, bool], tuple[ir.Value, ir.Value, ir.Value]] = {}
     for target in targets:
         node = index.nodes[target.index]
         x = node.inputs[0]
@@ -115,11 +125,13 @@ def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qma
                 model.graph.insert_before(node, dql)
             shared[id(x)] = (outs[0], outs[1], outs[2])
         x_q, x_scale, x_zero = shared[id(x)]
-        quantized = quantize_weight(target.weight, 1 if per_channel else None, qmax)
-        base = node.inputs[1].name or f"{target.name}_weight"
-        w_q = writer.initializer(f"{base}_quantized", quantized.values)
-        w_zero = writer.initializer(f"{base}_zero_point", quantized.zero_point)
-        w_scale = writer.initializer(f"{base}_scale", quantized.scale)
+        if target.key not in stored:
+            quantized = quantize_weight(target.weight, 1 if per_channel else None, qmax)
+            base = node.inputs[1].name or f"{target.name}_weight"
+            stored[target.key] = (writer.initializer(f"{base}_quantized", quantized.values),
+                                   writer.initializer(f"{base}_zero_point", quantized.zero_point),
+                                   writer.initializer(f"{base}_scale", quantized.scale))
+        w_q, w_zero, w_scale = stored[target.key]
 
         def value(suffix: str, dtype: ir.DataType | None = ir.DataType.FLOAT) -> ir.Value:
             return ir.Value(name=writer.names.fresh(f"{target.name}_{suffix}"), type=ir.TensorType(dtype))
@@ -133,12 +145,13 @@ def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qma
             ir.node("Cast", [product], {"to": ir.DataType.FLOAT}, outputs=[product_float], name=f"{target.name}_Cast"),
             ir.node("Mul", [x_scale, w_scale], outputs=[scale], name=f"{target.name}_scale"),
         ]
-        bias = constant_array(node.inputs[2]) if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None else None
-        if bias is None:
+        bias_value = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else None
+        if bias_value is None:
             new_nodes.append(ir.node("Mul", [product_float, scale], outputs=[result], name=f"{target.name}_dequantize"))
         else:
+            # find_targets let in only a bias broadcasting as a row: the Add reads it as it is,
+            # shared by every Gemm that read it.
             scaled = value("scaled")
-            bias_value = writer.initializer(f"{target.name}_bias", bias.reshape(-1).astype(np.float32))
             new_nodes += [ir.node("Mul", [product_float, scale], outputs=[scaled], name=f"{target.name}_dequantize"),
                           ir.node("Add", [scaled, bias_value], outputs=[result], name=f"{target.name}_bias")]
         for new in new_nodes:
@@ -155,23 +168,32 @@ def apply_weight_only(model: ir.Model, targets: list[Target], bits: int, block_s
     """Weights of ``targets`` as integers read through a DequantizeLinear; returns how many."""
     index = GraphIndex(model)
     writer = QDQWriter(model)
+    quantized_weights: dict[tuple[int, bool], QuantizedTensor] = {}
     for target in targets:
         node = index.nodes[target.index]
         old = node.inputs[1]
-        if block_size:
-            quantized = quantize_blockwise(target.weight, block_size, bits)
-            if bits == 4:
-                quantized = dataclasses.replace(quantized, values=quantized.values.astype(ml_dtypes.int4),
-                                                zero_point=quantized.zero_point.astype(ml_dtypes.int4))
-        else:
-            quantized = quantize_weight(target.weight, 1, 2 ** (bits - 1) - 1)
-        weight = writer.dequantized(old.name or f"{target.name}_weight", quantized, node)
+        if target.key not in quantized_weights:
+            quantized_weights[target.key] = quantize_matrix(target.weight, bits, block_size)
+        weight = writer.dequantized(old.name or f"{target.name}_weight", quantized_weights[target.key], node,
+                                    key=target.key)
         if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
             # The [K, N] weight now feeds Gemm as is.
             node.attributes["transB"] = ir.AttrInt64("transB", 0)
         node.replace_input_with(1, weight)
         writer.drop_unused_initializer(old)
     return len(targets)
+
+
+def quantize_matrix(weight: np.ndarray, bits: int, block_size: int | None) -> QuantizedTensor:
+    """A [K, N] weight as weight-only stores it: blocks of ``block_size`` rows (int4 for 4 bits),
+    else int8 per output column."""
+    if not block_size:
+        return quantize_weight(weight, 1, 2 ** (bits - 1) - 1)
+    quantized = quantize_blockwise(weight, block_size, bits)
+    if bits == 4:
+        quantized = dataclasses.replace(quantized, values=quantized.values.astype(ml_dtypes.int4),
+                                        zero_point=quantized.zero_point.astype(ml_dtypes.int4))
+    return quantized
 
 
 def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: dict) -> bool:

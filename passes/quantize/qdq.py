@@ -5,13 +5,17 @@ QDQ format as backends expect it: each quantized tensor gets one QuantizeLinear 
 producer, and each node reading it gets its own DequantizeLinear right before it (ORT's node-unit
 selectors look for a DQ per consumer); a graph output keeps its name on a final DQ. Weights
 become int8 initializers read through a DequantizeLinear with the per-channel axis; biases
-int32 initializers with scale ``s_x * s_w``. New values and nodes are named after the tensors
-they quantize, made unique, so the same plan always writes the same graph.
+int32 initializers with scale ``s_x * s_w``. A weight read by several quantized nodes (an
+unrolled recurrent cell's Gemms) is stored once per distinct need (channel axis) and read
+through a DequantizeLinear per node; its channel scales are the largest any reader's int32 bias
+needs. New values and nodes are named after the tensors they quantize, made unique, so the same
+plan always writes the same graph.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Hashable
 
 import numpy as np
 import onnx_ir as ir
@@ -48,6 +52,7 @@ class QDQWriter:
         self.graph = model.graph
         self.names = ValueNames(model)
         self._params: dict[tuple, tuple[ir.Value, ir.Value]] = {}
+        self._stored: dict[Hashable, tuple[ir.Value, ir.Value, ir.Value]] = {}
 
     def initializer(self, base: str, array: np.ndarray) -> ir.Value:
         name = self.names.fresh(base)
@@ -100,11 +105,18 @@ class QDQWriter:
                 if output is value:
                     outputs[position] = carrier
 
-    def dequantized(self, base: str, tensor: QuantizedTensor, before: ir.Node) -> ir.Value:
-        """An initializer of ``tensor``'s integers read through a DequantizeLinear before ``before``."""
-        values = self.initializer(f"{base}_quantized", tensor.values)
-        scale = self.initializer(f"{base}_scale", tensor.scale)
-        zero = self.initializer(f"{base}_zero_point", tensor.zero_point)
+    def dequantized(self, base: str, tensor: QuantizedTensor, before: ir.Node, *, key: Hashable | None = None) -> ir.Value:
+        """An initializer of ``tensor``'s integers read through a DequantizeLinear before ``before``.
+
+        Calls with the same ``key`` (a weight read by several nodes, quantized the same way) share
+        the first call's initializers; each still gets its own DequantizeLinear."""
+        stored = self._stored.get(key) if key is not None else None
+        if stored is None:
+            stored = (self.initializer(f"{base}_quantized", tensor.values), self.initializer(f"{base}_scale", tensor.scale),
+                      self.initializer(f"{base}_zero_point", tensor.zero_point))
+            if key is not None:
+                self._stored[key] = stored
+        values, scale, zero = stored
         attributes: dict = {}
         if tensor.axis is not None:
             attributes["axis"] = tensor.axis
@@ -134,12 +146,14 @@ def apply_plan(model: ir.Model, plan: Plan, params: dict[str, QParams], profile:
     tensor_values = {name: index.values[name] for name in plan.tensors}
     activations = {u.activation: index.nodes[u.activation] for u in plan.units if u.activation is not None}
 
+    uses = []
     for unit in plan.compute_units():
-        node = index.nodes[unit.index]
         input_params = params[plan.group[unit.inputs[0]]] if unit.inputs and unit.inputs[0] in plan.group else None
         bias_add = index.nodes[unit.bias_add] if unit.bias_add is not None else None
-        _quantize_weights(writer, node, unit, input_params, profile, (biases or {}).get(unit.index), bias_add)
-        applied.quantized_weights += 1
+        uses.append(_weight_use(index.nodes[unit.index], unit, input_params, profile, (biases or {}).get(unit.index),
+                                bias_add))
+    _quantize_weights(writer, uses, profile)
+    applied.quantized_weights += len(uses)
 
     for name in plan.tensors:
         root = plan.group[name]
@@ -177,13 +191,34 @@ def _clip_bounds(node: ir.Node) -> tuple[float, float] | None:
     return bounds[0], bounds[1]
 
 
-def _quantize_weights(writer: QDQWriter, node: ir.Node, unit: Unit, input_params: QParams | None,
-                      profile: TargetProfile, new_bias: np.ndarray | None, bias_add: ir.Node | None) -> None:
-    """Weights of ``node`` through a DQ; its bias (input 2, or the constant input of an absorbed bias
-    Add) int32 at scale ``s_x * s_w`` where the profile wants it, else float (``new_bias`` if given)."""
-    weight_value = node.inputs[1]
-    weight = constant_array(weight_value)
-    assert weight is not None
+@dataclasses.dataclass
+class _WeightUse:
+    """One quantized node's weight and bias: what it needs quantized, and where its bias lives
+    (input 2, or the constant input of an absorbed bias Add)."""
+
+    node: ir.Node
+    name: str
+    weight_value: ir.Value
+    axis: int | None
+    holder: ir.Node
+    slot: int
+    bias_value: ir.Value | None
+    bias: np.ndarray | None
+    corrected: bool
+    input_params: QParams | None
+    int32_bias: bool
+
+    @property
+    def key(self) -> tuple[int, int | None]:
+        """Readers of one weight with the same channel axis share its quantized initializer."""
+        return id(self.weight_value), self.axis
+
+    def min_scale(self) -> np.ndarray | None:
+        return bias_safe_scale(self.bias, self.input_params.scale, self.axis) if self.int32_bias else None
+
+
+def _weight_use(node: ir.Node, unit: Unit, input_params: QParams | None, profile: TargetProfile,
+                new_bias: np.ndarray | None, bias_add: ir.Node | None) -> _WeightUse:
     holder, slot = node, 2
     if bias_add is not None:
         holder, slot = bias_add, 0 if constant_array(bias_add.inputs[0]) is not None else 1
@@ -191,19 +226,40 @@ def _quantize_weights(writer: QDQWriter, node: ir.Node, unit: Unit, input_params
     bias = new_bias if new_bias is not None else (constant_array(bias_value) if bias_value is not None else None)
     if bias is not None and bias.ndim != 1:
         bias = bias.reshape(-1)
-    axis = weight_axis(node, weight) if profile.per_channel else None
-    quantize_int32_bias = profile.int32_bias and bias is not None and input_params is not None
-    min_scale = bias_safe_scale(bias, input_params.scale, axis) if quantize_int32_bias else None
-    quantized = quantize_weight(weight, axis, profile.weight_qmax, min_scale)
-    base = weight_value.name or f"{unit.name}_weight"
-    node.replace_input_with(1, writer.dequantized(base, quantized, node))
-    writer.drop_unused_initializer(weight_value)
+    weight_value = node.inputs[1]
+    axis = weight_axis(node, constant_array(weight_value)) if profile.per_channel else None
+    return _WeightUse(node, unit.name, weight_value, axis, holder, slot, bias_value, bias, new_bias is not None,
+                      input_params, profile.int32_bias and bias is not None and input_params is not None)
+
+
+def _quantize_weights(writer: QDQWriter, uses: list[_WeightUse], profile: TargetProfile) -> None:
+    """Each node's weight through a DQ of one int8 initializer per (weight, axis), with channel
+    scales large enough for every reader's int32 bias; each bias int32 at scale ``s_x * s_w`` where
+    the profile wants it, else float (the corrected bias if given)."""
+    groups: dict[tuple, list[_WeightUse]] = {}
+    for use in uses:
+        groups.setdefault(use.key, []).append(use)
+    for key, group in groups.items():
+        needs = [s for s in (use.min_scale() for use in group) if s is not None]
+        min_scale = np.maximum.reduce(needs) if needs else None
+        first = group[0]
+        quantized = quantize_weight(constant_array(first.weight_value), first.axis, profile.weight_qmax, min_scale)
+        base = first.weight_value.name or f"{first.name}_weight"
+        for use in group:
+            use.node.replace_input_with(1, writer.dequantized(base, quantized, use.node, key=key))
+            _write_bias(writer, use, quantized)
+    for use in uses:
+        writer.drop_unused_initializer(use.weight_value)
+
+
+def _write_bias(writer: QDQWriter, use: _WeightUse, weight: QuantizedTensor) -> None:
+    bias, bias_value, holder, slot = use.bias, use.bias_value, use.holder, use.slot
     if bias is None:
         return
-    bias_base = bias_value.name if bias_value is not None and bias_value.name else f"{unit.name}_bias"
-    if quantize_int32_bias:
-        replacement = writer.dequantized(bias_base, quantize_bias(bias, input_params.scale, quantized.scale), holder)
-    elif new_bias is not None or bias_value is None or bias_value.shape is None or len(bias_value.shape) != 1:
+    bias_base = bias_value.name if bias_value is not None and bias_value.name else f"{use.name}_bias"
+    if use.int32_bias:
+        replacement = writer.dequantized(bias_base, quantize_bias(bias, use.input_params.scale, weight.scale), holder)
+    elif use.corrected or bias_value is None or bias_value.shape is None or len(bias_value.shape) != 1:
         replacement = writer.initializer(f"{bias_base}_corrected", bias.astype(np.float32))
     else:
         return
