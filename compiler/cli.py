@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import textwrap
@@ -373,9 +374,24 @@ def _write_json_atomically(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+class _WarningLine(logging.Handler):
+    """onnxc's own warnings as ``onnxc: warning: ...`` lines on the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"onnxc: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_onnxc_warnings() -> None:
+    logger = logging.getLogger("onnxc")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        handler = _WarningLine(logging.WARNING)
+        logger.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    _show_onnxc_warnings()
     try:
         return args.handler(args)
     except OnnxcError as error:

@@ -132,10 +132,7 @@ class PassManager:
         better on real data, and at the shapes the model really runs at, than on generated inputs."""
         if self.context.calibration_data is None:
             return []
-        from onnxc.calibration import open_calibration_data
-
-        return list(open_calibration_data(self.context.calibration_data, model, limit=VERIFICATION_FEEDS,
-                                          seed=self.context.seed))
+        return list(self.context.calibration(model, VERIFICATION_FEEDS))
 
     def _run_step(self, model: ir.Model, step: Step, bar) -> bool:
         if isinstance(step, Group):

@@ -44,8 +44,8 @@ import logging
 import math
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -229,13 +229,17 @@ def open_calibration_data(
     seed: int = 0,
     preprocess: ImagePreprocess | Mapping[str, Any] | Callable[[Feeds], Feeds] | None = None,
     batch_size: int | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    warn_random: bool = True,
 ) -> CalibrationData:
     """Calibration feeds for ``model`` from ``spec``; see the module docstring.
 
     ``preprocess``: for an image folder, an :class:`ImagePreprocess` or its dict form; for any
     other source, a function applied to each feed before it is checked. ``batch_size``: samples
     per feed when a source holds many samples and the model's batch dim is symbolic (default 1).
-    A :class:`CalibrationData` given as ``spec`` is returned as it is.
+    ``input_shapes`` (``--shape``) fill symbolic dims: the size images are resized to, the shapes
+    of random feeds. ``warn_random``: log that random data is used (a caller opening the same data
+    again passes False). A :class:`CalibrationData` given as ``spec`` is returned as it is.
     """
     if isinstance(spec, CalibrationData):
         return spec
@@ -255,13 +259,13 @@ def open_calibration_data(
     if spec is None or (isinstance(spec, str) and spec == "random"):
         if image_preprocess is not None:
             raise OnnxcError("image preprocessing was given but there is no image folder to read")
-        return _random_source(model, allow_random, limit, seed, batch_size or 1, conformer)
+        return _random_source(model, allow_random, limit, seed, batch_size or 1, conformer, input_shapes, warn_random)
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if path.exists():
             if image_preprocess is not None and not (path.is_dir() and _image_files(path)):
                 raise OnnxcError(f"{path}: image preprocessing was given but this is not a folder of images")
-            return _path_source(path, model, batch_size, image_preprocess, common)
+            return _path_source(path, model, batch_size, image_preprocess, common, input_shapes or {})
         if isinstance(spec, str) and ":" in spec:
             return _callable_source(_load_callable(spec), spec, common)
         raise OnnxcError(f"calibration data not found: {path}")
@@ -420,16 +424,16 @@ def _import_module(name: str, spec: str) -> Any:
 
 
 def _random_source(model: ir.Model, allow: bool, limit: int | None, seed: int, batch: int,
-                   conformer: _Conformer) -> CalibrationData:
+                   conformer: _Conformer, input_shapes: Mapping[str, Sequence[int]] | None, warn: bool) -> CalibrationData:
     if not allow:
         raise OnnxcError("no calibration data: give --calib-data PATH (a folder of .npz feeds, images, ...) "
                          "or allow random data with --calib-random")
     count = limit or DEFAULT_RANDOM_FEEDS
-    shapes = resolve_input_shapes(model, batch=batch)
-    message = (f"calibrating on {count} random feeds (seed {seed}): thresholds from random data rarely suit real "
-               "inputs; give real calibration data")
-    warnings.warn(message, UserWarning, stacklevel=3)
-    logger.warning(message)
+    shapes = resolve_input_shapes(model, {k: list(v) for k, v in (input_shapes or {}).items()}, batch=batch)
+    if warn:
+        # A log line, not a Python warning (which would also print its source line).
+        logger.warning(f"calibrating on {count} random feeds (seed {seed}): thresholds from random data rarely suit "
+                       "real inputs; give real calibration data")
     description = f"{count} random feeds"
     return CalibrationData(
         lambda: ((_label(i, description), random_feeds(model, shapes, seed=seed + i)) for i in range(count)),
@@ -453,7 +457,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _path_source(path: Path, model: ir.Model, batch_size: int | None, image_preprocess: ImagePreprocess | None,
-                 common: dict) -> CalibrationData:
+                 common: dict, input_shapes: Mapping[str, Sequence[int]]) -> CalibrationData:
     inputs = [spec for spec in model_inputs(model) if spec.required]
     if path.is_dir():
         npz = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".npz")
@@ -471,7 +475,8 @@ def _path_source(path: Path, model: ir.Model, batch_size: int | None, image_prep
                 description=f"{path} ({len(npy)} .npy files)", fingerprint=f"npy-folder:{_file_stamp(npy)}",
                 length=len(npy), **common)
         if images:
-            return _image_folder(path, images, inputs, image_preprocess or ImagePreprocess(), batch_size, common)
+            return _image_folder(path, images, inputs, image_preprocess or ImagePreprocess(), batch_size, common,
+                                 input_shapes)
         raise OnnxcError(f"{path}: no calibration files (.npz, .npy or {', '.join(IMAGE_SUFFIXES)}) in this folder")
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -632,9 +637,9 @@ def _require_pillow() -> Any:
 
 
 def _image_folder(folder: Path, files: list[Path], inputs: Sequence[InputSpec], pre: ImagePreprocess,
-                  batch_size: int | None, common: dict) -> CalibrationData:
+                  batch_size: int | None, common: dict, input_shapes: Mapping[str, Sequence[int]]) -> CalibrationData:
     image_lib = _require_pillow()
-    spec = _single_input(inputs, folder, "a folder of images")
+    spec = _with_given_dims(_single_input(inputs, folder, "a folder of images"), input_shapes, folder)
     if spec.shape is None or len(spec.shape) != 4:
         raise OnnxcError(f"{folder}: images need a rank-4 image input; {spec.name!r} is "
                          f"{'of unknown shape' if spec.shape is None else _shape_text(spec.shape)}")
@@ -645,7 +650,7 @@ def _image_folder(folder: Path, files: list[Path], inputs: Sequence[InputSpec], 
     if height is None or width is None:
         if not isinstance(pre.resize, tuple):
             raise OnnxcError(f"{folder}: input {spec.name!r} has a symbolic height or width; give preprocess "
-                             "resize = [height, width]")
+                             f"resize = [height, width] or --shape {spec.name}=1x3xHxW")
         height, width = pre.resize
     color = "GRAY" if channels == 1 else pre.color.upper()
     if color == "GRAY" and channels != 1:
@@ -685,6 +690,22 @@ def _image_folder(folder: Path, files: list[Path], inputs: Sequence[InputSpec], 
 
     return CalibrationData(items, description=f"{folder} ({len(files)} images)",
                            fingerprint=f"images:{_file_stamp(files)}:{pre!r}", length=count, **common)
+
+
+def _with_given_dims(spec: InputSpec, input_shapes: Mapping[str, Sequence[int]], folder: Path) -> InputSpec:
+    """``spec`` with its symbolic dims taken from the user's ``--shape`` for that input."""
+    given = input_shapes.get(spec.name)
+    if given is None:
+        return spec
+    if spec.shape is not None and len(given) != len(spec.shape):
+        raise OnnxcError(f"{folder}: --shape {spec.name} has rank {len(given)} but the model takes "
+                         f"{_shape_text(spec.shape)}")
+    for axis, (have, fixed) in enumerate(zip(given, spec.shape or given)):
+        if fixed is not None and have != fixed:
+            raise OnnxcError(f"{folder}: --shape {spec.name} gives {have} on axis {axis} where the model fixes {fixed}")
+    # The batch stays as the model declares it: it says how images are grouped into feeds.
+    shape = tuple(int(d) for d in given)
+    return dataclasses.replace(spec, shape=(spec.shape[0] if spec.shape else shape[0],) + shape[1:])
 
 
 def _guess_layout(shape: tuple[int | None, ...], folder: Path) -> str:

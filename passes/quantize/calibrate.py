@@ -23,10 +23,7 @@ BINS = 2048
 def open_data(model: ir.Model, context: Context, limit: int | None):
     """The Context's calibration data for ``model``; an OnnxcError saying to pass ``--calib-data``
     (or ``--calib-random``) when there is none."""
-    from onnxc.calibration import open_calibration_data
-
-    return open_calibration_data(context.calibration_data, model, allow_random=context.calibration_allow_random,
-                                 limit=limit, seed=context.seed)
+    return context.calibration(model, limit)
 
 
 def statistics(model: ir.Model, tensors: Sequence[str], data, context: Context) -> dict:

@@ -1,6 +1,7 @@
 """Static quantization, onnxruntime profile: placement, parameters, ORT fusion, numbers, errors."""
 from __future__ import annotations
 
+import logging
 
 import numpy as np
 import onnx
@@ -137,11 +138,13 @@ def test_no_calibration_data_is_a_clear_error(cnn):
         quantized(cnn, data=None)
 
 
-def test_random_calibration_only_when_allowed(cnn):
+def test_random_calibration_only_when_allowed(cnn, caplog):
     context = Context(calibration_allow_random=True)
-    with pytest.warns(UserWarning, match="random"):
+    with caplog.at_level(logging.WARNING, logger="onnxc.calibration.data"):
         model, _ = quantized(cnn, context=context)
     assert op_count(model, "QuantizeLinear") == 8
+    # Calibration, bias correction and the guard each open the data: the warning is said once.
+    assert caplog.text.count("random feeds") == 1
 
 
 def test_bad_options_are_pipeline_errors(cnn):
