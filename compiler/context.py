@@ -32,6 +32,8 @@ class Context:
         statistics: calibration statistics computed so far, keyed by tensor name.
         progress: whether long work shows progress bars (None: only on a terminal).
         seed: seed for anything random (generated inputs), so runs are reproducible.
+        check_speed: when a pass promises speed, time the result against the input and keep
+            the input where it is faster (:mod:`onnxc.speed`).
     """
 
     target: str = "onnxruntime"
@@ -44,6 +46,7 @@ class Context:
     statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool | None = False
     seed: int = 0
+    check_speed: bool = True
     _warned_random: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     def calibration(self, model: ir.Model, limit: int | None = None) -> CalibrationData:

@@ -9,6 +9,7 @@ from typing import Union
 
 import onnx_ir as ir
 
+from onnxc import speed
 from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassFailedError
 from onnxc.inputs import random_feeds, resolve_input_shapes
@@ -62,6 +63,7 @@ class CompileReport:
     total_time_s: float
     iterations: dict[str, int]
     error_vs_original: dict | None = None
+    speed_check: dict | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,14 +120,39 @@ class PassManager:
                     f"{error} (on generated verification inputs: give concrete shapes with --shape NAME=DIMS "
                     "or real inputs)"
                 ) from None
+        claims = [p.describe() for p in _passes(self.steps) if p.claims_speed()]
+        original = speed.snapshot(model) if claims and self.context.check_speed else None
         with progress_bar(total=_count_steps(self.steps), desc="passes", enabled=self.context.progress) as bar:
             for step in self.steps:
                 self._run_step(model, step, bar)
+        speed_check = None
+        if claims and self.context.check_speed:
+            speed_check = self._keep_faster(model, original, claims)
         error = None
         if self.verify:
+            if speed_check and speed_check["kept"] == "input":
+                self._previous_outputs = self._original_outputs
             error = compare_outputs(self._original_outputs, self._previous_outputs).as_dict()
         records = [self._records[key] for key in self._order]
-        return CompileReport(records, before, self._stats, time.perf_counter() - start, self._iterations, error)
+        return CompileReport(records, before, self._stats, time.perf_counter() - start, self._iterations, error,
+                             speed_check)
+
+    def _keep_faster(self, model: ir.Model, original: speed.Snapshot | None, claims: list[str]) -> dict:
+        """Time the compiled model against the input for the passes that promised speed."""
+        if original is None:
+            return {"claimed_by": claims, "kept": "output", "reason": "not timed: the model is too large to keep a copy"}
+        if not self._modifications:
+            return {"claimed_by": claims, "kept": "output", "reason": "unchanged"}
+        feed = self._feeds[0] if self._feeds else self._timing_feed(model)
+        result = {"claimed_by": claims, **speed.keep_faster(model, original, feed, self.context.target)}
+        if result["kept"] == "input":
+            self._stats = self._count(model)
+        return result
+
+    def _timing_feed(self, model: ir.Model) -> dict:
+        given = self._calibration_feeds(model)[:1]
+        return given[0] if given else random_feeds(model, resolve_input_shapes(model, self.context.input_shapes),
+                                                   seed=self.context.seed)
 
     def _calibration_feeds(self, model: ir.Model) -> list:
         """The first calibration feeds when the Context has real ones: a lossy pass is judged
@@ -227,6 +254,10 @@ class _StatsCounter:
                 nbytes += entry[2]
         self._sizes = sizes
         return {"nodes": nodes, "params": params, "weight_bytes": nbytes}
+
+
+def _passes(steps: Sequence[Step]) -> list[Pass]:
+    return [p for s in steps for p in (_passes(s.passes) if isinstance(s, Group) else [s])]
 
 
 def _count_steps(steps: Sequence[Step]) -> int:

@@ -75,6 +75,11 @@ class Pass(InPlacePass):
         """What the last run decided, for the report (e.g. layers kept in float); JSON-able."""
         return {}
 
+    def claims_speed(self) -> bool:
+        """True when this pass, as configured, promises a model that is never slower: the
+        PassManager then times the compiled model against the input and keeps the faster."""
+        return False
+
     def call(self, model: ir.Model) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
 

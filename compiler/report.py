@@ -36,10 +36,21 @@ def format_compile_report(report: CompileReport) -> str:
     for record in report.passes:
         for key, value in record.details.items():
             lines.append(f"{record.name}: {key}: {_brief(value)}")
+    if report.speed_check is not None:
+        lines.append(_speed_line(report.speed_check))
     if report.error_vs_original is not None:
         e = report.error_vs_original
         lines.append(f"vs original: max abs {e['max_abs']:.3g}, max rel {e['max_rel']:.3g}, cosine {e['min_cosine']:.6f}")
     return "\n".join(lines)
+
+
+def _speed_line(check: dict) -> str:
+    claimed = ", ".join(check["claimed_by"])
+    if "input_ms" not in check:
+        return f"speed: {check['reason']} (promised by {claimed})"
+    line = (f"speed: input {check['input_ms']:.3g} ms, compiled {check['output_ms']:.3g} ms on ORT CPU "
+            f"({check['speedup']:.2f}x, promised by {claimed})")
+    return line + (f"; {check['reason']}" if check["kept"] == "input" else "")
 
 
 def _brief(value, limit: int = 8) -> str:

@@ -123,6 +123,10 @@ class Quantize(Pass):
         """What the last run decided: target, regions kept or left float, units, layers kept float."""
         return dict(self._details)
 
+    def claims_speed(self) -> bool:
+        """never_slower and measure promise a model no slower than its input (checked by the PassManager)."""
+        return self.never_slower or self.measure
+
     def profile(self) -> TargetProfile:
         """The target profile with this pass's overrides applied."""
         profile = get_profile(self.target or self.context.target)
