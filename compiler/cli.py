@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--external-data", choices=["auto", "always", "never"], default="auto",
                    help="write weights to a side file: auto = when over 1.8 GB or the input had one")
     p.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs")
+    p.add_argument("--no-speed-check", action="store_true",
+                   help="do not time the result against the input when a pass promises speed (quantize's never_slower); "
+                        "by default the input comes back when the compiled model is more than 5%% slower on the target")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(handler=_cmd_compile)
 
@@ -182,7 +185,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from onnxc.report import format_compile_report
 
     _load_plugins(args)
-    context = Context(progress=False if args.no_progress else None, seed=args.seed)
+    context = Context(progress=False if args.no_progress else None, seed=args.seed, check_speed=not args.no_speed_check)
     context.input_shapes = parse_shape_overrides(args.shape)
     verify = args.verify
     if args.recipe:
