@@ -124,8 +124,9 @@ class Quantize(Pass):
         return dict(self._details)
 
     def claims_speed(self) -> bool:
-        """never_slower and measure promise a model no slower than its input (checked by the PassManager)."""
-        return self.never_slower or self.measure
+        """never_slower and measure promise a model no slower than its input (checked by the PassManager);
+        weight-only is about size (slower on small matrices), so only its ``measure`` does."""
+        return self.measure or (self.never_slower and self.mode != "weight-only")
 
     def profile(self) -> TargetProfile:
         """The target profile with this pass's overrides applied."""

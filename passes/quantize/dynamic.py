@@ -15,8 +15,13 @@ slower than ORT's float convolutions).
 ``mode=weight-only``: weights stored as integers and read through a DequantizeLinear, activations
 float: ``bits=8`` per output column (opset >= 13), or blocks of ``block_size`` rows along K with
 their own scales (opset 21; ``bits=4`` always uses blocks). ORT turns ``DQ -> MatMul`` into
-MatMulNBits. It is about size: on small matrices it runs slower than float (see the benchmark),
-so use ``measure=true`` to keep it only where it is not slower.
+MatMulNBits. Embedding tables (Gather from a constant [V, H] table) are quantized along their rows
+and dequantized after the lookup (:mod:`~onnxc.passes.quantize.tables`). It is about size: on
+small matrices it runs slower than float (see the benchmark), so use ``measure=true`` to keep it
+only where it is not slower.
+
+A weight read by several nodes is quantized and stored once per layout. When nothing is
+quantized, ``details["reason"]`` says why.
 
 Never slower (dynamic): a MatMul is converted only when its multiply-accumulates are at least
 the profile's ``min_region_macs`` and ``min_macs_per_boundary_element`` times its input's
@@ -33,10 +38,11 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.irutil import constant_array
-from onnxc.passes.quantize.placement import GraphIndex
+from onnxc.passes.quantize.placement import GraphIndex, overridable_reason, weights_as_inputs
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import QDQWriter
 from onnxc.passes.quantize.regions import Shapes
+from onnxc.passes.quantize.tables import apply_tables, find_tables
 from onnxc.passes.quantize.weights import QuantizedTensor, quantize_blockwise, quantize_weight
 
 logger = logging.getLogger(__name__)
@@ -104,9 +110,11 @@ def input_elements(model: ir.Model, target: Target, shapes: Shapes) -> int | Non
     return None if shape is None else math.prod(shape)
 
 
-def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qmax: int) -> int:
-    """Rewrite ``targets`` (positions in ``model``) into the dynamic integer pattern; returns how many."""
-    index = GraphIndex(model)
+def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qmax: int,
+                  index: GraphIndex | None = None) -> int:
+    """Rewrite ``targets`` (positions in ``model``, or in ``index`` taken from it) into the dynamic
+    integer pattern; returns how many."""
+    index = index or GraphIndex(model)
     writer = QDQWriter(model)
     shared: dict[int, tuple[ir.Value, ir.Value, ir.Value]] = {}
     stored: dict[tuple[int, bool], tuple[ir.Value, ir.Value, ir.Value]] = {}
@@ -164,9 +172,11 @@ def apply_dynamic(model: ir.Model, targets: list[Target], per_channel: bool, qma
     return len(targets)
 
 
-def apply_weight_only(model: ir.Model, targets: list[Target], bits: int, block_size: int | None) -> int:
-    """Weights of ``targets`` as integers read through a DequantizeLinear; returns how many."""
-    index = GraphIndex(model)
+def apply_weight_only(model: ir.Model, targets: list[Target], bits: int, block_size: int | None,
+                      index: GraphIndex | None = None) -> int:
+    """Weights of ``targets`` (positions in ``model``, or in ``index`` taken from it) as integers read
+    through a DequantizeLinear; returns how many."""
+    index = index or GraphIndex(model)
     writer = QDQWriter(model)
     quantized_weights: dict[tuple[int, bool], QuantizedTensor] = {}
     for target in targets:
@@ -211,22 +221,41 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
         model.ir_version = max(model.ir_version or 0, INT4_IR_VERSION)
     infer_shapes(model)
     shapes = concrete_shapes(model, options.context.input_shapes)
-    ops = frozenset(options.ops) if options.ops else frozenset({"MatMul", "Gemm"})
-    targets = find_targets(model, exclude=frozenset(options.exclude), ops=ops, macs=node_macs(GraphIndex(model), shapes))
+    weight_only = options.mode == "weight-only"
+    ops = frozenset(options.ops) if options.ops else frozenset({"MatMul", "Gemm", *(["Gather"] if weight_only else [])})
+    exclude = frozenset(options.exclude)
+    targets = find_targets(model, exclude=exclude, ops=ops, macs=node_macs(GraphIndex(model), shapes))
+    tables = find_tables(model, exclude=exclude) if weight_only and "Gather" in ops else []
+    overridable = weights_as_inputs(model, ops & {"MatMul", "Gemm"}) + (
+        weights_as_inputs(model, {"Gather"}, slot=0) if weight_only and "Gather" in ops else [])
+    if overridable:
+        details["weights_are_inputs"] = overridable
+    reason = None
+    if not targets and not tables:
+        reason = overridable_reason(len(overridable)) if overridable else (
+            f"no {'MatMul, Gemm or Gather' if 'Gather' in ops and weight_only else 'MatMul or Gemm'} reads a constant "
+            "2-D float weight (after ops and exclude)")
     if options.mode == "dynamic" and options.never_slower:
         small = [t for t in targets if not worth_it(t, input_elements(model, t, shapes), profile)]
         if small:
             details["float_small"] = [t.name for t in small]
             logger.info("quantize: %d MatMuls too small to gain from dynamic quantization stay float", len(small))
+            if len(small) == len(targets):
+                reason = (f"all {len(small)} MatMuls are too small to run faster with dynamic quantization on "
+                          f"{profile.name} (details['float_small']; never_slower=false quantizes them anyway)")
         targets = [t for t in targets if t not in small]
     details.update(bits=8 if options.mode == "dynamic" else options.bits, block_size=block_size)
 
-    def rewrite(target_model: ir.Model) -> int:
+    def rewrite(target_model: ir.Model) -> None:
+        # Positions are taken before either rewrite inserts nodes.
+        index = GraphIndex(target_model)
         if options.mode == "dynamic":
-            return apply_dynamic(target_model, targets, options.per_channel, profile.weight_qmax)
-        return apply_weight_only(target_model, targets, options.bits, block_size)
+            apply_dynamic(target_model, targets, options.per_channel, profile.weight_qmax, index)
+            return
+        apply_weight_only(target_model, targets, options.bits, block_size, index)
+        apply_tables(target_model, tables, options.bits, block_size, index)
 
-    if targets and options.measure:
+    if (targets or tables) and options.measure:
         from onnxc.passes.quantize.measure import ort_timer
 
         float_model = model.clone()
@@ -237,10 +266,16 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
         faster = times["int8"] < times["float"]
         details["measure"] = {"float_s": times["float"], "int8_s": times["int8"], "decision": "int8" if faster else "float"}
         if not faster:
-            targets = []
+            targets, tables = [], []
+            reason = (f"measured on ORT, the quantized model was not faster ({times['int8']:.3g} s against "
+                      f"{times['float']:.3g} s in float)")
     details["quantized"] = [t.name for t in targets]
-    details["quantized_units"] = len(targets)
-    if not targets:
+    if weight_only:
+        details["quantized_tables"] = [t.name for t in tables]
+    details["quantized_units"] = len(targets) + len(tables)
+    if not targets and not tables:
+        details["reason"] = reason
+        logger.info("quantize: nothing quantized: %s", reason)
         return False
     rewrite(model)
     return True

@@ -299,6 +299,39 @@ def plan_units(model: ir.Model, profile: TargetProfile, *, ops: Iterable[str] | 
     return _finish(index, profile, _grow(index, profile, units))
 
 
+def weights_as_inputs(model: ir.Model, ops: Iterable[str], slot: int = 1) -> list[str]:
+    """Names of the nodes of ``ops`` whose input ``slot`` (the weight) is an initializer that is also
+    a graph input, as IR < 4 exporters list every initializer: a caller may override it, so it is
+    no constant and nothing reading it can be quantized (``freeze-weights`` makes it one)."""
+    index = GraphIndex(model)
+    wanted = frozenset(ops)
+    found = []
+    for i, node in enumerate(index.nodes):
+        value = node.inputs[slot] if len(node.inputs) > slot else None
+        if (node.op_type in wanted and node.domain in DEFAULT_DOMAINS and value is not None
+                and value.is_graph_input() and value.is_initializer()):
+            found.append(index.name(i))
+    return found
+
+
+def overridable_reason(count: int) -> str:
+    return (f"{count} layers have weights that are graph inputs (overridable); run `freeze-weights` first: "
+            "--passes freeze-weights,default,quantize")
+
+
+def empty_plan_reason(model: ir.Model, plan: Plan, profile: TargetProfile, ops: Iterable[str] | None) -> str:
+    """Why ``plan`` (after region selection) quantizes nothing, for ``details["reason"]``."""
+    allowed = (frozenset(ops) if ops is not None else profile.ops) & profile.compute_ops
+    overridable = weights_as_inputs(model, allowed)
+    if overridable:
+        return overridable_reason(len(overridable))
+    if plan.regions and not any(r.kept for r in plan.regions):
+        return (f"no region is large enough to run faster in int8 on {profile.name} ({len(plan.regions)} left float, "
+                "see details['regions']; never_slower=false quantizes them anyway)")
+    return (f"no {', '.join(sorted(allowed))} with constant float weights that {profile.name} runs in int8 "
+            "(after ops and exclude)")
+
+
 def restrict(model: ir.Model, plan: Plan, profile: TargetProfile, keep: Iterable[int]) -> Plan:
     """The plan with only the units at positions ``keep``, regrown from its kept contractions: an
     int8 or data-movement unit that no longer touches them is dropped, as it would not have joined."""
