@@ -31,7 +31,8 @@ from onnxc.passes.quantize.candidates import Candidates
 from onnxc.passes.quantize.correction import channel_axis, channel_statistics, corrected_biases, smooth
 from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import QParams, ranges_compatible
-from onnxc.passes.quantize.placement import GraphIndex, Plan, output_head, plan_units, restrict
+from onnxc.passes.quantize.placement import (GraphIndex, Plan, empty_plan_reason, output_head, plan_units, restrict,
+                                            weights_as_inputs)
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
@@ -172,8 +173,11 @@ def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options
         if not region.kept:
             logger.info("quantize: region from %s (%d units) stays float: %s", region.units[0].name, len(region.units),
                         region.reason)
+    if overridable := weights_as_inputs(model, profile.compute_ops):
+        details["weights_are_inputs"] = overridable
     if plan.empty:
-        logger.info("quantize: nothing in this model is worth quantizing for %s; left float", profile.name)
+        details["reason"] = empty_plan_reason(model, plan, profile, options.ops or None)
+        logger.info("quantize: nothing quantized for %s: %s", profile.name, details["reason"])
         return None
     return plan
 
