@@ -9,8 +9,12 @@ Modes:
 * ``static`` (default): QuantizeLinear/DequantizeLinear pairs on activations with calibrated
   scales, int8 per-channel weights, int32 biases, placed by the target profile
   (:mod:`~onnxc.passes.quantize.profiles`) so that the backend runs integer kernels; regions too
-  small to be faster stay float. Options: accuracy guard (``max_error`` / ``min_cosine``),
-  ``measure``, ``bias_correction``, ``smoothquant``. See :mod:`~onnxc.passes.quantize.static`.
+  small to be faster stay float. The accuracy guard is on (``guard=false``: off): on calibration
+  feeds held apart, every float output must stay within ``max_rel_error`` (default 0.1: RMS error
+  at most 10% of the output's spread) or the bounds given (``max_error`` / ``min_cosine``); the
+  most sensitive layers stay float until it does, and the model stays float when nothing else
+  does. Also ``measure``, ``bias_correction``, ``smoothquant``. See
+  :mod:`~onnxc.passes.quantize.static` and :mod:`~onnxc.passes.quantize.sensitivity`.
 * ``dynamic`` and ``weight-only``: MatMul-heavy (transformer) models, no calibration data; see
   :mod:`~onnxc.passes.quantize.dynamic`.
 
@@ -79,6 +83,10 @@ class Quantize(Pass):
                                           "when it is at most 0.1% of the MACs")
     calib_samples: int | None = option(None, "use at most this many calibration feeds")
     never_slower: bool = option(True, "leave float what the profile estimates too small to be faster")
+    guard: bool = option(True, "accuracy guard (mode=static): keep the most sensitive layers float until every "
+                               "float output meets the bound on calibration feeds held apart; false: off")
+    max_rel_error: float | None = option(None, "accuracy guard: largest RMS output error over the output's standard "
+                                               "deviation (default 0.1 when no other bound is given)")
     max_error: float | None = option(None, "accuracy guard: largest absolute output error allowed")
     min_cosine: float | None = option(None, "accuracy guard: smallest output cosine to float allowed")
     measure: bool = option(False, "time candidates on ORT and keep per op type / region only what is faster")
@@ -110,6 +118,11 @@ class Quantize(Pass):
             raise bad(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
         if self.max_error is not None and self.max_error < 0:
             raise bad(f"max_error must be >= 0, got {self.max_error}")
+        if self.max_rel_error is not None and self.max_rel_error < 0:
+            raise bad(f"max_rel_error must be >= 0, got {self.max_rel_error}")
+        bounds = [name for name in ("max_rel_error", "max_error", "min_cosine") if getattr(self, name) is not None]
+        if not self.guard and bounds:
+            raise bad(f"guard=false turns the accuracy guard off, yet {', '.join(bounds)} was given")
         if not 0.0 <= self.smoothquant <= 1.0:
             raise bad(f"smoothquant (alpha) must be in [0, 1], got {self.smoothquant}")
         if self.bits not in (4, 8):
@@ -154,6 +167,7 @@ class Quantize(Pass):
 
     def _refuse_static_only_options(self, profile: TargetProfile) -> None:
         static_only = {"max_error": self.max_error is not None, "min_cosine": self.min_cosine is not None,
+                       "max_rel_error": self.max_rel_error is not None,
                        "bias_correction": self.bias_correction is True, "smoothquant": self.smoothquant > 0}
         used = [name for name, given in static_only.items() if given]
         if used:

@@ -12,6 +12,12 @@
 5. ``bias_correction``: per-channel input means give the biases' corrections.
 6. The accuracy guard (sensitivity analysis) and ``measure`` pick which units stay quantized;
    then the plan is written into the model.
+
+The guard is on by default: it judges candidates on feeds the calibration never saw
+(:func:`split_feeds`: the last quarter of the calibration data, 2 to 8 feeds, taken out of it
+before any statistics are collected; the Context's verification inputs instead when it has
+some). When only the float model meets the bound, the model is left as it came and
+``details["reason"]`` says why.
 """
 from __future__ import annotations
 
@@ -36,13 +42,18 @@ from onnxc.passes.quantize.placement import (GraphIndex, Plan, empty_plan_reason
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
-from onnxc.passes.quantize.sensitivity import Bound, guard
+from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, Bound, guard
 
 logger = logging.getLogger(__name__)
 
 MIN_QDQ_OPSET = 13
-# Feeds the accuracy guard and measure use when the Context has no verification inputs.
+# Feeds the accuracy guard and measure use when the Context has no verification inputs: at most
+# GUARD_FEEDS, a quarter of the calibration data, and at least MIN_GUARD_FEEDS. Data of fewer than
+# MIN_SPLIT feeds is not split (calibrating on 1-3 feeds would cost more than an unbiased guard
+# gains): the guard then runs on the calibration feeds themselves, and says so.
 GUARD_FEEDS = 8
+MIN_GUARD_FEEDS = 2
+MIN_SPLIT = 6
 # float_head: the head stays float only while it is at most this share of the model's MACs
 # (ResNet-50 0.05%, ViT-tiny 0.02%: no measurable cost).
 FLOAT_HEAD_MAX_SHARE = 0.001
@@ -95,27 +106,35 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
     if plan is None:
         details["quantized_units"] = 0
         return False
+    bound = guard_bound(options, context)
+    split = split_feeds(model, context, options.calib_samples) if bound.active else None
+    limit = split.calibration_limit if split is not None else options.calib_samples
     if options.smoothquant > 0:
         tensors = {u.inputs[0]: -1 for u in plan.compute_units() if u.op_type in ("MatMul", "Gemm") and u.inputs}
-        stats = channel_statistics(model, tensors, open_data(model, context, options.calib_samples))
+        stats = channel_statistics(model, tensors, open_data(model, context, limit))
         details["smoothed"] = smooth(model, plan, options.smoothquant, {k: v[1] for k, v in stats.items()})
         plan = make_plan(model, context, profile, options, details)
     calibrated = calibrate(model, context, profile, plan, method=options.method, percentile=options.percentile,
-                           calib_samples=options.calib_samples, details=details)
+                           calib_samples=limit, details=details)
     if options.bias_correction is not False:
         index = GraphIndex(model)
         axes = {u.inputs[0]: channel_axis(index.nodes[u.index]) for u in calibrated.plan.compute_units() if u.inputs}
-        stats = channel_statistics(model, axes, open_data(model, context, options.calib_samples))
+        stats = channel_statistics(model, axes, open_data(model, context, limit))
         calibrated.biases = corrected_biases(model, calibrated.plan, profile, {k: v[0] for k, v in stats.items()})
         details["bias_corrected"] = len(calibrated.biases)
 
     keep = None
-    bound = Bound(options.max_error, options.min_cosine)
     if bound.active or options.measure:
-        candidates = Candidates(model, calibrated, verification_feeds(model, context, options.calib_samples))
+        feeds = split.guard if split is not None else verification_feeds(model, context, options.calib_samples)
+        candidates = Candidates(model, calibrated, feeds)
         if bound.active:
             keep, details["guard"] = guard(candidates, calibrated.plan, bound, context.progress)
-        if options.measure:
+            details["guard"]["feeds"] = split.note
+            if not keep:
+                details["reason"] = (f"no layer can be quantized within the accuracy guard's bound "
+                                     f"({_describe(bound)} per output); the model is left float")
+                logger.warning("quantize: %s", details["reason"])
+        if options.measure and keep != set():
             everything = {u.index for u in calibrated.plan.units}
             keep, details["measure"] = choose(model, candidates, calibrated.plan, everything if keep is None else keep)
     if keep is not None and not keep:
@@ -129,6 +148,66 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
     logger.info("quantize: %d units, %d tensors quantized for %s", len(written), counts["quantized_tensors"],
                 profile.name)
     return True
+
+
+def guard_bound(options, context: Context) -> Bound:
+    """The accuracy guard's bound: the options given, else the default; inactive with ``guard=false``.
+
+    Thresholds calibrated on random data (``--calib-random``) are judged on random data too,
+    which real inputs may not resemble: the default bound is then relaxed to catch only a
+    model int8 wrecks, with one warning."""
+    if not options.guard:
+        return Bound()
+    rel_error = options.max_rel_error
+    if rel_error is None and options.max_error is None and options.min_cosine is None:
+        rel_error = DEFAULT_MAX_REL_ERROR
+        if context.calibration_data is None and context.calibration_allow_random and not context.verification_inputs:
+            rel_error = RANDOM_DATA_MAX_REL_ERROR
+            logger.warning("quantize: the accuracy guard runs on random data (--calib-random); its bound is relaxed "
+                           "from rel_error <= %g to <= %g per output: give --calib-data for a real check",
+                           DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR)
+    return Bound(options.max_error, options.min_cosine, rel_error)
+
+
+def _describe(bound: Bound) -> str:
+    names = {"max_error": "max_abs <= {}", "min_cosine": "cosine >= {}", "max_rel_error": "rel_error <= {}"}
+    return ", ".join(names[k].format(v) for k, v in bound.as_dict().items())
+
+
+@dataclasses.dataclass
+class Split:
+    """Which feeds calibrate and which judge: the first ``calibration_limit`` feeds of the data
+    (None: all of them) calibrate; ``guard`` are the feeds the guard runs on."""
+
+    calibration_limit: int | None
+    guard: list
+    note: str
+
+
+def split_feeds(model: ir.Model, context: Context, limit: int | None) -> Split:
+    """The guard's feeds, held apart from the calibration feeds; see the module docstring.
+
+    Calibration reads the first feeds of the data (``open_data`` with a smaller limit, so the
+    calibration cache's key names exactly the feeds used) and the guard the last ones: the same
+    data always splits the same way."""
+    if context.verification_inputs:
+        feeds = list(context.verification_inputs)
+        return Split(limit, feeds, f"the Context's {len(feeds)} verification inputs")
+    data = open_data(model, context, limit)
+    count = data.length
+    if count is None and data.reiterable:
+        count = sum(1 for _ in data)
+    if count is None:
+        feeds = list(itertools.islice(open_data(model, context, limit), GUARD_FEEDS))
+        return Split(limit, feeds, f"the first {len(feeds)} calibration feeds, not held apart: data of unknown "
+                                   "length that can be read once cannot be split")
+    if count < MIN_SPLIT:
+        return Split(limit, list(open_data(model, context, limit)),
+                     f"the {count} calibration feed(s) themselves, not held apart: fewer than {MIN_SPLIT}")
+    held = min(GUARD_FEEDS, max(MIN_GUARD_FEEDS, count // 4))
+    feeds = list(itertools.islice(open_data(model, context, limit), count - held, count))
+    return Split(count - held, feeds,
+                 f"the last {held} of {count} calibration feeds, held apart (calibration used the first {count - held})")
 
 
 def verification_feeds(model: ir.Model, context: Context, limit: int | None) -> list:
