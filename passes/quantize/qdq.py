@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Hashable
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -52,7 +53,7 @@ class QDQWriter:
         self.graph = model.graph
         self.names = ValueNames(model)
         self._params: dict[tuple, tuple[ir.Value, ir.Value]] = {}
-        self._stored: dict[Hashable, tuple[ir.Value, ir.Value, ir.Value]] = {}
+        self._stored: dict[Hashable, Any] = {}
 
     def initializer(self, base: str, array: np.ndarray) -> ir.Value:
         name = self.names.fresh(base)
@@ -113,7 +114,7 @@ class QDQWriter:
         stored = self._stored.get(key) if key is not None else None
         if stored is None:
             stored = (self.initializer(f"{base}_quantized", tensor.values), self.initializer(f"{base}_scale", tensor.scale),
-                      self.initializer(f"{base}_zero_point", tensor.zero_point))
+                      self._zero_point(base, tensor.zero_point))
             if key is not None:
                 self._stored[key] = stored
         values, scale, zero = stored
@@ -128,6 +129,16 @@ class QDQWriter:
                      name=self.names.fresh(f"{base}_DequantizeLinear"))
         before.graph.insert_before(before, dq)
         return out
+
+    def _zero_point(self, base: str, zero_point: np.ndarray) -> ir.Value:
+        """Symmetric zero points (all zero) are one initializer per dtype and shape: each int32
+        bias of an unrolled cell's 80 Gemms had its own [N] zeros."""
+        if zero_point.any():
+            return self.initializer(f"{base}_zero_point", zero_point)
+        key = ("zeros", zero_point.dtype.str, zero_point.shape)
+        if key not in self._stored:
+            self._stored[key] = self.initializer(f"{base}_zero_point", zero_point)
+        return self._stored[key]
 
     def drop_unused_initializer(self, value: ir.Value | None) -> None:
         if (value is not None and value.is_initializer() and not value.uses() and not value.is_graph_input()

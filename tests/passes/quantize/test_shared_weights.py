@@ -77,6 +77,12 @@ def test_a_weight_shared_by_twenty_contractions_is_stored_once(mode):
     big = [v for v in model.graph.initializers.values() if v.const_value.size >= HIDDEN * HIDDEN]
     assert len(big) == 2, [v.name for v in big]
     assert compare_models(float_model, model, CELL_FEEDS).min_cosine > TOLERANCE[mode]
+    if mode == "static":
+        # Each Gemm's int32 bias has its own scale (its input's times the weight's), but all
+        # share one [N] of zero points.
+        biases = [n for n in model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].dtype == ir.DataType.INT32]
+        assert len(biases) == STEPS and len({id(n.inputs[1]) for n in biases}) == STEPS
+        assert len({id(n.inputs[2]) for n in biases}) == 1
 
 
 @pytest.mark.parametrize("mode", ["static", "weight-only-8"])
