@@ -134,7 +134,8 @@ def guard(candidates: Candidates, plan: Plan, bound: Bound, progress: bool | Non
     if k == len(ranking):
         logger.info("quantize: accuracy guard: no layer can be quantized within %s", bound.as_dict())
         return set(), report
-    logger.info("quantize: accuracy guard keeps %d of %d layers float: %s", k, len(ranking), ", ".join(kept_float))
+    logger.info("quantize: accuracy guard keeps %d of %d layers float (each alone goes this far toward the bound): %s",
+                k, len(ranking), ", ".join(f"{u.name} {bound.excess(m):.3g}x" for u, m in ranking[:k]))
     return keep_without(k), report
 
 

@@ -194,13 +194,8 @@ def split_feeds(model: ir.Model, context: Context, limit: int | None) -> Split:
         feeds = list(context.verification_inputs)
         return Split(limit, feeds, f"the Context's {len(feeds)} verification inputs")
     data = open_data(model, context, limit)
-    count = data.length
-    if count is None and data.reiterable:
-        count = sum(1 for _ in data)
-    if count is None:
-        feeds = list(itertools.islice(open_data(model, context, limit), GUARD_FEEDS))
-        return Split(limit, feeds, f"the first {len(feeds)} calibration feeds, not held apart: data of unknown "
-                                   "length that can be read once cannot be split")
+    # A source that does not know its length ahead (a reader, a callable) is counted by reading it.
+    count = data.length if data.length is not None else sum(1 for _ in data)
     if count < MIN_SPLIT:
         return Split(limit, list(open_data(model, context, limit)),
                      f"the {count} calibration feed(s) themselves, not held apart: fewer than {MIN_SPLIT}")

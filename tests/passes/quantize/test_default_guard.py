@@ -87,6 +87,27 @@ def test_guard_off_calibrates_on_every_feed_and_judges_nothing(monkeypatch):
     assert "guard" not in report.passes[0].details
 
 
+class _Reader:
+    """An ONNX Runtime style CalibrationDataReader that can rewind but does not know its length."""
+
+    def __init__(self, feeds_: list[dict]):
+        self._feeds = feeds_
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._next = iter(self._feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._next, None)
+
+
+def test_data_of_unknown_length_is_counted_then_split(monkeypatch):
+    reads = _Reads(monkeypatch)
+    _, report = quantized(small_cnn(), SMALL, context=Context(calibration_data=_Reader(CALIB)))
+    assert report.passes[0].details["guard"]["feeds"].startswith("the last 2 of 8 calibration feeds, held apart")
+    assert reads.collected == set(range(6)) and reads.judged == {6, 7}
+
+
 @pytest.mark.parametrize("count", [1, 5])
 def test_few_feeds_are_not_split_and_the_report_says_so(monkeypatch, count):
     reads = _Reads(monkeypatch)
