@@ -13,7 +13,7 @@ from quantize_models import _weights, feeds, make_model, quantized, smooth_image
 
 from onnxc.context import Context
 from onnxc.verify import compare_models
-from testutil import checked, op_count, stored_bytes
+from testutil import checked, op_count, ort_fused_ops, stored_bytes
 
 HIDDEN = 64
 STEPS = 10
@@ -125,3 +125,16 @@ def test_a_conv_weight_shared_by_two_convs_is_stored_once():
     assert op_count(model, "Conv") == 3
     comparison = compare_models(float_model, model, feeds(smooth_images(4, seed=1)))
     assert comparison.min_cosine > 0.995, comparison.summary()
+
+
+@pytest.mark.parametrize("options", ["", ",bits=4,block_size=24"])  # 24: K=64 is not whole blocks
+def test_weight_only_reads_a_shared_weight_through_ops_ort_folds_at_load(options, tmp_path):
+    # A DequantizeLinear per reader of one initializer is neither fused into MatMulNBits nor folded
+    # by ORT: it ran on every inference, 30x slower than float on an unrolled LSTM.
+    float_model = unrolled_cell()
+    model, _ = quantized(float_model, f"quantize(mode=weight-only{options})")
+    checked(model)
+    assert op_count(model, "DequantizeLinear") == 0 and op_count(model, "Cast") == 2
+    ops = ort_fused_ops(model, tmp_path)
+    assert not {"Cast", "Mul", "Reshape", "Slice", "DequantizeLinear"} & set(ops), ops
+    assert compare_models(float_model, model, CELL_FEEDS).min_cosine > TOLERANCE["weight-only-4" if options else "weight-only-8"]
