@@ -326,7 +326,7 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
     details["quantized_units"] = len(targets) + len(tables)
     if not targets and not tables:
         details["reason"] = reason
-        logger.info("quantize: nothing quantized: %s", reason)
+        logger.warning("quantize: nothing quantized: %s", reason)
         return False
     rewrite(model)
     return True

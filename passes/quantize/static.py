@@ -251,7 +251,7 @@ def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options
         details["weights_are_inputs"] = overridable
     if plan.empty:
         details["reason"] = empty_plan_reason(model, plan, profile, options.ops or None)
-        logger.info("quantize: nothing quantized for %s: %s", profile.name, details["reason"])
+        logger.warning("quantize: nothing quantized for %s: %s", profile.name, details["reason"])
         return None
     return plan
 
