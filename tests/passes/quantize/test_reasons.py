@@ -108,3 +108,17 @@ def test_dynamic_says_every_matmul_is_too_small():
     _, report = quantized(mlp(16), "quantize(mode=dynamic)")
     assert report.passes[0].details["reason"].startswith(
         "all 2 MatMuls are too small to run faster with dynamic quantization on onnxruntime")
+
+
+def test_static_says_measure_found_int8_slower(monkeypatch):
+    from onnxc.passes.quantize import measure
+
+    def slower(feed):
+        return lambda models: {name: 1.0 if name == "float" else 2.0 for name in models}
+
+    monkeypatch.setattr(measure, "ort_timer", slower)
+    _, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,guard=false,measure=true)",
+                          data=feeds(smooth_images(8, seed=0)))
+    details = report.passes[0].details
+    assert details["quantized_units"] == 0 and details["measure"]["decision"] == "float"
+    assert details["reason"] == "measured on ORT, the quantized model was not faster (2 s against 1 s in float)"
