@@ -66,11 +66,19 @@ def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Va
         name=name,
         shape=ir.Shape(array.shape),
         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        # ``ir.tensor`` would first test the array against runtime Protocols, slowly.
-        const_value=ir.Tensor(array, name=name) if isinstance(array, np.ndarray) else ir.tensor(array, name=name),
+        const_value=array_tensor(array, name),
     )
     graph.register_initializer(value)
     return value
+
+
+def array_tensor(array: np.ndarray, name: str | None = None) -> ir.TensorProtocol:
+    """``array`` as an IR tensor, strings included (``ir.Tensor`` would hold them with no size)."""
+    if array.dtype.kind in "SUO":
+        encoded = [item.encode() if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
+        return ir.StringTensor(np.array(encoded, dtype=object).reshape(array.shape), name=name)
+    # ``ir.tensor`` would first test the array against runtime Protocols, slowly.
+    return ir.Tensor(array, name=name)
 
 
 def replace_with_initializer(graph: ir.Graph, output: ir.Value, tensor: ir.TensorProtocol) -> ir.Value:
@@ -83,6 +91,63 @@ def replace_with_initializer(graph: ir.Graph, output: ir.Value, tensor: ir.Tenso
     return initializer
 
 
+# Before this IR version every initializer had to be a graph input too (ONNX IR.md, "Graphs").
+FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
+
+
+def overridable_initializers(graph: ir.Graph) -> list[ir.Value]:
+    """The graph's initializers that are also its inputs: a feed may replace them, so no pass may
+    treat them as constants (``constant_tensor`` does not)."""
+    return [value for value in graph.inputs if value.is_initializer()]
+
+
+def list_initializers_as_inputs(model: ir.Model) -> tuple[list[str], int]:
+    """Make an IR < 4 model's initializers valid for its IR version again after passes added some.
+
+    Passes add initializers as constants; before IR 4 an initializer must also be a graph input.
+    The main graph's new ones are appended to its inputs, in initializer order, as exporters of
+    that era listed their weights (ONNX Runtime still treats initializers of an IR < 4 model as
+    constants). A subgraph's inputs are positional (Loop, Scan bodies) or absent (If branches),
+    so a subgraph's initializers become Constant nodes instead.
+
+    Returns the names of the inputs added and how many subgraph initializers became nodes;
+    nothing changes at IR 4 or later.
+    """
+    if model.ir_version >= FIRST_IR_WITHOUT_INITIALIZER_INPUTS:
+        return [], 0
+    graph = model.graph
+    added = []
+    for value in graph.initializers.values():
+        if value.is_graph_input():
+            continue
+        tensor = value.const_value
+        if value.type is None and tensor is not None:
+            value.type = ir.TensorType(tensor.dtype)
+        if value.shape is None and tensor is not None:
+            value.shape = ir.Shape(tensor.shape)
+        graph.inputs.append(value)
+        added.append(value.name or "")
+    turned = 0
+    for subgraph in all_graphs(model)[1:]:
+        constants = []
+        for value in list(subgraph.initializers.values()):
+            if value.is_graph_input():
+                continue
+            name = value.name
+            subgraph.initializers.pop(name)
+            value.name = None
+            output = ir.Value(name=name, type=value.type, shape=value.shape)
+            constants.append(ir.node("Constant", [], {"value": value.const_value}, outputs=[output]))
+            value.replace_all_uses_with(output, replace_graph_outputs=True)
+        first = next(iter(subgraph), None)
+        if first is None:
+            subgraph.extend(constants)
+        elif constants:
+            subgraph.insert_before(first, constants)
+        turned += len(constants)
+    return added, turned
+
+
 def unique_value_name(graph: ir.Graph, base_name: str) -> str:
     taken = graph.initializers
     if base_name not in taken:
@@ -93,12 +158,29 @@ def unique_value_name(graph: ir.Graph, base_name: str) -> str:
     return f"{base_name}_{index}"
 
 
+def use_count(value: ir.Value) -> int:
+    """How many node inputs read ``value`` (a node reading it twice counts twice), in constant time.
+
+    ``Value.uses()`` copies every use into a new tuple, so asking it once per reader of a value
+    read by n nodes (one constant shared by a whole chain) makes a pass O(n²): fold-affine took
+    minutes on a 100k-node chain. onnx_ir keeps the uses in a dict it does not expose; its size
+    is read directly, with ``uses()`` as the fallback should that dict ever go away.
+    """
+    uses = getattr(value, "_uses", None)
+    return len(uses) if isinstance(uses, dict) else len(value.uses())
+
+
 def single_consumer(value: ir.Value) -> ir.Node | None:
     """The one node that reads ``value`` when it is read once and is not a graph output."""
-    uses = value.uses()
-    if len(uses) != 1 or value.is_graph_output():
+    if value.is_graph_output() or use_count(value) != 1:
         return None
-    return uses[0].node
+    # Read once: copying its one use costs nothing.
+    return next(iter(value.uses())).node
+
+
+def read_only_by(value: ir.Value, node: ir.Node) -> bool:
+    """Whether ``node`` is the only reader of ``value`` (however many of its inputs read it)."""
+    return use_count(value) == sum(1 for item in node.inputs if item is value)
 
 
 def static_shape(value: ir.Value) -> tuple[int, ...] | None:

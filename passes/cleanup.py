@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import all_graphs, constant_tensor, replace_with_initializer, weightless_proto
+from onnxc.irutil import all_graphs, constant_tensor, replace_with_initializer, use_count, weightless_proto
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
 from onnxc.shapes import apply_inferred, infer_proto, shapes_complete
@@ -80,7 +80,7 @@ class RemoveUnused(Pass):
 
 
 def _is_live(node: ir.Node) -> bool:
-    return any(output.uses() or output.is_graph_output() for output in node.outputs)
+    return any(use_count(output) or output.is_graph_output() for output in node.outputs)
 
 
 def _remove_dead_nodes(model: ir.Model) -> int:
@@ -142,7 +142,7 @@ def _trim_optional_outputs(model: ir.Model) -> int:
             if len(node.outputs) < 2 or node.domain not in DEFAULT_DOMAINS or node.op_type in _OUTPUT_COUNT_MATTERS:
                 continue
             last = node.outputs[-1]
-            if last.uses() or last.is_graph_output():
+            if use_count(last) or last.is_graph_output():
                 continue
             if node.op_type not in schemas:
                 schemas[node.op_type] = _optional_outputs(node.op_type, opset)
@@ -152,7 +152,7 @@ def _trim_optional_outputs(model: ir.Model) -> int:
             keep = len(node.outputs)
             while keep > 1 and keep <= len(optional) and optional[keep - 1]:
                 output = node.outputs[keep - 1]
-                if output.uses() or output.is_graph_output():
+                if use_count(output) or output.is_graph_output():
                     break
                 keep -= 1
             if keep < len(node.outputs):
@@ -179,7 +179,7 @@ def _remove_unused_initializers(model: ir.Model) -> int:
     removed = 0
     for graph in all_graphs(model):
         for value in list(graph.initializers.values()):
-            if value.uses() or value.is_graph_input() or value.is_graph_output():
+            if use_count(value) or value.is_graph_input() or value.is_graph_output():
                 continue
             graph.initializers.pop(value.name)
             removed += 1
@@ -210,7 +210,7 @@ class EliminateIdentity(Pass):
 
 def _is_inference_dropout(node: ir.Node, opset: int) -> bool:
     """True when the Dropout copies its input and nobody reads its mask."""
-    if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
+    if len(node.outputs) > 1 and (use_count(node.outputs[1]) or node.outputs[1].is_graph_output()):
         return False
     if opset < 7:
         is_test = node.attributes.get("is_test")

@@ -23,7 +23,7 @@ import onnx
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
-from onnxc.irutil import all_graphs, constant_tensor, replace_with_initializer
+from onnxc.irutil import all_graphs, constant_tensor, read_only_by, replace_with_initializer, use_count
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, known_dim, subgraphs
 from onnxc.passes.cleanup import infer_shapes as run_shape_inference
@@ -248,7 +248,7 @@ class _Folder:
         # A node rejected before is skipped while it reads the same values under the same limit,
         # so a fixed-point loop does not evaluate it again on every round.
         # Use counts are part of the key: a constant whose other readers went away is freed by the fold.
-        uses = tuple(0 if value is None else len(value.uses()) for value in node.inputs)
+        uses = tuple(0 if value is None else use_count(value) for value in node.inputs)
         rejected = node.meta.get(_REJECTED)
         if (
             rejected is not None
@@ -276,21 +276,20 @@ class _Folder:
         return elements > self.size_limit and nbytes > freed_bytes
 
     def _evaluate(self, node: ir.Node) -> list[np.ndarray] | None:
+        # Only tensors numpy holds natively fold: a string has no item size to weigh the fold by,
+        # and bfloat16, float8 or int4 arrays come back from numpy as other dtypes.
+        if any(output.dtype is not None and output.dtype not in _NATIVE_DTYPES for output in node.outputs):
+            return None
+        tensors = [None if value is None else constant_tensor(value) for value in node.inputs]
+        if any(tensor is not None and tensor.dtype not in _NATIVE_DTYPES for tensor in tensors):
+            return None
         freed = _freed_bytes(node)
         for output in node.outputs:
             if output.shape is not None and output.shape.is_static() and output.dtype is not None:
                 elements = math.prod(output.shape.numpy())
                 if self._grows(elements, elements * output.dtype.itemsize, freed):
                     return None
-        inputs: list[np.ndarray | None] = []
-        for value in node.inputs:
-            tensor = None if value is None else constant_tensor(value)
-            if tensor is None:
-                inputs.append(None)
-            elif tensor.dtype not in _NATIVE_DTYPES:
-                return None
-            else:
-                inputs.append(tensor.numpy())
+        inputs = [None if tensor is None else tensor.numpy() for tensor in tensors]
         try:
             with np.errstate(all="ignore"):
                 rule = _NUMPY_RULES.get(node.op_type)
@@ -302,9 +301,10 @@ class _Folder:
             return None
         arrays = [np.asarray(array) for array in arrays]
         for output, array in zip(node.outputs, arrays):
-            if self._grows(array.size, array.nbytes, freed) or ir.DataType.from_numpy(array.dtype) not in _NATIVE_DTYPES:
+            dtype = _native_dtype(array.dtype)
+            if dtype is None or self._grows(array.size, array.nbytes, freed):
                 return None
-            if output.dtype is not None and output.dtype != ir.DataType.from_numpy(array.dtype):
+            if output.dtype is not None and output.dtype != dtype:
                 return None
         return arrays
 
@@ -329,13 +329,22 @@ class _Folder:
     def _replace(self, node: ir.Node, arrays: list[np.ndarray]) -> None:
         graph = node.graph
         for output, array in zip(node.outputs, arrays):
-            if not output.uses():
+            if not use_count(output):
                 continue
             # np.ascontiguousarray would turn a scalar into a 1-element vector.
             contiguous = array if array.flags.c_contiguous else np.ascontiguousarray(array)
             replace_with_initializer(graph, output, ir.Tensor(contiguous, name=output.name))
         graph.remove(node, safe=True)
         self.folded += 1
+
+
+def _native_dtype(dtype: np.dtype) -> ir.DataType | None:
+    """The ONNX type of a numpy dtype when it is one folding writes, else None (strings, objects...)."""
+    try:
+        onnx_type = ir.DataType.from_numpy(dtype)
+    except TypeError:
+        return None
+    return onnx_type if onnx_type in _NATIVE_DTYPES else None
 
 
 def _freed_bytes(node: ir.Node) -> int:
@@ -346,7 +355,7 @@ def _freed_bytes(node: ir.Node) -> int:
         if value is None or any(value is other for other in seen):
             continue
         seen.append(value)
-        if not value.is_graph_output() and all(use.node is node for use in value.uses()):
+        if not value.is_graph_output() and read_only_by(value, node):
             freed += constant_tensor(value).nbytes
     return freed
 

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.irutil import add_initializer, all_graphs, constant_array, single_consumer
+from onnxc.irutil import add_initializer, all_graphs, constant_array, single_consumer, use_count
 from onnxc.pass_base import PassResult
 from onnxc.passes.cleanup import known_dim
 from onnxc.passes.constant_folding import mark_shapes_stale
@@ -38,6 +38,9 @@ class ValueNames:
 
     def __init__(self, model: ir.Model):
         self._taken: set[str] = set()
+        # The last suffix tried per base: names made from one base (a weight shared by many
+        # folded nodes) would otherwise each be found by trying every earlier suffix again.
+        self._last_index: dict[str, int] = {}
         for graph in all_graphs(model):
             self._taken.update(v.name for v in graph.inputs if v.name)
             self._taken.update(graph.initializers)
@@ -45,10 +48,13 @@ class ValueNames:
                 self._taken.update(v.name for v in node.outputs if v.name)
 
     def fresh(self, base: str) -> str:
-        name, index = base, 0
+        name, index = base, self._last_index.get(base, 0)
+        if index:
+            name = f"{base}_{index}"
         while name in self._taken:
             index += 1
             name = f"{base}_{index}"
+        self._last_index[base] = index
         self._taken.add(name)
         return name
 
@@ -115,7 +121,7 @@ class FusionRewrite(RootOpRewrite):
             and current.is_initializer()
             and not current.is_graph_input()
             and not current.is_graph_output()
-            and len(current.uses()) == 1
+            and use_count(current) == 1
         ):
             current.const_value = ir.Tensor(array, name=current.name)
             current.shape = ir.Shape(array.shape)
@@ -157,7 +163,7 @@ def only_reader(value: ir.Value, op_types: str | tuple[str, ...]) -> ir.Node | N
 def remove_dead(nodes: list[ir.Node]) -> None:
     """Remove, last first, the nodes of ``nodes`` whose outputs nothing reads any more."""
     for node in reversed(nodes):
-        if node.graph is not None and all(not v.uses() and not v.is_graph_output() for v in node.outputs):
+        if node.graph is not None and all(not use_count(v) and not v.is_graph_output() for v in node.outputs):
             node.graph.remove(node, safe=True)
 
 
@@ -196,6 +202,9 @@ def axes_of(node: ir.Node) -> list[int] | None:
 # --------------------------------------------------------------------------------------------
 
 
+_LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
 @dataclasses.dataclass
 class LinearProducer:
     """A Conv, ConvTranspose or Gemm with constant weights whose output channels can be rescaled."""
@@ -208,7 +217,7 @@ class LinearProducer:
 
     @classmethod
     def of(cls, node: ir.Node | None, opset: int) -> "LinearProducer | None":
-        if node is None or node.domain not in DEFAULT_DOMAINS or len(node.outputs) != 1:
+        if node is None or node.op_type not in _LINEAR_OPS or node.domain not in DEFAULT_DOMAINS or len(node.outputs) != 1:
             return None
         weight = constant_array(input_at(node, 1))
         if weight is None or not is_float(weight):
@@ -230,13 +239,11 @@ class LinearProducer:
             if bias is not None and bias.shape[0] != channels:
                 return None
             return cls(node, weight, bias, channels, weight.ndim)
-        if node.op_type == "Gemm":
-            # Gemm before opset 7 broadcasts C only with its `broadcast` attribute: not worth the cases.
-            if opset < 7 or weight.ndim != 2 or (bias is not None and bias.ndim > 2):
-                return None
-            channels = weight.shape[0] if node.attributes.get_int("transB", 0) else weight.shape[1]
-            return cls(node, weight, bias, channels, 2)
-        return None
+        # Gemm before opset 7 broadcasts C only with its `broadcast` attribute: not worth the cases.
+        if opset < 7 or weight.ndim != 2 or (bias is not None and bias.ndim > 2):
+            return None
+        channels = weight.shape[0] if node.attributes.get_int("transB", 0) else weight.shape[1]
+        return cls(node, weight, bias, channels, 2)
 
     def scaled_weight(self, factor: np.ndarray) -> np.ndarray:
         """The weights with output channel ``c`` multiplied by ``factor[c]``."""
@@ -330,7 +337,7 @@ def inference_batchnorm(node: ir.Node) -> bool:
         return False
     if node.attributes.get_int("spatial", 1) != 1:
         return False
-    return all(not v.uses() and not v.is_graph_output() for v in node.outputs[1:])
+    return all(not use_count(v) and not v.is_graph_output() for v in node.outputs[1:])
 
 
 @register_pass
