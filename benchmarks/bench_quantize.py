@@ -198,9 +198,10 @@ def fidelity(reference: OrtRunner, candidate: OrtRunner, feeds: list[dict], outp
         score_scale = max(float(np.abs(a[:, 4:]).max()) for a in ref)
         return f"box err {box_error:.1f}px, score err {score_error:.2g} (scores up to {score_scale:.2g})"
     if kind == "mask":
-        # DB text detection binarizes the probability map at 0.3 before finding boxes.
-        ious = [np.logical_and(a > 0.3, b > 0.3).sum() / max(1, np.logical_or(a > 0.3, b > 0.3).sum())
-                for a, b in zip(ref, got)]
+        # DB text detection binarizes the probability map at 0.3 before finding boxes. Two empty
+        # masks (a page without text, found so by both) agree fully.
+        ious = [np.logical_and(a > 0.3, b > 0.3).sum() / union if (union := np.logical_or(a > 0.3, b > 0.3).sum())
+                else 1.0 for a, b in zip(ref, got)]
         return f"mask IoU {np.mean(ious):.3f} (min {min(ious):.3f}), " + text
     if kind == "sequence":
         # CTC recognizers: the class chosen at each time step, the string before collapsing.
@@ -269,16 +270,31 @@ def peer(label: str, step: Callable[[], T]) -> T | None:
 
 
 def onnxc_quantize(fp32: Path, passes: str, calib: list[dict], target: str, path: Path) -> float:
-    """Wall time of onnxc quantizing the FP32 file (loaded fresh: compile works in place)."""
+    """Wall time of onnxc quantizing the FP32 file (loaded fresh: compile works in place); prints
+    what the accuracy guard measured and kept float."""
     quantized = onnxc.load(fp32)
     start = time.perf_counter()
-    onnxc.compile(quantized, passes, context=Context(calibration_data=calib, seed=0, target=target))
+    report = onnxc.compile(quantized, passes, context=Context(calibration_data=calib, seed=0, target=target))
     seconds = time.perf_counter() - start
+    for record in report.passes:
+        if "guard" in record.details:
+            print(f"{fp32.stem.removesuffix('.fp32')} ({target}): {guard_summary(record.details)}", flush=True)
     onnxc.save(quantized, path)
     onnx.checker.check_model(str(path), full_check=True)
     del quantized
     gc.collect()
     return seconds
+
+
+def guard_summary(details: dict) -> str:
+    """The accuracy guard's bound, the worst output error of the full int8 model and of the
+    result on the held-apart feeds, and the layers it kept float."""
+    guard = details["guard"]
+    bound = ", ".join(f"{k}={v}" for k, v in guard["bound"].items())
+    kept = guard["kept_float"]
+    text = (f"guard {bound}: rel_error {guard['full']['max_rel_error']:.3f} -> {guard['result']['max_rel_error']:.3f}, "
+            f"{len(kept)} layer(s) float" + (f" ({', '.join(kept[:3])}{', ...' if len(kept) > 3 else ''})" if kept else ""))
+    return text + (f"; {details['reason']}" if "reason" in details else "")
 
 
 def digits_accuracy(runner: object) -> float:
