@@ -6,9 +6,10 @@ Per model, in a child process with a timeout (a hang or crash costs one row, not
 load, compile through ``--passes`` with the model's sample inputs as calibration and verification
 data, save; then
 
-- status: ok, unchanged (no pass changed the graph, with the passes' reason when they give one),
-  error (an OnnxcError: onnxc refused, with its one line), bug (any other exception, a written
-  model the full ONNX checker rejects, or one ORT cannot load), timeout;
+- status: ok, unchanged (no pass changed the graph), error (an OnnxcError: onnxc refused, with
+  its one line), bug (any other exception, a written model the full ONNX checker rejects, or
+  one ORT cannot load), timeout; the note also gives a pass's reason for work it declined
+  (quantize leaving a model in float says why);
 - fidelity: the task's metric against the original on ORT (onnxc.models_zoo.corpus_metrics;
   1.0 = no difference the user sees), over ``--feeds`` inputs;
 - size: written bytes / original bytes;
@@ -47,12 +48,9 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:240]
 
 
-def _unchanged_reason(report) -> str:
-    for record in report.passes:
-        for key in ("reason", "skipped", "why"):
-            if record.details.get(key):
-                return f"{record.name}: {record.details[key]}"
-    return "no pass changed the graph"
+def _pass_reasons(report) -> list[str]:
+    """What passes said about work they declined (quantize's ``details["reason"]``, ...)."""
+    return [f"{record.name}: {record.details['reason']}" for record in report.passes if record.details.get("reason")]
 
 
 def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict]) -> dict:
@@ -69,8 +67,11 @@ def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict])
     except Exception as error:  # noqa: BLE001 - anything but an OnnxcError is a bug in onnxc
         return {"status": "bug", "reason": _one_line(error)}
     result = {"status": "ok", "compile_s": time.perf_counter() - start}
+    reasons = _pass_reasons(report)
+    if reasons:
+        result["reason"] = "; ".join(reasons)
     if sum(record.changes for record in report.passes) == 0:
-        result.update(status="unchanged", reason=_unchanged_reason(report))
+        result.update(status="unchanged", reason=result.get("reason", "no pass changed the graph"))
     return result
 
 
