@@ -13,7 +13,7 @@ import onnx_ir as ir
 from onnxc.costs import compute_costs
 from onnxc.errors import OnnxcError
 from onnxc.io import weight_bytes
-from onnxc.irutil import all_graphs, all_nodes
+from onnxc.irutil import all_graphs, all_nodes, overridable_initializers
 from onnxc.text import columns, human_bytes, human_count
 
 
@@ -44,6 +44,29 @@ def model_stats(model: ir.Model) -> dict:
     }
 
 
+# How many overridable initializer names ``overridable_weights`` lists.
+_OVERRIDABLE_NAMES = 5
+
+
+def overridable_weights(model: ir.Model) -> dict | None:
+    """What the user must know when initializers are also graph inputs (IR < 4 exporters list
+    them all), else None: ``count``, ``initializers`` (all of the main graph), the first few
+    ``names``, and the ``note`` that ``inspect`` and the compile report print."""
+    overridable = overridable_initializers(model.graph)
+    if not overridable:
+        return None
+    count, total = len(overridable), len(model.graph.initializers)
+    return {
+        "count": count,
+        "initializers": total,
+        "names": [value.name for value in overridable[:_OVERRIDABLE_NAMES]],
+        "note": (
+            f"{count} of the {total} initializers are also graph inputs (overridable): passes treat them as "
+            "variables; `--passes freeze-weights,default` makes them constants"
+        ),
+    }
+
+
 def inspect_model(model: ir.Model, path: str | os.PathLike | None = None, input_shapes: dict[str, list[int]] | None = None) -> dict:
     """Everything ``onnxc inspect`` reports about a model, as a JSON-able dict.
 
@@ -61,7 +84,9 @@ def inspect_model(model: ir.Model, path: str | os.PathLike | None = None, input_
         "opsets": {domain or "ai.onnx": version for domain, version in sorted(model.opset_imports.items())},
         "producer": {"name": model.producer_name or "", "version": model.producer_version or ""},
         "graph_name": model.graph.name or "",
+        # An initializer listed as an input has a default: it is no feed the caller must give.
         "inputs": [_signature(value) for value in model.graph.inputs if not value.is_initializer()],
+        "overridable_weights": overridable_weights(model),
         "outputs": [_signature(value) for value in model.graph.outputs],
         "nodes": sum(1 for _ in all_nodes(model)),
         "op_histogram": op_histogram(model),
@@ -166,6 +191,8 @@ def _format_weights(info: dict) -> str:
         ]
         lines.append("External data")
         lines.append(columns(rows, indent=2, right=(1, 2)))
+    if info["overridable_weights"] is not None:
+        lines.append(f"Note: {info['overridable_weights']['note']}")
     return "\n".join(lines)
 
 

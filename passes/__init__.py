@@ -1,9 +1,9 @@
 """Built-in passes. Importing this package registers them.
 
-One module per family: ``cleanup``, ``constant_folding``, ``fusion`` and ``fusion_patterns`` are
+One module per family: ``cleanup``, ``constant_folding``, ``fusion``, ``fusion_patterns`` and ``weights`` are
 lossless; ``quantize`` is lossy.
 """
-from onnxc.passes import cleanup, constant_folding, fusion, fusion_patterns, opset, quantize  # noqa: F401 - imported to register the passes
+from onnxc.passes import cleanup, constant_folding, fusion, fusion_patterns, opset, quantize, weights  # noqa: F401 - imported to register the passes
 
 # The default pipeline: these run together until none changes the model, then the final ones once.
 DEFAULT_FIXED_POINT: tuple[str, ...] = (
@@ -23,4 +23,4 @@ DEFAULT_FIXED_POINT: tuple[str, ...] = (
     "dedup-initializers",
     "remove-unused",
 )
-DEFAULT_FINAL: tuple[str, ...] = ("infer-shapes", "toposort")
+DEFAULT_FINAL: tuple[str, ...] = ("infer-shapes", "toposort", "initializer-inputs")

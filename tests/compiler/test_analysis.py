@@ -493,6 +493,28 @@ def test_inspect_model_reports_signature_weights_and_costs():
     assert info["costs"]["by_op"]["Conv"] == {"count": 1, "macs": 6912, "flops": 2 * 6912 + 256}
 
 
+def test_inspect_says_when_weights_are_overridable_graph_inputs():
+    model = build(CONV, w=rand(4, 3, 3, 3), b=rand(4))
+    plain = inspect_model(model, None)
+    assert plain["overridable_weights"] is None
+    assert "overridable" not in format_inspection(plain)
+
+    # As IR < 4 exporters write it: every initializer is also a graph input (with a default).
+    model.ir_version = 3
+    model.graph.inputs.append(model.graph.initializers["w"])
+    model.graph.inputs.append(model.graph.initializers["b"])
+    checked(model)
+    info = inspect_model(model, None)
+
+    assert json.loads(json.dumps(info)) == info
+    assert info["inputs"] == [{"name": "x", "dtype": "FLOAT", "shape": ["N", 3, 8, 8]}]
+    note = ("2 of the 2 initializers are also graph inputs (overridable): passes treat them as variables; "
+            "`--passes freeze-weights,default` makes them constants")
+    assert info["overridable_weights"] == {"count": 2, "initializers": 2, "names": ["w", "b"], "note": note}
+    assert f"\nNote: {note}\n" in format_inspection(info)
+    assert info["costs"]["total_macs"] == plain["costs"]["total_macs"]
+
+
 def test_inspect_model_keeps_going_when_costs_cannot_be_computed():
     model = build(
         """

@@ -31,7 +31,7 @@ def test_parse_errors_are_clear(text, message):
 def test_default_expands_to_fixed_point_group_then_final_passes():
     steps = build_steps("default,toposort")
     assert isinstance(steps[0], Group) and steps[0].fixed_point
-    assert [s.name for s in steps[1:]] == ["infer-shapes", "toposort", "toposort"]
+    assert [s.name for s in steps[1:]] == ["infer-shapes", "toposort", "initializer-inputs", "toposort"]
     assert len(steps[0].passes) > 5
 
 
