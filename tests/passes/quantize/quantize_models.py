@@ -76,7 +76,9 @@ def quantized(model: ir.Model, pipeline: str = "quantize(never_slower=false,floa
               context: Context | None = None) -> tuple[ir.Model, onnxc.manager.CompileReport]:
     """A quantized copy of ``model`` (the input model is left alone) and the compile report."""
     copy_ = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(model)))
-    context = context or Context(calibration_data=data)
+    # The end-of-run speed check times real models: tests of quantize's own decisions leave it off
+    # (tests/compiler/test_speed_check.py tests it).
+    context = context or Context(calibration_data=data, check_speed=False)
     report = onnxc.compile(copy_, pipeline, context=context)
     return copy_, report
 
