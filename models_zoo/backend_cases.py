@@ -9,7 +9,8 @@ wheel's ``data/simple``, ``data/pytorch-converted`` and ``data/pytorch-operator`
 :func:`run_case` compiles one case through a pipeline and judges it as a backend test does:
 the written model must pass the full ONNX checker and ORT's outputs on it must equal the
 expected outputs within the case's tolerance. A case ORT cannot run, or runs to other numbers,
-on the *original* model is skipped with that reason: it says nothing about onnxc.
+on the *original* model, or whose original fails the full checker itself, is skipped with that
+reason: it says nothing about onnxc.
 """
 from __future__ import annotations
 
@@ -169,6 +170,10 @@ def run_case(case: BackendCase, pipeline: str = "default") -> CaseResult:
     from onnxc.errors import OnnxcError
 
     feeds = _feeds(case.model, case.inputs)
+    try:
+        onnx.checker.check_model(case.model, full_check=True)
+    except Exception as error:  # noqa: BLE001 - onnxc cannot be held to a checker its input fails
+        return CaseResult(case.name, "skipped", "the original fails the ONNX checker: " + _first_line(error))
     try:
         original = _ort_outputs(case.model.SerializeToString(), feeds)
     except Exception as error:  # noqa: BLE001 - any ORT failure on the original skips the case

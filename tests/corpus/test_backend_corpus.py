@@ -3,7 +3,8 @@
 Every case onnx's own case code generates, plus the model cases its wheel ships with data, is
 compiled through ``default``; the written model must pass the full checker and ORT's outputs on
 it must equal the expected outputs within the case's tolerance. Cases ORT cannot run, or runs to
-other numbers, on the original model are skipped with that reason. The cases listed in
+other numbers, on the original model (or whose original fails the checker) are skipped with
+that reason. The cases listed in
 KNOWN_ONNXC_BUGS fail today because of onnxc and are strict xfails: fixing one makes its test
 XPASS and fail until it is removed from the list.
 """
@@ -18,12 +19,11 @@ import pytest
 from onnxc.models_zoo import backend_cases
 
 KNOWN_ONNXC_BUGS = {
-    "test_mvn": "the written function-expanded MeanVarianceNormalization fails the checker "
-                "(a Constant with no value attribute)",
-    "test_PixelShuffle": "IR version 3 model: initializers dropped from the graph inputs but the IR version kept",
-    "test_operator_repeat": "IR version 3 model: initializers dropped from the graph inputs but the IR version kept",
-    "test_operator_repeat_dim_overflow": "IR version 3 model: initializers dropped from the graph inputs but the IR "
-                                         "version kept",
+    # IR version 3 requires every initializer to be a graph input too; folding Constants into
+    # initializers keeps the IR version and does not add them, so the checker rejects the output.
+    "test_PixelShuffle": "IR 3 model: folded initializers are not graph inputs",
+    "test_operator_repeat": "IR 3 model: folded initializers are not graph inputs",
+    "test_operator_repeat_dim_overflow": "IR 3 model: folded initializers are not graph inputs",
 }
 
 _CASES = backend_cases.node_cases() + backend_cases.data_cases()
