@@ -5,6 +5,8 @@ and file size before and after each tool, load + optimize + save time (each tool
 process via _optimize_once.py, interleaved round by round, minimum of per-round medians), and
 ORT CPU latency of onnxc's output vs the original on the model's realistic sample inputs
 (2 threads, interleaved, minimum of medians). Models whose package is missing are listed, not run.
+benchmarks/corpus.py judges any pipeline over the same models (status, task fidelity, size,
+latency, compile time); this script is the node-count and speed comparison with onnxslim.
 
     python benchmarks/bench_realworld.py
     python benchmarks/bench_realworld.py --models ppocrv4-det minilm-l6-int8 --rounds 5
