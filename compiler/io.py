@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from onnxc._version import __version__
@@ -60,26 +61,27 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
         proto, weights = mapped
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise ModelLoadError(f"{path}: not an ONNX model (no graph, IR version or opset)")
+    if not proto.graph.output:
+        raise InvalidModelError(f"{path}: the graph has no outputs, so it computes nothing")
+    if _has_undecodable_text(proto):
+        raise InvalidModelError(f"{path}: a name or text in the model is not valid UTF-8")
     base_dir = path.resolve().parent
-    has_external = False
-    for tensor in _tensors(proto.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            _check_external_data(tensor, base_dir, path)
-            has_external = True
+    sizes, has_external = _check_tensors(proto, weights, base_dir, path)
+    # The checker and inference judge the graph; weights (already validated for size and place)
+    # stay out, so neither costs a copy of them. The checker runs before the IR is built, so an
+    # invalid graph is refused before onnx_ir logs its own complaints about it.
+    weightless = _weightless(proto, weights, sizes) if check or infer_shapes else None
+    if check:
+        try:
+            onnx.checker.check_model(weightless)
+        except (onnx.checker.ValidationError, UnicodeDecodeError) as error:  # a name that is not UTF-8 fails the message too
+            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as error:  # noqa: BLE001 - any deserialization failure means a bad model
         raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
     if has_external:
         ir.external_data.set_base_dir(model.graph, str(base_dir))
-    # The checker and inference judge the graph; weights (already validated for size and place)
-    # stay out, so neither costs a copy of them.
-    weightless = _weightless(proto, weights) if check or infer_shapes else None
-    if check:
-        try:
-            onnx.checker.check_model(weightless)
-        except (onnx.checker.ValidationError, UnicodeDecodeError) as error:  # a name that is not UTF-8 fails the message too
-            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     if infer_shapes:
         inferred = infer_proto(weightless)
         if inferred is not None:
@@ -247,13 +249,16 @@ def _map_weights(proto: onnx.ModelProto, data: mmap.mmap, cuts: dict[int, tuple[
     return weights
 
 
-def _weightless(proto: onnx.ModelProto, weights: dict[int, np.ndarray]) -> onnx.ModelProto:
-    """``proto`` without its large weights: mapped, external or large initializers become typed inputs."""
+def _weightless(proto: onnx.ModelProto, weights: dict[int, np.ndarray], sizes: dict[int, int]) -> onnx.ModelProto:
+    """``proto`` without its large weights: mapped, external or large initializers become typed inputs.
+
+    ``sizes`` holds each initializer's bytes of data (asking protobuf would serialize the tensor).
+    """
     initializers = proto.graph.initializer
     offloaded = set(weights) | {
         index
         for index, tensor in enumerate(initializers)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() > _MAPPED_MIN_BYTES
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or sizes[index] > _MAPPED_MIN_BYTES
     }
     if not offloaded:
         return proto
@@ -332,6 +337,9 @@ _TAG_GRAPH, _TAG_INITIALIZER, _TAG_RAW_DATA = b"\x3a", b"\x2a", b"\x4a"
 
 
 def _varint(value: int) -> bytes:
+    if value < 0:
+        # Shifting a negative number right never reaches zero.
+        raise ValueError(f"a length of {value} bytes cannot be written (a tensor with a negative dimension?)")
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -448,44 +456,207 @@ def _has_external_tensors(model: ir.Model) -> bool:
     )
 
 
-def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
+def _tensors(proto: onnx.ModelProto, *, main_initializers: bool = True) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every tensor the model stores, with words saying where it is: initializers, sparse ones,
+    and the tensors of node attributes in every graph, subgraph and function."""
+    yield from _graph_tensors(proto.graph, "", main_initializers)
+    for function in proto.functions:
+        yield from _node_tensors(function.node, f"function {function.name!r}: ")
+
+
+def _graph_tensors(graph: onnx.GraphProto, prefix: str, initializers: bool = True) -> Iterator[tuple[str, onnx.TensorProto]]:
+    if initializers:
+        for tensor in graph.initializer:
+            yield f"{prefix}initializer {tensor.name!r}", tensor
     for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
+        yield f"{prefix}sparse initializer {sparse.values.name!r}", sparse.values
+        yield f"{prefix}indices of sparse initializer {sparse.values.name!r}", sparse.indices
+    yield from _node_tensors(graph.node, prefix)
+
+
+def _node_tensors(nodes, prefix: str) -> Iterator[tuple[str, onnx.TensorProto]]:
+    for node in nodes:
         for attr in node.attribute:
+            where = f"{prefix}tensor of attribute {attr.name!r} of node {node.name or node.op_type!r}"
             if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
+                yield where, attr.t
+            for tensor in attr.tensors:
+                yield where, tensor
+            for sparse in [attr.sparse_tensor] if attr.HasField("sparse_tensor") else []:
+                yield where, sparse.values
+                yield f"indices of {where}", sparse.indices
+            for sparse in attr.sparse_tensors:
+                yield where, sparse.values
+                yield f"indices of {where}", sparse.indices
             if attr.HasField("g"):
-                yield from _tensors(attr.g)
+                yield from _graph_tensors(attr.g, f"{where}: ")
             for sub in attr.graphs:
-                yield from _tensors(sub)
+                yield from _graph_tensors(sub, f"{where}: ")
 
 
-def _check_external_data(tensor: onnx.TensorProto, base_dir: Path, model_path: Path) -> None:
+def _check_tensors(
+    proto: onnx.ModelProto, weights: dict[int, np.ndarray], base_dir: Path, path: Path
+) -> tuple[dict[int, int], bool]:
+    """Validate every stored tensor; returns the bytes of data of each main-graph initializer,
+    and whether any tensor has external data.
+
+    Mapped weights were checked as they were cut out (shape, type and byte count agree).
+    """
+    sizes = {}
+    has_external = False
+    for index, tensor in enumerate(proto.graph.initializer):
+        if index in weights:
+            sizes[index] = weights[index].nbytes
+        else:
+            sizes[index] = _check_tensor(tensor, f"{path}: initializer {tensor.name!r}", base_dir)
+            has_external |= tensor.data_location == onnx.TensorProto.EXTERNAL
+    for where, tensor in _tensors(proto, main_initializers=False):
+        _check_tensor(tensor, f"{path}: {where}", base_dir)
+        has_external |= tensor.data_location == onnx.TensorProto.EXTERNAL
+    return sizes, has_external
+
+
+# No tensor is this large; a shape that claims more is corrupt (and numpy could not even hold it empty).
+_MAX_TENSOR_BYTES = 1 << 48
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_tensor(tensor: onnx.TensorProto, where: str, base_dir: Path) -> int:
+    """Refuse a tensor whose type, shape and data do not agree; returns its bytes of data.
+
+    Only lengths are compared, never the values, so this costs little even for large weights.
+    """
+    try:
+        dtype = ir.DataType(tensor.data_type)
+    except ValueError:
+        dtype = ir.DataType.UNDEFINED
+    if dtype == ir.DataType.UNDEFINED:
+        raise InvalidModelError(f"{where} has data type {tensor.data_type}, which is not an ONNX tensor type")
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise InvalidModelError(f"{where} has a negative dimension in its shape {dims}")
+    bits = 8 if dtype == ir.DataType.STRING else dtype.bitwidth
+    if math.prod(d for d in dims if d) * bits > _MAX_TENSOR_BYTES * 8:
+        raise InvalidModelError(f"{where} has shape {dims}: more elements than any tensor can hold")
+    count = math.prod(dims)
+    places = [name for name in _TYPED_FIELDS if len(getattr(tensor, name))]
+    if tensor.HasField("raw_data"):
+        places.append("raw_data")
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        places.append("external data")
+    if len(places) > 1:
+        raise InvalidModelError(f"{where} stores its values in several places ({', '.join(places)})")
+    place = places[0] if places else None
+    nbytes = -(-count * bits // 8)
+    if dtype == ir.DataType.STRING:
+        if place not in (None, "string_data"):
+            raise InvalidModelError(f"{where} is a STRING tensor with its values in {place}; strings belong in string_data")
+        stored, expected, nbytes = len(tensor.string_data), count, 0
+    elif place == "external data":
+        _check_external_data(tensor, where, nbytes, base_dir)
+        return nbytes
+    elif place == "raw_data":
+        # A copy of the bytes, but only of those not cut out of the file: small or unusual tensors.
+        stored, expected = len(tensor.raw_data), nbytes
+    elif place is None:
+        stored, expected = 0, count
+    else:
+        field = onnx.helper.tensor_dtype_to_field(dtype.value)
+        if place != field:
+            raise InvalidModelError(f"{where} is {dtype.name} but has its values in {place} (expected {field} or raw_data)")
+        stored, expected = len(getattr(tensor, place)), _typed_count(count, dtype)
+    if stored != expected:
+        raise InvalidModelError(
+            f"{where} has {stored} {'bytes' if place == 'raw_data' else 'values'} of data; "
+            f"its shape {dims} and type {dtype.name} need {expected}"
+        )
+    return nbytes
+
+
+def _typed_count(count: int, dtype: ir.DataType) -> int:
+    """Entries of the typed field that hold ``count`` values: two per complex value; 4- and
+    2-bit values packed into one byte per entry (6-bit ones take an entry each)."""
+    if dtype in (ir.DataType.COMPLEX64, ir.DataType.COMPLEX128):
+        return 2 * count
+    if dtype.bitwidth in (2, 4):
+        return -(-count * dtype.bitwidth // 8)
+    return count
+
+
+def _check_external_data(tensor: onnx.TensorProto, where: str, nbytes: int, base_dir: Path) -> None:
+    """The data file must lie inside the model's folder and hold ``nbytes`` at the offset given."""
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location", "")
-    where = f"{model_path}: initializer {tensor.name!r}"
     if not location:
         raise ModelLoadError(f"{where} has external data without a location")
+    if "\0" in location:
+        raise ModelLoadError(f"{where}: external data location {location!r} contains a NUL character")
     if os.path.isabs(location) or location.startswith(("\\", "/")) or (len(location) > 1 and location[1] == ":"):
         raise ModelLoadError(f"{where}: external data location {location!r} is absolute; only paths inside the model's folder are allowed")
     normalized = os.path.normpath(location)
     if normalized == ".." or normalized.startswith(".." + os.sep):
         raise ModelLoadError(f"{where}: external data location {location!r} escapes the model's folder")
-    target = (base_dir / normalized).resolve()
-    if base_dir != target and base_dir not in target.parents:
-        raise ModelLoadError(f"{where}: external data location {location!r} escapes the model's folder (through a link)")
-    if not target.is_file():
-        raise ModelLoadError(f"{where}: external data file {location!r} not found next to the model")
-    offset = int(info.get("offset", 0) or 0)
-    length = info.get("length")
-    size = target.stat().st_size
-    needed = offset + int(length) if length else offset
-    if offset < 0 or needed > size:
+    offset, length = (_byte_count(info.get(key), key, where) for key in ("offset", "length"))
+    if length is not None and length != nbytes:
+        raise ModelLoadError(f"{where}: external data length {length} does not match the {nbytes} bytes its shape and type need")
+    try:
+        target = (base_dir / normalized).resolve()
+        if base_dir != target and base_dir not in target.parents:
+            raise ModelLoadError(f"{where}: external data location {location!r} escapes the model's folder (through a link)")
+        if not target.is_file():
+            raise ModelLoadError(f"{where}: external data file {location!r} not found next to the model")
+        size = target.stat().st_size
+    except (OSError, RuntimeError) as error:  # a name too long, a link loop
+        raise ModelLoadError(f"{where}: cannot open external data file {location!r}: {error.strerror or error}") from None
+    needed = (offset or 0) + nbytes
+    if needed > size:
         raise ModelLoadError(f"{where}: external data file {location!r} is too short ({size} bytes, needs {needed})")
+
+
+def _byte_count(text: str | None, key: str, where: str) -> int | None:
+    if text is None or text == "":
+        return None
+    # int() would also take signs, spaces, underscores and non-ASCII digits.
+    if not (text.isascii() and text.isdigit()):
+        raise ModelLoadError(f"{where}: external data {key} {text!r} is not a non-negative integer")
+    return int(text)
+
+
+# Bytes fields that onnx_ir decodes as text (string attributes): it drops an attribute that is not UTF-8.
+_TEXT_IN_BYTES = frozenset({"onnx.AttributeProto.s", "onnx.AttributeProto.strings"})
+
+
+def _has_undecodable_text(proto: onnx.ModelProto) -> bool:
+    """Whether any string field (a name, a doc string, ...) holds bytes that are not UTF-8.
+
+    Protobuf hands such a field back as bytes instead of str; onnx_ir would carry them through
+    every pass and fail only when writing the output. Tensor data is not visited.
+    """
+    stack: list = [proto]
+    while stack:
+        message = stack.pop()
+        if isinstance(message, onnx.TensorProto):
+            if type(message.name) is not str or type(message.doc_string) is not str:
+                return True
+            stack += message.external_data
+            stack += message.metadata_props
+            continue
+        for field, value in message.ListFields():
+            if field.type == FieldDescriptor.TYPE_STRING:
+                if any(type(v) is not str for v in (value if field.is_repeated else (value,))):
+                    return True
+            elif field.full_name in _TEXT_IN_BYTES:
+                try:
+                    for text in value if field.is_repeated else (value,):
+                        text.decode("utf-8")
+                except UnicodeDecodeError:
+                    return True
+            elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                if field.is_repeated:
+                    stack += value
+                else:
+                    stack.append(value)
+    return False
 
 
 def _first_line(error: BaseException) -> str:

@@ -184,3 +184,161 @@ def test_same_input_and_options_give_byte_identical_output(good_model, tmp_path)
     for name in ("a.onnx", "b.onnx"):
         assert main(["compile", str(good_model), "-o", str(tmp_path / name), "--no-progress"]) == 0
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def _bad_tensor_model(tensor: onnx.TensorProto) -> onnx.ModelProto:
+    model = _small_model()
+    model.graph.initializer[0].CopyFrom(tensor)
+    return model
+
+
+def _raw_tensor(data_type: int, dims: list, nbytes: int) -> onnx.TensorProto:
+    tensor = TensorProto(name="w", data_type=data_type, dims=dims)
+    tensor.raw_data = b"\0" * nbytes
+    return tensor
+
+
+def _in_constant(tensor: onnx.TensorProto) -> onnx.ModelProto:
+    model = _small_model()
+    del model.graph.initializer[:]
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["w"], value=tensor))
+    return model
+
+
+def _in_subgraph(tensor: onnx.TensorProto) -> onnx.ModelProto:
+    model = _small_model()
+    tensor.name = "w"
+    branch = helper.make_graph([helper.make_node("Identity", ["w"], ["b"])], "branch", [],
+                               [helper.make_tensor_value_info("b", TensorProto.FLOAT, [4])], [tensor])
+    model.graph.node[0].input[1] = "c"
+    model.graph.node.insert(0, helper.make_node("If", ["cond"], ["c"], then_branch=branch, else_branch=branch))
+    model.graph.input.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+    return model
+
+
+def _typed(data_type, dims, field, values):
+    tensor = TensorProto(name="w", data_type=data_type, dims=dims)
+    getattr(tensor, field).extend(values)
+    return tensor
+
+
+# Each of these passed `inspect` (exit 0) or ended in an internal error, a hang or an invalid output
+# before tensors were validated at load: the large ones (> 1 KiB) are kept out of the ONNX checker.
+BAD_TENSORS = {
+    "negative dim, large": (_bad_tensor_model, _raw_tensor(TensorProto.FLOAT, [-1, 4], 2048), "negative dimension"),
+    "dtype 0, large": (_bad_tensor_model, _raw_tensor(0, [512], 2048), "data type 0"),
+    "dtype 999, large": (_bad_tensor_model, _raw_tensor(999, [512], 2048), "data type 999"),
+    "huge dims": (_bad_tensor_model, _raw_tensor(TensorProto.FLOAT, [2**40, 2**20], 2048), "more elements"),
+    "raw_data too long": (_bad_tensor_model, _raw_tensor(TensorProto.FLOAT, [4], 2048), "2048 bytes of data"),
+    "raw_data too short": (_bad_tensor_model, _raw_tensor(TensorProto.FLOAT, [1024], 2048), "need 4096"),
+    "float_data too long": (_bad_tensor_model, _typed(TensorProto.FLOAT, [4], "float_data", [0.0] * 600), "600 values"),
+    "wrong typed field": (_bad_tensor_model, _typed(TensorProto.FLOAT, [4], "int64_data", [0] * 4), "int64_data"),
+    "int4 packed length": (_bad_tensor_model, _raw_tensor(TensorProto.INT4, [5], 2), "need 3"),
+    "string in raw_data": (_bad_tensor_model, _raw_tensor(TensorProto.STRING, [4], 2400), "strings belong in string_data"),
+    "constant, negative dim": (_in_constant, _raw_tensor(TensorProto.FLOAT, [4, -1], 2048), "negative dimension"),
+    "constant, bad length": (_in_constant, _raw_tensor(TensorProto.FLOAT, [4], 2000), "2000 bytes"),
+    "subgraph initializer": (_in_subgraph, _raw_tensor(TensorProto.FLOAT, [4], 4000), "4000 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TENSORS)
+def test_tensors_whose_type_shape_and_data_disagree_are_refused_at_load(tmp_path, case, capsys):
+    build, tensor, message = BAD_TENSORS[case]
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(build(tensor).SerializeToString())
+    for command in (["inspect", str(path)], ["compile", str(path), "-o", str(tmp_path / "o.onnx"), "--no-progress"]):
+        code, err = _run_cli(command, capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, (command[0], err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_a_valid_int4_constant_and_an_empty_tensor_still_load(tmp_path):
+    model = _in_constant(_raw_tensor(TensorProto.INT4, [5], 3))
+    model.graph.node[1].op_type = "Identity"
+    del model.graph.node[1].input[1:]
+    model.graph.node[1].input[0] = "w"
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.INT4, [5]))
+    model.graph.ClearField("input")
+    empty = TensorProto(name="e", data_type=TensorProto.FLOAT, dims=[0, 3])
+    model.graph.initializer.append(empty)
+    path = tmp_path / "ok.onnx"
+    path.write_bytes(model.SerializeToString())
+    loaded = onnxc.load(path)
+    assert loaded.graph.initializers["e"].const_value.shape.dims == (0, 3)
+
+
+def _external_data_file(tmp_path, entries: dict, data: bytes = b"\0" * 16) -> "os.PathLike":
+    model = _small_model()
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in entries.items():
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    (tmp_path / "w.bin").write_bytes(data)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("entries, data, message", [
+    ({"location": "w\0.bin"}, b"\0" * 16, "NUL"),
+    ({"location": "w.bin", "offset": "abc"}, b"\0" * 16, "offset 'abc'"),
+    ({"location": "w.bin", "offset": "-4"}, b"\0" * 16, "offset '-4'"),
+    ({"location": "w.bin", "length": "1e3"}, b"\0" * 16, "length '1e3'"),
+    ({"location": "w.bin", "length": "32"}, b"\0" * 64, "does not match the 16 bytes"),
+    ({"location": "w.bin"}, b"\0" * 8, "too short (8 bytes, needs 16)"),
+    ({"location": "w.bin", "offset": "4"}, b"\0" * 16, "too short (16 bytes, needs 20)"),
+    ({"location": "x" * 5000}, b"", "cannot open external data"),
+])
+def test_bad_external_data_entries_are_one_line_errors(tmp_path, entries, data, message, capsys):
+    path = _external_data_file(tmp_path, entries, data)
+    code, err = _run_cli(["compile", str(path), "-o", str(tmp_path / "o.onnx"), "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("marker", [b"NODENAME", b"STRATTR", b"DOCSTRING"])
+def test_text_that_is_not_utf8_is_refused_at_load(tmp_path, marker, capsys):
+    model = _small_model()
+    model.graph.node[0].name = "NODENAME"
+    model.graph.doc_string = "DOCSTRING"
+    model.graph.node.append(helper.make_node("Constant", [], ["s"], value_string="STRATTR"))
+    model.graph.output.append(helper.make_tensor_value_info("s", TensorProto.STRING, []))
+    data = model.SerializeToString()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data.replace(marker, marker[:3] + b"\xac" + marker[4:]))
+    for command in (["inspect", str(path)], ["compile", str(path), "-o", str(tmp_path / "o.onnx")]):
+        code, err = _run_cli(command, capsys)
+        assert code == 2 and err.count("\n") == 1 and "not valid UTF-8" in err, err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_model_without_outputs_is_refused(tmp_path, capsys):
+    model = _small_model()
+    model.graph.ClearField("output")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, err = _run_cli(["compile", str(path), "-o", str(tmp_path / "o.onnx")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no outputs" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_an_undefined_input_gives_exactly_one_stderr_line(tmp_path):
+    # A subprocess: in-process, pytest's log capture would hide onnx_ir's logged complaint.
+    model = _small_model()
+    model.graph.node[0].input[1] = "ghost"
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    result = subprocess.run([sys.executable, "-m", "onnxc", "compile", str(path), "-o", str(tmp_path / "o.onnx")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("onnxc: error:") and "ghost" in result.stderr
+
+
+def test_varint_refuses_negative_lengths():
+    # In a subprocess with a timeout: the old encoder looped forever on a negative number.
+    code = "import onnxc.io as io; print(io._varint(300).hex()); io._varint(-1)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "ac02\n" and "ValueError" in result.stderr and "negative" in result.stderr
