@@ -2,31 +2,39 @@
 
 Exit codes: 0 success; 1 a comparison exceeded its tolerance (``onnxc compare``); 2 bad input
 or usage (unreadable model, invalid graph, unknown pass or option, ...), reported on one line;
-3 an internal error in onnxc (a bug: the traceback is shown with ``--debug``).
+3 an internal error in onnxc (a bug: the traceback is shown with ``--debug``); 130 and 143
+interrupted by Ctrl-C or SIGTERM, which unwind like an error, so no staged output is left behind.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from onnxc._version import __version__
-from onnxc.errors import OnnxcError
+from onnxc.errors import OnnxcError, PassCrashedError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_TERMINATED = 128 + signal.SIGTERM  # as a shell reports a process SIGTERM ended
 
 EPILOG_EXIT_CODES = """exit codes:
   0  success
   1  outputs differ beyond tolerance (compare)
   2  bad input or usage: unreadable/invalid model, unknown pass or option, bad data (one-line error)
-  3  internal error in onnxc (rerun with --debug for the traceback, and report it)"""
+  3  internal error in onnxc (rerun with --debug for the traceback, and report it)
+  130, 143  interrupted (Ctrl-C) or terminated (SIGTERM); no partial output is left"""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -179,7 +187,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from onnxc.context import Context
     from onnxc.driver import build_steps
     from onnxc.inputs import parse_shape_overrides
-    from onnxc.io import load, save
+    from onnxc.io import load, save, write_text_atomically
     from onnxc.manager import PassManager
     from onnxc.pipeline import load_recipe
     from onnxc.report import format_compile_report
@@ -212,7 +220,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     external = {"auto": None, "always": True, "never": False}[args.external_data]
     written = save(model, output_path, external_data=external)
     if args.report:
-        _write_json_atomically(Path(args.report), {"input": str(input_path), "output": str(output_path), **report.as_dict()})
+        report_data = {"input": str(input_path), "output": str(output_path), **report.as_dict()}
+        write_text_atomically(args.report, json.dumps(report_data, indent=2, default=str) + "\n")
     print(format_compile_report(report))
     print("wrote " + ", ".join(str(p) for p in written))
     return EXIT_OK
@@ -370,11 +379,6 @@ def _safe_file_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "output"
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 class _WarningLine(logging.Handler):
@@ -391,12 +395,49 @@ def _show_onnxc_warnings() -> None:
         logger.addHandler(handler)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is so that every ``finally`` (staged outputs) runs.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it.
+    """
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _command_environment(debug: bool) -> Iterator[None]:
+    """What a command runs in: SIGTERM unwinds like Ctrl-C, and libraries stay quiet.
+
+    Exit 2 promises one stderr line, so Python warnings and library log records (onnx_ir logs its
+    complaints about a broken graph) are dropped unless --debug; onnxc's own warnings still show.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    root = logging.getLogger()
+    sink = logging.NullHandler()
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+            # A handler on the root logger keeps records from reaching logging's last-resort stderr printer.
+            root.addHandler(sink)
+        try:
+            yield
+        finally:
+            root.removeHandler(sink)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _show_onnxc_warnings()
     try:
-        return args.handler(args)
+        with _command_environment(args.debug):
+            return args.handler(args)
     except OnnxcError as error:
         if args.debug:
             traceback.print_exc()
@@ -405,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onnxc: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("onnxc: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except PassCrashedError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"onnxc: internal error {error} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
     except Exception as error:  # noqa: BLE001 - the last line of defence: one line unless --debug
         if args.debug:
             traceback.print_exc()

@@ -1,7 +1,7 @@
-"""Errors a user can act on.
+"""Errors a user can act on, and the wrapper that locates a bug.
 
 The CLI prints an ``OnnxcError`` as one line and exits with status 2; anything else is a bug
-in onnxc and gets a traceback only with ``--debug``.
+in onnxc (status 3) and gets a traceback only with ``--debug``.
 """
 
 
@@ -27,3 +27,18 @@ class PassFailedError(OnnxcError):
 
 class FeatureNotImplementedError(OnnxcError):
     """The request is valid but onnxc does not implement it yet."""
+
+
+
+class PassCrashedError(Exception):
+    """A pass raised something other than an ``OnnxcError``: a bug in that pass, not bad input.
+
+    Deliberately not an ``OnnxcError``: the CLI reports it as an internal error (exit 3), naming
+    the pass; the original exception is its ``__cause__``.
+    """
+
+    def __init__(self, pass_name: str, error: BaseException):
+        text = str(error).strip()
+        detail = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+        super().__init__(f"in pass {pass_name!r}: {detail}")
+        self.pass_name = pass_name

@@ -16,12 +16,14 @@ input. Models whose weights exceed the protobuf limit are written with external 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import ctypes
 import functools
 import math
 import mmap
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -298,17 +300,42 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     try:
         if external_data:
             return _save_with_external_data(model, path)
-        handle, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
-            _write_single_file(model, Path(staged))
+        with _staged_file(path) as staged:
+            _write_single_file(model, staged)
             os.replace(staged, path)
-        finally:
-            if os.path.exists(staged):
-                os.unlink(staged)
         return [path]
     except ValueError as error:
         raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (a report) the way ``save`` writes models: complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _staged_file(path) as staged:
+        staged.write_text(text)
+        os.replace(staged, path)
+
+
+@contextlib.contextmanager
+def _staged_file(path: Path) -> Iterator[Path]:
+    """A new empty file beside ``path``, removed on the way out unless it was renamed onto ``path``.
+
+    Created with mode 0666 less the umask, as any new file: ``mkstemp`` would make it 0600, and
+    the rename would hand the user an output no one else may read.
+    """
+    while True:
+        staged = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield staged
+    finally:
+        if os.path.lexists(staged):
+            os.unlink(staged)
 
 
 def _save_with_external_data(model: ir.Model, path: Path) -> list[Path]:

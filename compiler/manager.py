@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxc import speed
 from onnxc.context import Context
-from onnxc.errors import InvalidModelError, OnnxcError, PassFailedError
+from onnxc.errors import InvalidModelError, OnnxcError, PassCrashedError, PassFailedError
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import tensor_bytes
 from onnxc.irutil import all_graphs
@@ -192,8 +192,8 @@ class PassManager:
             result = pass_.bind(self.context)(model)
         except OnnxcError:
             raise
-        except Exception as error:  # noqa: BLE001 - name the pass whatever it raised
-            raise PassFailedError(f"pass {pass_.describe()!r} failed: {type(error).__name__}: {_first_line(error)}") from error
+        except Exception as error:  # noqa: BLE001 - anything else is a bug in the pass: name it, keep the traceback
+            raise PassCrashedError(pass_.describe(), error) from error
         record.time_s += time.perf_counter() - started
         record.applications += 1
         record.changes += int(result.modified)
@@ -262,8 +262,3 @@ def _passes(steps: Sequence[Step]) -> list[Pass]:
 
 def _count_steps(steps: Sequence[Step]) -> int:
     return sum(_count_steps(s.passes) if isinstance(s, Group) else 1 for s in steps)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""

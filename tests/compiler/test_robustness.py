@@ -1,8 +1,11 @@
 """Bad input gets one clear line and exit code 2: no traceback, no partial output, input untouched."""
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 
 import numpy as np
 import onnx
@@ -342,3 +345,104 @@ def test_varint_refuses_negative_lengths():
     code = "import onnxc.io as io; print(io._varint(300).hex()); io._varint(-1)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout == "ac02\n" and "ValueError" in result.stderr and "negative" in result.stderr
+
+
+def _plugin(tmp_path, name: str, body: str) -> str:
+    """A plugin file registering pass ``name`` whose body runs on the model (names are unique per test)."""
+    plugin = tmp_path / f"robustness_{name.replace('-', '_')}.py"
+    plugin.write_text(
+        "import onnxc\n"
+        f"@onnxc.register_pass(name={name!r})\n"
+        "def run(model):\n"
+        "    '''A test pass.'''\n"
+        + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    return str(plugin)
+
+
+def test_a_bug_inside_a_pass_is_an_internal_error_naming_the_pass(good_model, tmp_path, capsys):
+    plugin = _plugin(tmp_path, "test-robust-typeerror", "return len(3)\n")
+    code, err = _run_cli(["compile", str(good_model), "-o", str(tmp_path / "o.onnx"), "--plugin", plugin,
+                          "--passes", "test-robust-typeerror", "--no-progress"], capsys)
+    assert code == 3 and err.count("\n") == 1
+    assert err.startswith("onnxc: internal error in pass 'test-robust-typeerror': TypeError: ")
+    assert "(rerun with --debug" in err and not (tmp_path / "o.onnx").exists()
+    code, err = _run_cli(["--debug", "compile", str(good_model), "-o", str(tmp_path / "o.onnx"), "--plugin", plugin,
+                          "--passes", "test-robust-typeerror", "--no-progress"], capsys)
+    assert code == 3 and "Traceback" in err and "len(3)" in err
+
+
+def test_a_user_error_raised_inside_a_pass_stays_exit_2(good_model, tmp_path, capsys):
+    plugin = _plugin(tmp_path, "test-robust-usererror",
+                     "raise onnxc.errors.PipelineError('this model needs option k')\n")
+    code, err = _run_cli(["compile", str(good_model), "-o", str(tmp_path / "o.onnx"), "--plugin", plugin,
+                          "--passes", "test-robust-usererror", "--no-progress"], capsys)
+    assert code == 2 and err == "onnxc: error: this model needs option k\n"
+
+
+def test_library_warnings_and_logs_stay_off_stderr(good_model, tmp_path):
+    # A subprocess: in-process, pytest captures logging and warnings itself.
+    plugin = _plugin(tmp_path, "test-robust-noisy", """\
+        import logging, warnings
+        logging.getLogger("onnx_ir").warning("library noise")
+        warnings.warn("deprecated thing")
+        logging.getLogger("onnxc.passes.noisy").warning("a warning onnxc means to give")
+        return False
+    """)
+    command = [sys.executable, "-m", "onnxc", "compile", str(good_model), "-o", str(tmp_path / "o.onnx"),
+               "--plugin", plugin, "--passes", "test-robust-noisy", "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "onnxc: warning: a warning onnxc means to give\n", result.stderr
+    debug = subprocess.run(command[:3] + ["--debug"] + command[3:], capture_output=True, text=True, timeout=120)
+    assert "library noise" in debug.stderr and "deprecated thing" in debug.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("external", ["never", "always"])
+def test_outputs_get_the_usual_permissions(good_model, tmp_path, umask, external):
+    previous = os.umask(umask)
+    try:
+        out, report = tmp_path / "out" / "o.onnx", tmp_path / "out" / "report.json"
+        assert main(["compile", str(good_model), "-o", str(out), "--report", str(report), "--no-progress",
+                     "--external-data", external]) == 0
+    finally:
+        os.umask(previous)
+    written = sorted(p.name for p in out.parent.iterdir())
+    assert written == (["o.onnx", "o.onnx.data", "report.json"] if external == "always" else ["o.onnx", "report.json"])
+    for name in written:
+        assert (out.parent / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize("external", ["never", "always"])
+def test_sigterm_while_saving_leaves_no_staged_file(good_model, tmp_path, external):
+    # The plugin slows the save down and says when the staged output exists; SIGTERM then arrives mid-save.
+    ready = tmp_path / "ready"
+    plugin = tmp_path / "robustness_slow_save.py"
+    plugin.write_text(textwrap.dedent(f"""\
+        import time, onnxc.io
+        def _slow(write):
+            def slow(*args, **kwargs):
+                result = write(*args, **kwargs)
+                open({str(ready)!r}, "w").close()
+                time.sleep(60)
+                return result
+            return slow
+        onnxc.io._write_single_file = _slow(onnxc.io._write_single_file)
+        onnxc.io.ir.save = _slow(onnxc.io.ir.save)
+    """))
+    out_dir = tmp_path / "out"
+    command = [sys.executable, "-m", "onnxc", "compile", str(good_model), "-o", str(out_dir / "o.onnx"),
+               "--plugin", str(plugin), "--no-progress", "--external-data", external]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert ready.exists(), process.communicate()[1] if process.poll() is not None else "never got to the save"
+        assert any(p.name.endswith(".tmp") for p in out_dir.iterdir()), "the staged output exists mid-save"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and err == "onnxc: terminated\n"
+    assert list(out_dir.iterdir()) == []
