@@ -74,9 +74,13 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
     # invalid graph is refused before onnx_ir logs its own complaints about it.
     weightless = _weightless(proto, weights, sizes) if check or infer_shapes else None
     if check:
+        _check_opset(proto, path)
         try:
-            onnx.checker.check_model(weightless)
-        except (onnx.checker.ValidationError, UnicodeDecodeError) as error:  # a name that is not UTF-8 fails the message too
+            # full_check adds strict type and shape inference: a Constant without a value, or an Add
+            # of float and int32, passes the plain checker and then the output would not load in ORT.
+            onnx.checker.check_model(weightless, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, UnicodeDecodeError) as error:
+            # (A name that is not UTF-8 in the checker's message fails its decoding too.)
             raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
     try:
         model = ir.serde.deserialize_model(proto)
@@ -95,6 +99,14 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
             array, dtype=ir.DataType(tensor.data_type), name=tensor.name, doc_string=tensor.doc_string or None
         )
     return model
+
+
+def _check_opset(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse a default-domain opset newer than ONNX defines: the checker lets it through, ONNX Runtime does not."""
+    newest = onnx.defs.onnx_opset_version()
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > newest:
+            raise InvalidModelError(f"{path}: opset {entry.version} does not exist (the newest ONNX opset is {newest})")
 
 
 def _parse_whole(path: Path) -> onnx.ModelProto:

@@ -257,6 +257,7 @@ def test_tensors_whose_type_shape_and_data_disagree_are_refused_at_load(tmp_path
 
 def test_a_valid_int4_constant_and_an_empty_tensor_still_load(tmp_path):
     model = _in_constant(_raw_tensor(TensorProto.INT4, [5], 3))
+    model.opset_import[0].version = 21  # the first opset whose Constant and Identity take int4
     model.graph.node[1].op_type = "Identity"
     del model.graph.node[1].input[1:]
     model.graph.node[1].input[0] = "w"
@@ -446,3 +447,36 @@ def test_sigterm_while_saving_leaves_no_staged_file(good_model, tmp_path, extern
         process.kill()
     assert process.returncode == 143 and err == "onnxc: terminated\n"
     assert list(out_dir.iterdir()) == []
+
+
+def _mistyped_add() -> onnx.ModelProto:
+    model = _small_model()
+    model.graph.initializer[0].CopyFrom(helper.make_tensor("w", TensorProto.INT32, [4], [1, 2, 3, 4]))
+    return model
+
+
+def _valueless_constant() -> onnx.ModelProto:
+    model = _small_model()
+    del model.graph.initializer[:]
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["w"]))
+    return model
+
+
+def _future_opset() -> onnx.ModelProto:
+    model = _small_model()
+    model.opset_import[0].version = 99
+    return model
+
+
+@pytest.mark.parametrize("build, message", [
+    (_mistyped_add, "inconsistent type tensor(int32)"),
+    (_valueless_constant, "Constant"),
+    (_future_opset, "opset 99 does not exist"),
+])
+def test_graphs_onnx_runtime_cannot_load_are_refused_at_load(tmp_path, build, message, capsys):
+    # Each passed the plain checker, compiled with exit 0, and gave an output ORT refuses to load.
+    path = tmp_path / "m.onnx"
+    path.write_bytes(build().SerializeToString())
+    code, err = _run_cli(["compile", str(path), "-o", str(tmp_path / "o.onnx"), "--no-progress"], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "o.onnx").exists()
