@@ -165,7 +165,9 @@ def decode_boxes(output: np.ndarray, layout: str, score_threshold: float = 0.25)
     else:
         raise OnnxcError(f"unknown box layout {layout!r}")
     boxes = np.concatenate([centre[:, :2] - centre[:, 2:] / 2, centre[:, :2] + centre[:, 2:] / 2], axis=1)
-    chosen = scores > score_threshold
+    # A zero-area box overlaps nothing, itself included: it is no detection, and kept it would
+    # count as a miss even between identical outputs.
+    chosen = (scores > score_threshold) & (centre[:, 2] > 0) & (centre[:, 3] > 0)
     boxes, scores, classes = boxes[chosen], scores[chosen], classes[chosen]
     keep = _nms(boxes, scores, classes)
     return boxes[keep].reshape(-1, 4), classes[keep]

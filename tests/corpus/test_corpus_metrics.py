@@ -42,6 +42,9 @@ def test_box_f1_matches_boxes_of_the_same_class_at_iou_half():
     assert score == pytest.approx(0.5)  # one of two boxes matched on each side
     relabelled = yolov8([(50, 50, 20, 20), (150, 150, 40, 40)], [1, 1], [0.9, 0.8])
     assert cm.fidelity("box-f1:layout=yolov8", [{"o": reference}], [{"o": relabelled}], [{}]).score == pytest.approx(0.5)
+    # Identical outputs score 1, zero-area boxes (a real detector emits some) included.
+    degenerate = yolov8([(50, 50, 20, 20), (90, 90, 0, 12)], [0, 1], [0.9, 0.7])
+    assert cm.fidelity("box-f1:layout=yolov8", [{"o": degenerate}], [{"o": degenerate}], [{}]).score == 1.0
     nothing = yolov8([(50, 50, 20, 20)], [0], [0.1])  # below the score threshold on both sides
     assert cm.fidelity("box-f1:layout=yolov8", [{"o": nothing}], [{"o": nothing}], [{}]).score == 1.0
 
