@@ -1,8 +1,10 @@
 """Loading and saving models safely.
 
 ``load`` refuses anything it cannot read completely and correctly, with one line saying why:
-missing or non-ONNX files, truncated protobuf, external data that is absent, too short, or whose
-``location`` is absolute or escapes the model's folder (no file outside that folder is opened).
+missing or non-ONNX files, truncated protobuf, text that is not UTF-8, a graph without outputs or
+failing the checker's full check, external data that is absent, too short, or whose ``location``
+is absolute or escapes the model's folder (no file outside that folder is opened), and any stored
+tensor whose type, shape and data length disagree (only lengths are compared, never values).
 Weights stay memory-mapped, so loading a large model costs little memory and time: external
 data through onnx_ir's lazy external tensors, and the large weights inside the model file
 through arrays over the mapped file (their bytes are cut out before the protobuf is parsed).

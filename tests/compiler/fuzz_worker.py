@@ -45,8 +45,14 @@ def _check_output(path: str) -> str | None:
     return None
 
 
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
 def run_case(case: dict, main) -> dict:
     before = _digests(case["keep"])
+    folder = Path(case["keep"][0]).parent
+    files_before = _files(folder)
     with tempfile.TemporaryFile() as captured:
         saved = os.dup(2)
         sys.stderr.flush()
@@ -68,6 +74,8 @@ def run_case(case: dict, main) -> dict:
     output = case.get("output")
     out_dir = Path(output).parent if output else None
     left = sorted(p.name for p in out_dir.iterdir()) if out_dir and out_dir.is_dir() else []
+    # Beside the input, nothing may appear (the output folder aside).
+    left += sorted(f for f in _files(folder) - files_before if not f.startswith("out"))
     result = {"name": case["name"], "code": code, "stderr": stderr, "seconds": elapsed, "left": left,
               "changed": [p for p, d in _digests(case["keep"]).items() if d != before[p]]}
     if code == 0 and output:
