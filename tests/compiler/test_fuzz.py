@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 WORKER = Path(__file__).with_name("fuzz_worker.py")
 WORKERS = 2
 SEED = 20261202
-CASES_PER_FAMILY = {"flip": 40, "truncate": 20, "wire": 40, "tensor": 60, "graph": 30, "external": 40}
+CASES_PER_FAMILY = {"flip": 80, "truncate": 30, "wire": 100, "tensor": 100, "graph": 60, "external": 60}
 
 
 def _seed_models() -> dict[str, onnx.ModelProto]:
