@@ -565,7 +565,8 @@ _TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "doubl
 def _check_tensor(tensor: onnx.TensorProto, where: str, base_dir: Path) -> int:
     """Refuse a tensor whose type, shape and data do not agree; returns its bytes of data.
 
-    Only lengths are compared, never the values, so this costs little even for large weights.
+    Only lengths are compared, never values. The large main-graph weights were cut out of the
+    file before parsing and external data is only stat'ed, so their bytes are never touched.
     """
     try:
         dtype = ir.DataType(tensor.data_type)
