@@ -196,8 +196,10 @@ def split_feeds(model: ir.Model, context: Context, limit: int | None) -> Split:
     calibration cache's key names exactly the feeds used) and the guard the last ones: the same
     data always splits the same way."""
     if context.verification_inputs:
-        feeds = list(context.verification_inputs)
-        return Split(limit, feeds, f"the Context's {len(feeds)} verification inputs")
+        # Every candidate runs on every guard feed: GUARD_FEEDS of them keep the ranking's cost bounded.
+        feeds = list(context.verification_inputs)[:GUARD_FEEDS]
+        return Split(limit, feeds, f"the first {len(feeds)} of the Context's {len(context.verification_inputs)} "
+                                   "verification inputs")
     data = open_data(model, context, limit)
     # A source that does not know its length ahead (a reader, a callable) is counted by reading it.
     count = data.length if data.length is not None else sum(1 for _ in data)

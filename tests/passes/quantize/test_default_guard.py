@@ -117,6 +117,14 @@ def test_few_feeds_are_not_split_and_the_report_says_so(monkeypatch, count):
     assert reads.collected == reads.judged == set(range(count))
 
 
+def test_the_guard_runs_on_at_most_8_of_the_context_verification_inputs(monkeypatch):
+    reads = _Reads(monkeypatch)
+    context = Context(calibration_data=CALIB[:4], verification_inputs=CALIB[4:] + CALIB[:6])
+    _, report = quantized(small_cnn(), SMALL, context=context)
+    assert report.passes[0].details["guard"]["feeds"] == "the first 8 of the Context's 10 verification inputs"
+    assert reads.collected == {0, 1, 2, 3} and reads.judged == {4, 5, 6, 7, 0, 1, 2, 3}
+
+
 def test_the_split_is_deterministic_and_the_calibration_cache_knows_it(tmp_path):
     model = small_cnn()
     cache = tmp_path / "calib.stats.npz"
