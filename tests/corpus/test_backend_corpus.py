@@ -18,13 +18,10 @@ import pytest
 
 from onnxc.models_zoo import backend_cases
 
-KNOWN_ONNXC_BUGS = {
-    # IR version 3 requires every initializer to be a graph input too; folding Constants into
-    # initializers keeps the IR version and does not add them, so the checker rejects the output.
-    "test_PixelShuffle": "IR 3 model: folded initializers are not graph inputs",
-    "test_operator_repeat": "IR 3 model: folded initializers are not graph inputs",
-    "test_operator_repeat_dim_overflow": "IR 3 model: folded initializers are not graph inputs",
-}
+# name -> why onnxc fails it today. Empty since the IR-3 fix (folded initializers are now graph
+# inputs in IR < 4 models: test_PixelShuffle, test_operator_repeat, ..._dim_overflow failed the
+# checker until then).
+KNOWN_ONNXC_BUGS: dict[str, str] = {}
 
 _CASES = backend_cases.node_cases() + backend_cases.data_cases()
 
