@@ -14,7 +14,7 @@ from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassCrashedError, PassFailedError
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import tensor_bytes
-from onnxc.irutil import all_graphs
+from onnxc.irutil import all_graphs, list_initializers_as_inputs
 from onnxc.pass_base import Pass
 from onnxc.progress import progress_bar
 from onnxc.verify import Comparison, compare_outputs, run_feeds
@@ -125,6 +125,9 @@ class PassManager:
         with progress_bar(total=_count_steps(self.steps), desc="passes", enabled=self.context.progress) as bar:
             for step in self.steps:
                 self._run_step(model, step, bar)
+        # Whatever the pipeline, an IR < 4 model's new initializers must also be graph inputs to be valid.
+        if list_initializers_as_inputs(model) != ([], 0):
+            self._stats = self._count(model)
         speed_check = None
         if claims and self.context.check_speed:
             speed_check = self._keep_faster(model, original, claims)
