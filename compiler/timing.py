@@ -52,11 +52,13 @@ def compare_latency(
     return best
 
 
-def ort_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_round: int = 5) -> dict[str, float]:
-    """Seconds per run of each ``ir.Model`` (or file) on ORT CPU with the same ``feed``, interleaved."""
+def ort_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_round: int = 5,
+                  label: str = "model") -> dict[str, float]:
+    """Seconds per run of each ``ir.Model`` (or file) on ORT CPU with the same ``feed``, interleaved;
+    ``label`` names them in errors ("the int8 candidate")."""
     from onnxc.runtime import OrtRunner
 
-    runners = {name: OrtRunner(model, label=f"{name} model") for name, model in models.items()}
+    runners = {name: OrtRunner(model, label=f"{name} {label}") for name, model in models.items()}
     try:
         return compare_latency({name: (lambda r=r: r.run(feed)) for name, r in runners.items()},
                                rounds=rounds, calls_per_round=calls_per_round)

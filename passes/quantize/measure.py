@@ -23,8 +23,7 @@ import onnx_ir as ir
 from onnxc.passes.quantize.candidates import Candidates
 from onnxc.passes.quantize.placement import Plan, restrict
 from onnxc.passes.quantize.regions import components
-from onnxc.runtime import OrtRunner
-from onnxc.timing import compare_latency
+from onnxc.timing import ort_latencies
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +38,7 @@ def ort_timer(feed: dict) -> Timer:
     """Seconds per run of each model on ORT CPU, interleaved (min over rounds of the median)."""
 
     def time_models(models: dict[str, ir.Model]) -> dict[str, float]:
-        runners = {name: OrtRunner(model, label=f"{name} candidate") for name, model in models.items()}
-        try:
-            return compare_latency({name: (lambda r=r: r.run(feed)) for name, r in runners.items()},
-                                   rounds=ROUNDS, calls_per_round=CALLS_PER_ROUND)
-        finally:
-            for runner in runners.values():
-                runner.close()
+        return ort_latencies(models, feed, rounds=ROUNDS, calls_per_round=CALLS_PER_ROUND, label="candidate")
 
     return time_models
 
