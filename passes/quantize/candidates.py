@@ -13,7 +13,23 @@ Per float output, over all the feeds together:
 * ``rel_error``: RMS of the difference over the standard deviation of the float values, i.e.
   noise over signal. Unlike cosine it does not go blind on outputs far from zero (a score near
   3.5 for every input, box coordinates in pixels), and unlike ``max_abs`` it does not depend on
-  the output's units, so one bound means the same for every output of every model.
+  the output's units, so one bound means the same for every output of every model;
+* ``slice_rel_error`` and ``slice_axis``: the same ratio per slice along the output's small
+  "feature" axis (the last axis or axis 1, at most :data:`MAX_SLICES` entries, each slice of at
+  least :data:`MIN_SLICE_VALUES` values over the feeds), the worst slice's. One detector output
+  often packs box coordinates, objectness and class scores side by side ([1, anchors, 4 + 1 + C]
+  or [1, 4 + C, anchors]); their different means and spreads inflate the whole tensor's standard
+  deviation, which then hides the error of the score channels that decide which boxes exist. An
+  axis counts only when its slices are clearly different quantities: at least
+  :data:`BETWEEN_SHARE` of the output's variance lies between the slices' means (coordinates
+  near 200 px next to scores near 0.5), or their spreads are :data:`SPREAD_RATIO` or more apart
+  (a score of spread 0.3 next to coordinates of spread 90). A transformer's hidden state (its
+  features' spreads a few times apart, around similar means) is not such an output: judged by
+  its quietest feature, it would keep layers float for an error no task sees. Of two such axes,
+  the one with the larger share between means is used; slices whose float values are
+  (near-)constant (spread at most :data:`CONSTANT_SLICE` of the output's) have no spread to
+  measure against and are skipped. ``rel_error`` is the larger of the whole-tensor ratio and
+  this one, so the bound judges every slice.
 
 Outputs that are not floating point (indices, masks, shapes) are left out: int8 arithmetic is
 judged by the float values that lead to them.
@@ -31,12 +47,27 @@ from onnxc.context import Feeds
 from onnxc.runtime import OrtRunner
 
 
+# The per-slice measure: an axis of 2..MAX_SLICES entries whose slices have MIN_SLICE_VALUES or
+# more values each (a [1, 1000] classifier's logits over 8 feeds have 8 per class: too few for a
+# spread); a slice whose float spread is at most CONSTANT_SLICE of the output's is skipped.
+MAX_SLICES = 256
+MIN_SLICE_VALUES = 32
+CONSTANT_SLICE = 1e-4
+# Heterogeneous slices: ddddocr's YOLOX head [1, 3549, 6] has 0.61 of its variance between the
+# channel means; a transformer feed-forward block's output 0.23 and spreads 8x apart.
+BETWEEN_SHARE = 0.5
+SPREAD_RATIO = 100.0
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputError:
     name: str
     max_abs: float
     cosine: float
     rel_error: float
+    whole_rel_error: float | None = None
+    slice_rel_error: float | None = None
+    slice_axis: int | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -62,7 +93,8 @@ class Measured:
 
     def exact(self) -> Measured:
         """The same outputs with no error at all (the float model measured against itself)."""
-        return Measured(tuple(OutputError(o.name, 0.0, 1.0, 0.0) for o in self.outputs))
+        return Measured(tuple(OutputError(o.name, 0.0, 1.0, 0.0, 0.0, None if o.slice_axis is None else 0.0,
+                                          o.slice_axis) for o in self.outputs))
 
 
 def output_errors(reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]) -> Measured:
@@ -85,6 +117,57 @@ def output_errors(reference: Sequence[dict[str, np.ndarray]], candidate: Sequenc
 def _output_error(name: str, reference: list[np.ndarray], candidate: list[np.ndarray]) -> OutputError:
     if any(r.shape != c.shape for r, c in zip(reference, candidate)):
         return OutputError(name, math.inf, 0.0, math.inf)
+    whole = _whole_error(name, reference, candidate)
+    if not math.isfinite(whole.rel_error):
+        return whole
+    found = _slice_error(reference, candidate)
+    if found is None:
+        return dataclasses.replace(whole, whole_rel_error=whole.rel_error)
+    axis, worst = found
+    return dataclasses.replace(whole, rel_error=max(whole.rel_error, worst), whole_rel_error=whole.rel_error,
+                               slice_rel_error=worst, slice_axis=axis)
+
+
+def _slice_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[int, float] | None:
+    """(axis, worst slice's rel_error) along the output's feature axis, as the module docstring
+    says; None when it has none. Axes are counted from the end (-1: the last) when that is the
+    last axis, else from the front (1)."""
+    ndim = reference[0].ndim
+    if ndim < 2 or any(r.ndim != ndim for r in reference):
+        return None
+    best = None
+    for axis in sorted({ndim - 1, 1}, reverse=True):
+        length = reference[0].shape[axis]
+        if not 2 <= length <= MAX_SLICES or any(r.shape[axis] != length for r in reference):
+            continue
+        r = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in reference]).astype(np.float64)
+        if r.shape[0] < MIN_SLICE_VALUES:
+            continue
+        c = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in candidate]).astype(np.float64)
+        finite = np.isfinite(r).all(axis=1)  # rows with a non-finite value are left out (the whole check judges them)
+        r, c = r[finite], c[finite]
+        if r.shape[0] < MIN_SLICE_VALUES:
+            continue
+        total = float(r.var())
+        if total <= 0:
+            continue
+        spread = r.std(axis=0)
+        between = float(r.mean(axis=0).var()) / total
+        noise = np.sqrt(np.mean((c - r) ** 2, axis=0))
+        varied = spread > CONSTANT_SLICE * math.sqrt(total)
+        if not varied.any():
+            continue
+        if between < BETWEEN_SHARE and spread[varied].max() < SPREAD_RATIO * spread[varied].min():
+            continue
+        worst = float(np.max(noise[varied] / spread[varied]))
+        label = -1 if axis == ndim - 1 else axis
+        # Ties (a [1, 6, 6] output) go to the last axis, the usual place of a detector's channels.
+        if best is None or between > best[0]:
+            best = (between, label, worst)
+    return None if best is None else (best[1], best[2])
+
+
+def _whole_error(name: str, reference: list[np.ndarray], candidate: list[np.ndarray]) -> OutputError:
     r = np.concatenate([a.astype(np.float64).ravel() for a in reference])
     c = np.concatenate([a.astype(np.float64).ravel() for a in candidate])
     if r.size == 0:

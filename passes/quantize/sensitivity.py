@@ -8,7 +8,9 @@ candidate per layer, the same as removing each layer from the full quantization 
 ranking it gives is the one the removal search needs.
 
 The bound holds when *every* float output meets each of its parts: ``max_rel_error`` (RMS error
-over the output's standard deviation; on by default, :data:`DEFAULT_MAX_REL_ERROR`),
+over the output's standard deviation, and over each slice's own along a small feature axis, so the
+score channels a detector packs next to pixel box coordinates are judged by their own spread;
+on by default, :data:`DEFAULT_MAX_REL_ERROR`),
 ``max_error`` (largest absolute difference) and ``min_cosine`` (smallest cosine to float).
 
 1. the fully quantized candidate is checked first; if it meets the bound, nothing is ranked;
@@ -47,7 +49,8 @@ DEFAULT_MAX_REL_ERROR = 0.1
 # no measure of int8 on real ones: only an output int8 wrecks (noise at half its spread) counts.
 RANDOM_DATA_MAX_REL_ERROR = 0.5
 METRIC = ("rel_error: RMS of (int8 - float) over the standard deviation of the float values, per float output, "
-          "on the guard feeds")
+          "on the guard feeds; where the output has a feature axis (last or 1, <= 256 entries: a detector's packed "
+          "box/score channels), the worst slice's own ratio along it when larger")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,3 +70,44 @@ def speech_feeds(count: int, seed: int) -> list[dict[str, np.ndarray]]:
         wave = wave + 10 ** rng.uniform(-3.5, -2.5) * rng.standard_normal(SAMPLES)
         feeds.append({"wave": wave.astype(np.float32)[None, None]})
     return feeds
+
+
+DET_SIZE = 16
+DET_ANCHORS = DET_SIZE * DET_SIZE
+
+
+def detector_head(seed: int = 0) -> ir.Model:
+    """A detector head whose one output packs large-range box coordinates with small-range scores,
+    [1, anchors, cx cy w h score], as YOLOX exports do.
+
+    Box coordinates come from the regression features, in pixels (spread ~50); the score from the
+    classification features, one of whose channels is an outlier 50x the others (and unused by the
+    score). int8 gives that input one scale, set by the outlier: the score's logits drown in its
+    rounding, while the boxes, and the output's spread that they make, hardly move."""
+    rng = np.random.default_rng(seed)
+    init = {
+        "box_w": _weights(rng, 4, 4, 1, 1, scale=30.0), "box_b": np.array([200, 200, 100, 100], np.float32),
+        "score_w": np.concatenate([np.zeros((1, 1, 3, 3)), _weights(rng, 1, 3, 3, 3, scale=0.5)], 1).astype(np.float32),
+        "shape": np.array([1, 5, DET_ANCHORS], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["reg", "box_w", "box_b"], ["boxes"], name="box_conv", kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["cls", "score_w"], ["logit"], name="score_conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["logit"], ["score"], name="sigmoid"),
+        helper.make_node("Concat", ["boxes", "score"], ["packed"], name="concat", axis=1),
+        helper.make_node("Reshape", ["packed", "shape"], ["rows"], name="reshape"),
+        helper.make_node("Transpose", ["rows"], ["output"], name="transpose", perm=[0, 2, 1]),
+    ]
+    shape = [1, 4, DET_SIZE, DET_SIZE]
+    return make_model(nodes, [("reg", shape), ("cls", shape)], [("output", [1, DET_ANCHORS, 5])], init)
+
+
+def detector_feeds(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Regression features of spread 1; classification features with one outlier channel (spread 50)."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        reg, cls = rng.standard_normal((2, 1, 4, DET_SIZE, DET_SIZE)).astype(np.float32)
+        cls[:, 0] *= 50
+        feeds.append({"reg": reg, "cls": cls})
+    return feeds

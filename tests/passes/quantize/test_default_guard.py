@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 import pytest
-from guard_models import speech_feeds, speech_quality
+from guard_models import detector_feeds, detector_head, speech_feeds, speech_quality
 from quantize_models import feeds, mlp, quantized, small_cnn, smooth_images
 
 import onnxc
@@ -161,6 +161,41 @@ def test_a_spectrogram_conv_stays_float():
     assert conv1.inputs[1].producer().op_type == "DequantizeLinear"  # the CNN after it is still int8
     assert output_errors(reference, run_feeds(out, SPEECH_TEST)).max_rel_error < 0.1
 
+
+
+def _channel_rel_errors(reference: list[dict], candidate: list[dict]) -> np.ndarray:
+    """RMS error over float spread of each channel of a [1, anchors, channels] output, computed here."""
+    r = np.concatenate([f["output"][0] for f in reference]).astype(np.float64)
+    c = np.concatenate([f["output"][0] for f in candidate]).astype(np.float64)
+    return np.sqrt(np.mean((c - r) ** 2, axis=0)) / r.std(axis=0)
+
+
+def test_a_detector_score_packed_next_to_pixel_boxes_is_judged_by_its_own_spread():
+    """One output [1, anchors, cx cy w h score]: the boxes' pixel spread (~90) makes the whole
+    tensor's rel_error blind to a score int8 ruins; the guard judges each channel by its own."""
+    model, data, test = detector_head(), detector_feeds(16, 0), detector_feeds(40, 1)
+    reference = run_feeds(model, test)
+    unguarded, _ = quantized(model, UNGUARDED, data=data)
+    damaged = run_feeds(unguarded, test)
+    per_channel = _channel_rel_errors(reference, damaged)
+    assert per_channel[4] > 0.3 and per_channel[:4].max() < 0.1  # the score is ruined, the boxes are not
+    r, c = (np.concatenate([f["output"].ravel() for f in o]).astype(np.float64) for o in (reference, damaged))
+    assert np.sqrt(np.mean((c - r) ** 2)) / r.std() < 0.02  # whole-tensor: 50x under the bound
+
+    out, report = quantized(model, SMALL, data=data)
+    checked(out)
+    details = report.passes[0].details
+    guard = details["guard"]
+    assert guard["kept_float"] == ["score_conv"] and "score_conv" in details["float_units"]
+    assert "box_conv" not in details["float_units"] and op_count(out, "QuantizeLinear") > 0
+    assert _channel_rel_errors(reference, run_feeds(out, test)).max() < 0.1
+    # The report says how it judged: the worst channel's own ratio, along the last axis.
+    assert "worst slice" in guard["metric"]
+    [full] = guard["full"]["outputs"]
+    assert full["whole_rel_error"] < 0.1 < 0.3 < full["rel_error"] == full["slice_rel_error"]
+    assert full["slice_axis"] == -1
+    whole = output_errors(reference, damaged).outputs[0]
+    assert whole.slice_axis == -1 and whole.rel_error == pytest.approx(per_channel.max())
 
 def _outlier_channel(count: int, seed: int) -> list[dict]:
     """One feature 50x the others, as transformers' outlier features are."""
