@@ -15,8 +15,8 @@ Per float output, over all the feeds together:
   3.5 for every input, box coordinates in pixels), and unlike ``max_abs`` it does not depend on
   the output's units, so one bound means the same for every output of every model;
 * ``slice_rel_error`` and ``slice_axis``: the same ratio per slice along the output's small
-  "feature" axis (the last axis or axis 1, at most :data:`MAX_SLICES` entries, each slice of at
-  least :data:`MIN_SLICE_VALUES` values over the feeds), the worst slice's. One detector output
+  "feature" axis (the shorter of the last axis and axis 1, at most :data:`MAX_SLICES` entries, each slice
+  of at least :data:`MIN_SLICE_VALUES` values over the feeds), the worst slice's. One detector output
   often packs box coordinates, objectness and class scores side by side ([1, anchors, 4 + 1 + C]
   or [1, 4 + C, anchors]); their different means and spreads inflate the whole tensor's standard
   deviation, which then hides the error of the score channels that decide which boxes exist. An
@@ -25,8 +25,7 @@ Per float output, over all the feeds together:
   near 200 px next to scores near 0.5), or their spreads are :data:`SPREAD_RATIO` or more apart
   (a score of spread 0.3 next to coordinates of spread 90). A transformer's hidden state (its
   features' spreads a few times apart, around similar means) is not such an output: judged by
-  its quietest feature, it would keep layers float for an error no task sees. Of two such axes,
-  the one with the larger share between means is used; slices whose float values are
+  its quietest feature, it would keep layers float for an error no task sees. Slices whose float values are
   (near-)constant (spread at most :data:`CONSTANT_SLICE` of the output's) have no spread to
   measure against and are skipped. ``rel_error`` is the larger of the whole-tensor ratio and
   this one, so the bound judges every slice.
@@ -135,36 +134,28 @@ def _slice_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tu
     ndim = reference[0].ndim
     if ndim < 2 or any(r.ndim != ndim for r in reference):
         return None
-    best = None
-    for axis in sorted({ndim - 1, 1}, reverse=True):
-        length = reference[0].shape[axis]
-        if not 2 <= length <= MAX_SLICES or any(r.shape[axis] != length for r in reference):
-            continue
-        r = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in reference]).astype(np.float64)
-        if r.shape[0] < MIN_SLICE_VALUES:
-            continue
-        c = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in candidate]).astype(np.float64)
-        finite = np.isfinite(r).all(axis=1)  # rows with a non-finite value are left out (the whole check judges them)
-        r, c = r[finite], c[finite]
-        if r.shape[0] < MIN_SLICE_VALUES:
-            continue
-        total = float(r.var())
-        if total <= 0:
-            continue
-        spread = r.std(axis=0)
-        between = float(r.mean(axis=0).var()) / total
-        noise = np.sqrt(np.mean((c - r) ** 2, axis=0))
-        varied = spread > CONSTANT_SLICE * math.sqrt(total)
-        if not varied.any():
-            continue
-        if between < BETWEEN_SHARE and spread[varied].max() < SPREAD_RATIO * spread[varied].min():
-            continue
-        worst = float(np.max(noise[varied] / spread[varied]))
-        label = -1 if axis == ndim - 1 else axis
-        # Ties (a [1, 6, 6] output) go to the last axis, the usual place of a detector's channels.
-        if best is None or between > best[0]:
-            best = (between, label, worst)
-    return None if best is None else (best[1], best[2])
+    # The shorter of the two (the last on a tie): a detector's channels, not its anchors, which a
+    # small head ([1, 130, 10] of PicoDet's coarsest level) can have fewer than MAX_SLICES of.
+    axis = min((ndim - 1, 1), key=lambda a: (reference[0].shape[a], -a))
+    length = reference[0].shape[axis]
+    if not 2 <= length <= MAX_SLICES or any(r.shape[axis] != length for r in reference):
+        return None
+    r = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in reference]).astype(np.float64)
+    c = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in candidate]).astype(np.float64)
+    finite = np.isfinite(r).all(axis=1)  # rows with a non-finite value are left out (the whole check judges them)
+    r, c = r[finite], c[finite]
+    total = float(r.var()) if r.shape[0] >= MIN_SLICE_VALUES else 0.0
+    if total <= 0:
+        return None
+    spread = r.std(axis=0)
+    varied = spread > CONSTANT_SLICE * math.sqrt(total)
+    if not varied.any():
+        return None
+    between = float(r.mean(axis=0).var()) / total
+    if between < BETWEEN_SHARE and spread[varied].max() < SPREAD_RATIO * spread[varied].min():
+        return None
+    noise = np.sqrt(np.mean((c - r) ** 2, axis=0))
+    return (-1 if axis == ndim - 1 else axis), float(np.max(noise[varied] / spread[varied]))
 
 
 def _whole_error(name: str, reference: list[np.ndarray], candidate: list[np.ndarray]) -> OutputError:
