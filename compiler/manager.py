@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Union
 
+import onnx
 import onnx_ir as ir
 
 from onnxc import speed
@@ -120,17 +121,16 @@ class PassManager:
                     f"{error} (on generated verification inputs: give concrete shapes with --shape NAME=DIMS "
                     "or real inputs)"
                 ) from None
-        claims = [p.describe() for p in _passes(self.steps) if p.claims_speed()]
-        original = speed.snapshot(model) if claims and self.context.check_speed else None
-        with progress_bar(total=_count_steps(self.steps), desc="passes", enabled=self.context.progress) as bar:
+        passes = _passes(self.steps)
+        claims = [p.describe() for p in passes if p.claims_speed()] if self.context.check_speed else []
+        original = speed.snapshot(model) if claims else None
+        with progress_bar(total=len(passes), desc="passes", enabled=self.context.progress) as bar:
             for step in self.steps:
                 self._run_step(model, step, bar)
         # Whatever the pipeline, an IR < 4 model's new initializers must also be graph inputs to be valid.
         if list_initializers_as_inputs(model) != ([], 0):
             self._stats = self._count(model)
-        speed_check = None
-        if claims and self.context.check_speed:
-            speed_check = self._keep_faster(model, original, claims)
+        speed_check = self._keep_faster(model, original, claims) if claims else None
         error = None
         if self.verify:
             if speed_check and speed_check["kept"] == "input":
@@ -140,7 +140,7 @@ class PassManager:
         return CompileReport(records, before, self._stats, time.perf_counter() - start, self._iterations, error,
                              speed_check)
 
-    def _keep_faster(self, model: ir.Model, original: speed.Snapshot | None, claims: list[str]) -> dict:
+    def _keep_faster(self, model: ir.Model, original: onnx.ModelProto | None, claims: list[str]) -> dict:
         """Time the compiled model against the input for the passes that promised speed."""
         if original is None:
             return {"claimed_by": claims, "kept": "output", "reason": "not timed: the model is too large to keep a copy"}
@@ -261,7 +261,3 @@ class _StatsCounter:
 
 def _passes(steps: Sequence[Step]) -> list[Pass]:
     return [p for s in steps for p in (_passes(s.passes) if isinstance(s, Group) else [s])]
-
-
-def _count_steps(steps: Sequence[Step]) -> int:
-    return sum(_count_steps(s.passes) if isinstance(s, Group) else 1 for s in steps)

@@ -8,8 +8,6 @@ models is the only judge that sees every pass together.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import onnx
 import onnx_ir as ir
 
@@ -25,26 +23,20 @@ SLOWER_MARGIN = 0.05
 TIMED_TARGETS = ("onnxruntime",)
 
 
-@dataclass
-class Snapshot:
-    """The model before the pipeline, kept as protobuf so the passes cannot touch it."""
-
-    proto: onnx.ModelProto
-
-
-def snapshot(model: ir.Model) -> Snapshot | None:
-    """A copy of ``model`` to time and restore, or None when it is too large to hold twice."""
+def snapshot(model: ir.Model) -> onnx.ModelProto | None:
+    """A copy of ``model`` to time and restore, as protobuf so the passes cannot touch it; None
+    when it is too large to hold twice."""
     if weight_bytes(model) > IN_MEMORY_LIMIT_BYTES:
         return None
-    return Snapshot(ir.serde.serialize_model(model))
+    return ir.serde.serialize_model(model)
 
 
-def keep_faster(model: ir.Model, before: Snapshot, feed: Feeds, target: str) -> dict:
+def keep_faster(model: ir.Model, before: onnx.ModelProto, feed: Feeds, target: str) -> dict:
     """Time ``model`` against ``before`` on ``target``; restore ``before`` into ``model`` (in place)
     when the compiled model is slower by more than the margin. Returns what was measured and kept."""
     if target not in TIMED_TARGETS:
         return {"kept": "output", "reason": f"not timed: no timing for target {target!r} yet"}
-    original = ir.serde.deserialize_model(before.proto)
+    original = ir.serde.deserialize_model(before)
     times = ort_latencies({"input": original, "output": model}, feed)
     ratio = times["output"] / times["input"]
     result = {"input_ms": round(times["input"] * 1e3, 3), "output_ms": round(times["output"] * 1e3, 3),
