@@ -18,12 +18,13 @@ data, save; then
 - compile: load + compile + save seconds.
 
 ``--peer ort-quantize`` adds a row per model for onnxruntime.quantization.quantize_static (QDQ,
-its default types, MinMax) on the same calibration feeds, judged the same way.
+its default types, MinMax) on the same calibration feeds, judged the same way; ``--peer nncf`` one for
+Intel NNCF's post-training ``nncf.quantize`` on the ONNX model (its defaults, same feeds).
 ``--backend-tests`` runs ONNX's node and data test cases through the pipeline instead: every
 written model must pass the checker and ORT's outputs must equal the expected ones.
 
     python benchmarks/corpus.py --passes default
-    python benchmarks/corpus.py --passes "default,quantize" --peer ort-quantize --json quantize.json
+    python benchmarks/corpus.py --passes "default,quantize" --peer ort-quantize nncf --json quantize.json
     python benchmarks/corpus.py --passes default --models silero-vad magika --latency-rounds 0
     python benchmarks/corpus.py --passes default --backend-tests
 """
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PEERS = ("ort-quantize",)
+PEERS = ("ort-quantize", "nncf")
 
 
 def _one_line(error: BaseException) -> str:
@@ -93,7 +94,23 @@ def _compile_ort_quantize(source: Path, target: Path, pipeline: str, feeds: list
     return {"status": "ok", "compile_s": time.perf_counter() - start}
 
 
-COMPILERS = {"onnxc": _compile_onnxc, "ort-quantize": _compile_ort_quantize}
+def _compile_nncf(source: Path, target: Path, pipeline: str, feeds: list[dict]) -> dict:
+    import logging
+
+    import nncf
+    import onnx
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)  # per-model progress bars and notes would drown the table
+    start = time.perf_counter()
+    try:
+        quantized = nncf.quantize(onnx.load(str(source)), nncf.Dataset(feeds), subset_size=len(feeds))
+        onnx.save(quantized, str(target))
+    except Exception as error:  # noqa: BLE001 - the peer's own failure, reported as its row
+        return {"status": "error", "reason": _one_line(error)}
+    return {"status": "ok", "compile_s": time.perf_counter() - start}
+
+
+COMPILERS = {"onnxc": _compile_onnxc, "ort-quantize": _compile_ort_quantize, "nncf": _compile_nncf}
 
 
 def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int) -> dict:
