@@ -196,33 +196,25 @@ TENSORRT = TargetProfile(
     activation_dtype="int8",
     symmetric_activations=True,
 )
-OPENVINO = TargetProfile(
+# OpenVINO places Q/DQ like TensorRT (on inputs; the plugin propagates precision), with its own
+# int8 ops and types.
+OPENVINO = dataclasses.replace(
+    TENSORRT,
     name="openvino",
     rules=_OPENVINO_RULES,
-    compute_ops=_COMPUTE | {"ConvTranspose"},
     int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool"}),
-    shared_scale_ops=frozenset(),
-    quantize_outputs=False,
-    absorbed_activations=frozenset({"Relu", "Clip"}),
-    drop_redundant_activations=False,
-    int32_bias=False,
     residual_add=False,
     activation_dtype="uint8",
     symmetric_activations=False,
 )
-TVM = TargetProfile(
+# TVM's QNN rewrite fuses the same node units as ORT; its 8-bit products do not saturate.
+TVM = dataclasses.replace(
+    ONNXRUNTIME,
     name="tvm",
     rules=_TVM_RULES,
-    compute_ops=_COMPUTE,
     int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
     shared_scale_ops=DATA_MOVEMENT_OPS,
-    quantize_outputs=True,
-    absorbed_activations=frozenset({"Relu", "Clip"}),
-    drop_redundant_activations=True,
-    int32_bias=True,
-    residual_add=False,
-    activation_dtype="uint8",
-    symmetric_activations=False,
+    narrow_weights_without_vnni=False,
 )
 
 

@@ -55,7 +55,7 @@ def target_timer(target: str, feed: dict) -> Timer | str:
 
 
 def not_measured(target: str, why: str) -> dict:
-    """The report of a measurement that could not run, said once as a warning too."""
+    """The report of a measurement that could not run; a warning says it too."""
     logger.warning("quantize: measure=true cannot time on %s here (%s); the profile's estimate decides", target, why)
     return {"decision": "not measured", "reason": f"not timed on {target}: {why}; the profile's estimate decides"}
 
