@@ -30,7 +30,7 @@ DEFAULT_TARGET = "onnxruntime"
 LOWERING_ISSUE = "issue 10"
 
 # (models by name, the feed, rounds=, calls_per_round=, label=) -> seconds per run by name.
-Timer = Callable[..., dict[str, float]]
+Latencies = Callable[..., dict[str, float]]
 
 
 class UnknownTargetError(PipelineError):
@@ -61,7 +61,7 @@ class Target:
     runtime_module: str | None = None
     install: str = ""
     backend: str | None = None
-    timer: Timer | None = None
+    timer: Latencies | None = None
 
     def profile(self) -> TargetProfile:
         """The placement profile adjusted to this machine (7-bit weights where ORT needs them)."""
