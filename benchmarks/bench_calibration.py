@@ -52,10 +52,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 import psutil
 
-from _latency import min_of_medians
-
 from onnxc import models_zoo
 from onnxc.calibration import collect_statistics, compute_thresholds
+from onnxc.timing import min_of_medians
 
 
 def conv_gemm_tensors(model: ir.Model, outputs: bool) -> list[str]:

@@ -9,8 +9,9 @@ thread and with every thread, against
 range). ONNXC_NATIVE_ISA=baseline times the non-AVX2 kernels. Threshold searches: milliseconds for the native kernels against the numpy reference on
 the resulting 2048-bin histogram.
 
-Contenders run interleaved within each round (so drift in machine load hits all of them); each
-reports the median of its repeats per round and the minimum of those medians over the rounds.
+Contenders take turns within each round, in an order rotated every round (so drift in machine load
+hits all of them alike: ``onnxc.timing.min_of_medians``); each reports the median of its repeats per
+round and the minimum of those medians over the rounds.
 """
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from _latency import min_of_medians
-
 from onnxc import _native
 from onnxc.calibration import HistogramAccumulator
 from onnxc.calibration import reference as ref
+from onnxc.timing import min_of_medians
 
 
 def update_with(x: np.ndarray, threads: int, **config) -> Callable[[], object]:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxc.targets import DEFAULT_TARGET, get_target
+
 if TYPE_CHECKING:
     import onnx_ir as ir
 
@@ -20,7 +22,8 @@ class Context:
     """State shared by the passes of one pipeline run.
 
     Attributes:
-        target: the backend profile later passes lower for (``onnxruntime``, ``tensorrt``, ...).
+        target: the name of the target passes compile for (``onnxruntime``, ``tensorrt``, ...), a
+            key of the target registry (:mod:`onnxc.targets`); an unknown name is refused.
         input_shapes: concrete shapes for inputs with symbolic dims, by input name.
         calibration_data: where calibration feeds come from (a path, a callable spec, ...).
         calibration_cache: file where calibration statistics are stored and reused.
@@ -36,7 +39,7 @@ class Context:
             the input where it is faster (:mod:`onnxc.speed`).
     """
 
-    target: str = "onnxruntime"
+    target: str = DEFAULT_TARGET
     input_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     calibration_data: Any = None
     calibration_cache: Path | None = None
@@ -48,6 +51,9 @@ class Context:
     seed: int = 0
     check_speed: bool = True
     _warned_random: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        get_target(self.target)  # an unknown name fails here, not in the first pass that reads it
 
     def calibration(self, model: ir.Model, limit: int | None = None) -> CalibrationData:
         """The calibration feeds for ``model``: the one way a pass opens them, so every pass reads

@@ -1,13 +1,16 @@
-"""From a pipeline description to a compiled model: ``compile`` and the default pipeline."""
+"""From a pipeline description to a compiled model: ``compile``, ``compile_file`` (what the
+``compile`` and ``demo`` commands run) and the default pipeline."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
 from onnxc.context import Context
-from onnxc.errors import PipelineError
+from onnxc.errors import OnnxcError, PipelineError
+from onnxc.io import load, save
 from onnxc.manager import CompileReport, Group, PassManager, Step
 from onnxc.pass_base import Pass
 from onnxc.pipeline import PassSpec, parse_pipeline
@@ -61,3 +64,22 @@ def compile(
     objects or specs, or None for the default lossless pipeline.
     """
     return PassManager(build_steps(pipeline), context, verify=verify).run(model)
+
+
+def compile_file(
+    source: Path,
+    output: Path,
+    pipeline: str | Sequence[PassSpec | Pass | str] | None = None,
+    *,
+    context: Context | None = None,
+    verify: bool = False,
+    external_data: bool | None = None,
+) -> tuple[CompileReport, list[Path]]:
+    """Compile the model file ``source`` into ``output`` (never over ``source``); the report and the
+    files written. ``external_data``: weights in a side file (None: when large or the input had one)."""
+    steps = build_steps(pipeline)
+    if Path(output).resolve() == Path(source).resolve():
+        raise OnnxcError(f"output {output} is the input file; onnxc never overwrites its input, choose another name")
+    model = load(source)
+    report = PassManager(steps, context, verify=verify).run(model)
+    return report, save(model, output, external_data=external_data)

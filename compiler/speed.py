@@ -14,13 +14,11 @@ import onnx_ir as ir
 from onnxc.context import Feeds
 from onnxc.io import weight_bytes
 from onnxc.runtime import IN_MEMORY_LIMIT_BYTES
-from onnxc.timing import ort_latencies
+from onnxc.targets import get_target
 
 # The compiled model must be slower than the input by more than this before the input comes
 # back: below it, timing noise on a shared machine would decide, and so make output unstable.
 SLOWER_MARGIN = 0.05
-# Targets whose latency can be measured here; the others are reported as not timed.
-TIMED_TARGETS = ("onnxruntime",)
 
 
 def snapshot(model: ir.Model) -> onnx.ModelProto | None:
@@ -34,10 +32,12 @@ def snapshot(model: ir.Model) -> onnx.ModelProto | None:
 def keep_faster(model: ir.Model, before: onnx.ModelProto, feed: Feeds, target: str) -> dict:
     """Time ``model`` against ``before`` on ``target``; restore ``before`` into ``model`` (in place)
     when the compiled model is slower by more than the margin. Returns what was measured and kept."""
-    if target not in TIMED_TARGETS:
-        return {"kept": "output", "reason": f"not timed: no timing for target {target!r} yet"}
+    timed_on = get_target(target)
+    usable, why = timed_on.can_time()
+    if not usable:
+        return {"kept": "output", "reason": f"not timed on {target}: {why}"}
     original = ir.serde.deserialize_model(before)
-    times = ort_latencies({"input": original, "output": model}, feed)
+    times = timed_on.latencies({"input": original, "output": model}, feed)
     ratio = times["output"] / times["input"]
     result = {"input_ms": round(times["input"] * 1e3, 3), "output_ms": round(times["output"] * 1e3, 3),
               "speedup": round(1.0 / ratio, 3), "margin": SLOWER_MARGIN}

@@ -5,6 +5,8 @@ takes the median of several calls, and the result is the minimum of those median
 contenders' blocks the machine is left idle for ``settle_s`` and the next contender makes one
 untimed call: ORT's worker threads spin for a while after a run, and on two cores they would
 otherwise eat into the next contender's first calls.
+
+:func:`min_of_medians` is the one timing loop; the benchmarks (``benchmarks/_latency.py``) use it too.
 """
 from __future__ import annotations
 
@@ -35,16 +37,29 @@ def compare_latency(
             slowest_call = max(slowest_call, time.perf_counter() - start)
     if slowest_call > 0:
         calls_per_round = max(calls_per_round, min(1000, int(min_round_s / slowest_call) + 1))
+    return min_of_medians({name: (function, calls_per_round) for name, function in contenders.items()},
+                          rounds, settle_s=settle_s)
+
+
+def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int, *,
+                   settle_s: float = 0.0) -> dict[str, float]:
+    """Seconds per call for each contender, ``name -> (function, calls per round)``: min over
+    rounds of the median within a round; the one timing loop of onnxc and its benchmarks.
+
+    With ``settle_s``, each contender's block starts after that idle time and one untimed call;
+    without it (a contender whose one call is a whole calibration), the calls are all timed.
+    """
     best = {name: float("inf") for name in contenders}
     order = list(contenders.items())
     for round_index in range(rounds):
         # Rotate who goes first, so what is left of the settling falls on each contender alike.
         shift = round_index % len(order)
-        for name, function in order[shift:] + order[:shift]:
-            time.sleep(settle_s)
-            function()
+        for name, (function, calls) in order[shift:] + order[:shift]:
+            if settle_s > 0:
+                time.sleep(settle_s)
+                function()
             samples = []
-            for _ in range(calls_per_round):
+            for _ in range(calls):
                 start = time.perf_counter()
                 function()
                 samples.append(time.perf_counter() - start)
@@ -53,12 +68,13 @@ def compare_latency(
 
 
 def ort_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_round: int = 5,
-                  label: str = "model") -> dict[str, float]:
+                  label: str = "model", threads: int | None = None) -> dict[str, float]:
     """Seconds per run of each ``ir.Model`` (or file) on ORT CPU with the same ``feed``, interleaved;
-    ``label`` names them in errors ("the int8 candidate")."""
+    ``label`` names them in errors ("the int8 candidate"); ``threads``: ORT's intra-op threads
+    (None: ORT's default)."""
     from onnxc.runtime import OrtRunner
 
-    runners = {name: OrtRunner(model, label=f"{name} {label}") for name, model in models.items()}
+    runners = {name: OrtRunner(model, label=f"{name} {label}", threads=threads) for name, model in models.items()}
     try:
         return compare_latency({name: (lambda r=r: r.run(feed)) for name, r in runners.items()},
                                rounds=rounds, calls_per_round=calls_per_round)

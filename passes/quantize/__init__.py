@@ -8,7 +8,7 @@ Modes:
 
 * ``static`` (default): QuantizeLinear/DequantizeLinear pairs on activations with calibrated
   scales, int8 per-channel weights, int32 biases, placed by the target profile
-  (:mod:`~onnxc.passes.quantize.profiles`) so that the backend runs integer kernels; regions too
+  (:mod:`~onnxc.profiles`, looked up in :mod:`~onnxc.targets`) so that the backend runs integer kernels; regions too
   small to be faster stay float. The accuracy guard is on (``guard=false``: off): on calibration
   feeds held apart, every float output must stay within ``max_rel_error`` (default 0.1: RMS error
   at most 10% of the output's spread) or the bounds given (``max_error`` / ``min_cosine``); the
@@ -39,7 +39,7 @@ Together they took ResNet-50 from 98.0% to 100% top-1 agreement with FP32 (logit
 dominated by near-ties (ResNet-50: 2% of inputs have a top-2 logit gap < 0.0034), so it moves by
 a few inputs for any change of the error; cosine and max error are the steadier measures.
 
-Modules: ``profiles`` (targets), ``placement`` (units, tensors, scale groups), ``regions``
+Modules: ``placement`` (units, tensors, scale groups), ``regions``
 (never slower, by estimate), ``params`` (ranges to scales), ``calibrate`` (data, statistics,
 cache), ``weights`` (per-channel and blockwise weights, int32 biases), ``qdq`` (writing the
 graph), ``candidates`` / ``sensitivity`` / ``measure`` (guard and timing), ``correction``
@@ -53,9 +53,10 @@ import onnx_ir as ir
 
 from onnxc.errors import FeatureNotImplementedError, PipelineError
 from onnxc.pass_base import Pass, PassResult, option
+from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.params import DTYPES, METHODS
-from onnxc.passes.quantize.profiles import PROFILES, TargetProfile, get_profile
 from onnxc.registry import register_pass
+from onnxc.targets import UnknownTargetError, get_profile, get_target
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class Quantize(Pass):
                                                "deviation (default 0.1 when no other bound is given)")
     max_error: float | None = option(None, "accuracy guard: largest absolute output error allowed")
     min_cosine: float | None = option(None, "accuracy guard: smallest output cosine to float allowed")
-    measure: bool = option(False, "time candidates on ORT and keep per op type / region only what is faster")
+    measure: bool = option(False, "time candidates on the target and keep per op type / region only what is faster")
     bias_correction: bool | None = option(None, "shift biases by the mean output error weight quantization causes "
                                                "(default: on for mode=static)")
     smoothquant: float = option(0.0, "SmoothQuant alpha for MatMul inputs (0: off; 0.5 is usual)")
@@ -110,8 +111,11 @@ class Quantize(Pass):
             raise bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.activation_dtype != "auto" and self.activation_dtype not in DTYPES:
             raise bad(f"activation_dtype must be uint8, int8 or auto, got {self.activation_dtype!r}")
-        if self.target is not None and self.target not in PROFILES:
-            raise bad(f"unknown target {self.target!r}; targets: {', '.join(PROFILES)}")
+        if self.target is not None:
+            try:
+                get_target(self.target)
+            except UnknownTargetError as error:
+                raise bad(str(error)) from None
         if not 0.0 < self.percentile <= 100.0:
             raise bad(f"percentile must be in (0, 100], got {self.percentile}")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:

@@ -27,7 +27,7 @@ import onnx_ir as ir
 from onnxc.irutil import constant_array
 from onnxc.passes.fusion import ValueNames
 from onnxc.passes.quantize.placement import GraphIndex, Plan, Unit
-from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.weights import quantize_weight, weight_axis
 from onnxc.runtime import OrtRunner
 

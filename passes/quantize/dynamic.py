@@ -44,7 +44,8 @@ import onnx_ir as ir
 
 from onnxc.irutil import constant_array
 from onnxc.passes.quantize.placement import GraphIndex, overridable_reason, weights_as_inputs
-from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.profiles import TargetProfile
+from onnxc.targets import get_target
 from onnxc.passes.quantize.qdq import QDQWriter
 from onnxc.passes.quantize.regions import Shapes
 from onnxc.passes.quantize.tables import apply_tables, find_tables
@@ -307,19 +308,23 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
         apply_tables(target_model, tables, options.bits, block_size, index)
 
     if (targets or tables) and options.measure:
-        from onnxc.passes.quantize.measure import ort_timer
+        from onnxc.passes.quantize.measure import not_measured, target_timer
 
-        float_model = model.clone()
-        candidate = model.clone()
-        rewrite(candidate)
-        feed = _timing_feed(model, options)
-        times = ort_timer(feed)({"float": float_model, "int8": candidate})
-        faster = times["int8"] < times["float"]
-        details["measure"] = {"float_s": times["float"], "int8_s": times["int8"], "decision": "int8" if faster else "float"}
-        if not faster:
-            targets, tables = [], []
-            reason = (f"measured on ORT, the quantized model was not faster ({times['int8']:.3g} s against "
-                      f"{times['float']:.3g} s in float)")
+        timer = target_timer(profile.name, _timing_feed(model, options))
+        if isinstance(timer, str):
+            details["measure"] = not_measured(profile.name, timer)
+        else:
+            candidate = model.clone()
+            rewrite(candidate)
+            times = timer({"float": model.clone(), "int8": candidate})
+            faster = times["int8"] < times["float"]
+            timed_on = get_target(profile.name).runtime
+            details["measure"] = {"float_s": times["float"], "int8_s": times["int8"], "timed_on": timed_on,
+                                  "decision": "int8" if faster else "float"}
+            if not faster:
+                targets, tables = [], []
+                reason = (f"measured on {timed_on}, the quantized model was not faster ({times['int8']:.3g} s "
+                          f"against {times['float']:.3g} s in float)")
     details["quantized"] = [t.name for t in targets]
     if weight_only:
         details["quantized_tables"] = [t.name for t in tables]

@@ -1,6 +1,8 @@
-"""Never slower, by measurement (``quantize(measure=true)``): time candidates on ORT, keep what is faster.
+"""Never slower, by measurement (``quantize(measure=true)``): time candidates on the target, keep
+what is faster.
 
-The candidate and the float model are timed on ONNX Runtime (CPU) on the first verification
+The candidate and the float model are timed on the quantize target through the target registry
+(:meth:`onnxc.targets.Target.latencies`; ORT CPU for ``onnxruntime``) on the first verification
 feed, interleaved round by round (:func:`onnxc.timing.compare_latency`), in three steps:
 
 1. *Op types*: for each quantized op type (when there are several), the candidate without that
@@ -12,6 +14,10 @@ feed, interleaved round by round (:func:`onnxc.timing.compare_latency`), in thre
 A removal counts only when it is faster by more than ``MARGIN`` (timings on a shared machine
 wobble by a few percent, and an undecided step keeps what the profile chose). Every timing is
 reported in the pass details.
+
+A target that cannot be timed on this machine (TensorRT without its runtime) is not timed on
+another one instead, whose speeds would say nothing about it: the profile's estimate decides,
+and the details and a warning say so.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ import onnx_ir as ir
 from onnxc.passes.quantize.candidates import Candidates
 from onnxc.passes.quantize.placement import Plan, restrict
 from onnxc.passes.quantize.regions import components
-from onnxc.timing import ort_latencies
+from onnxc.targets import get_target
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +40,34 @@ CALLS_PER_ROUND = 5
 Timer = Callable[[dict[str, ir.Model]], dict[str, float]]
 
 
-def ort_timer(feed: dict) -> Timer:
-    """Seconds per run of each model on ORT CPU, interleaved (min over rounds of the median)."""
+def target_timer(target: str, feed: dict) -> Timer | str:
+    """Seconds per run of each model on ``target``, interleaved (min over rounds of the median);
+    or, when the target cannot be timed here, why not."""
+    chosen = get_target(target)
+    usable, why = chosen.can_time()
+    if not usable:
+        return why
 
     def time_models(models: dict[str, ir.Model]) -> dict[str, float]:
-        return ort_latencies(models, feed, rounds=ROUNDS, calls_per_round=CALLS_PER_ROUND, label="candidate")
+        return chosen.latencies(models, feed, rounds=ROUNDS, calls_per_round=CALLS_PER_ROUND, label="candidate")
 
     return time_models
 
 
-def choose(model: ir.Model, candidates: Candidates, plan: Plan, keep: set[int],
-           timer: Timer | None = None) -> tuple[set[int], dict]:
-    """The subset of ``keep`` (unit positions) that measures faster, and the timings."""
-    timer = timer or ort_timer(candidates.feeds[0])
+def not_measured(target: str, why: str) -> dict:
+    """The report of a measurement that could not run; a warning says it too."""
+    logger.warning("quantize: measure=true cannot time on %s here (%s); the profile's estimate decides", target, why)
+    return {"decision": "not measured", "reason": f"not timed on {target}: {why}; the profile's estimate decides"}
+
+
+def choose(model: ir.Model, candidates: Candidates, plan: Plan, keep: set[int]) -> tuple[set[int], dict]:
+    """The subset of ``keep`` (unit positions) that measures faster on the target, and the timings;
+    ``keep`` unchanged when the target cannot be timed here."""
     profile = candidates.calibrated.profile
-    report: dict = {"steps": []}
+    timer = target_timer(profile.name, candidates.feeds[0])
+    if isinstance(timer, str):
+        return keep, not_measured(profile.name, timer)
+    report: dict = {"steps": [], "timed_on": get_target(profile.name).runtime}
 
     def faster_without(label: str, removed: set[int]) -> bool:
         times = timer({"with": candidates.build(keep), "without": candidates.build(keep - removed)})

@@ -1,6 +1,6 @@
 """Where Q/DQ go: the quantized node units, the tensors that carry Q/DQ, and their scale groups.
 
-The plan is computed from the graph and a :class:`~onnxc.passes.quantize.profiles.TargetProfile`
+The plan is computed from the graph and a :class:`~onnxc.profiles.TargetProfile`
 without changing the model, and refers to nodes by position in the main graph and to tensors by
 name, so the same plan applies to a copy of the model (the accuracy guard and ``measure`` build
 candidates that way).
@@ -18,7 +18,7 @@ candidates that way).
 4. *Scale groups*: a data-movement unit's outputs share its input's scale; every other tensor
    is calibrated on its own.
 5. *Regions*: units connected through quantized tensors. A region is kept only when its
-   contractions are large enough for the profile (see :mod:`~onnxc.passes.quantize.profiles`).
+   contractions are large enough for the profile (see :mod:`~onnxc.profiles`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.irutil import constant_array
-from onnxc.passes.quantize.profiles import DATA_MOVEMENT_OPS, TargetProfile
+from onnxc.profiles import DATA_MOVEMENT_OPS, TargetProfile
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 # Sweeps of the unit-growing step; graphs met so far settle in two or three.

@@ -25,7 +25,7 @@ from onnxc.irutil import constant_array
 from onnxc.passes.fusion import ValueNames
 from onnxc.passes.quantize.params import QParams, is_redundant_clip
 from onnxc.passes.quantize.placement import GraphIndex, Plan, Unit
-from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.weights import (
     QuantizedTensor,
     bias_safe_scale,

@@ -25,7 +25,7 @@ from onnxc import costs
 from onnxc.inputs import resolve_input_shapes
 from onnxc.irutil import constant_array
 from onnxc.passes.quantize.placement import GraphIndex, Plan, Region, restrict
-from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.profiles import TargetProfile
 
 logger = logging.getLogger(__name__)
 

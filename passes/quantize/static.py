@@ -39,7 +39,7 @@ from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import QParams, ranges_compatible
 from onnxc.passes.quantize.placement import (GraphIndex, Plan, empty_plan_reason, output_head, plan_units, restrict,
                                             weights_as_inputs)
-from onnxc.passes.quantize.profiles import TargetProfile
+from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
 from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, Bound, guard
@@ -141,7 +141,7 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
         details.update(quantized_units=0, float_units=[u.name for u in calibrated.plan.units])
         if "reason" not in details:  # the guard gives its own
             measured = details["measure"]
-            details["reason"] = (f"measured on ORT, the quantized model was not faster ({measured['int8_s']:.3g} s "
+            details["reason"] = (f"measured on {measured['timed_on']}, the quantized model was not faster ({measured['int8_s']:.3g} s "
                                  f"against {measured['float_s']:.3g} s in float)")
             logger.warning("quantize: nothing quantized for %s: %s", profile.name, details["reason"])
         return False

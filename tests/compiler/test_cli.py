@@ -102,3 +102,45 @@ def test_run_saves_outputs_and_compare_detects_differences(digits_path, tmp_path
     weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 1.5, weight.name))
     onnx.save(broken, str(tmp_path / "broken.onnx"))
     assert main(["compare", str(digits_path), str(tmp_path / "broken.onnx")]) == 1
+
+
+def test_an_unknown_target_is_one_error_line_naming_the_known_ones(digits_path, tmp_path, capsys):
+    assert main(["compile", str(digits_path), "-o", str(tmp_path / "o.onnx"), "--target", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == "onnxc: error: unknown target 'cuda'; known targets: onnxruntime, tensorrt, openvino, tvm\n"
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_flags_win_over_the_recipe_in_the_one_context(tmp_path):
+    from onnxc.cli import _parser
+    from onnxc.cli.settings import compile_settings
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('target = "tensorrt"\nverify = true\n[calibration]\ndata = "calib"\ncache = "c.npz"\nlimit = 4\n'
+                      '[input_shapes]\nx = [1, 3]\ny = [2]\n[[passes]]\nname = "default"\n')
+    args = _parser().parse_args(["compile", "m.onnx", "-o", "o.onnx", "--recipe", str(recipe), "--target", "openvino",
+                                 "--shape", "x=4x3", "--seed", "7", "--no-speed-check"])
+    settings = compile_settings(args)
+    context = settings.context
+    assert context.target == "openvino" and context.input_shapes == {"x": [4, 3], "y": [2]}
+    assert context.calibration_data == str(tmp_path / "calib") and context.calibration_cache == tmp_path / "c.npz"
+    assert context.calibration_options == {"limit": 4} and context.seed == 7 and not context.check_speed
+    assert settings.verify and [spec.name for spec in settings.pipeline] == ["default"]
+    args = _parser().parse_args(["compile", "m.onnx", "-o", "o.onnx", "--recipe", str(recipe)])
+    assert compile_settings(args).context.target == "tensorrt"
+
+
+def test_demo_compiles_through_the_compile_driver(tmp_path, capsys, monkeypatch):
+    from onnxc import driver
+
+    calls = []
+    real = driver.compile_file
+
+    def spy(source, output, pipeline=None, **options):
+        calls.append((pipeline, options["verify"]))
+        return real(source, output, pipeline, **options)
+
+    monkeypatch.setattr(driver, "compile_file", spy)
+    assert main(["demo", "--model", "digits", "--keep", str(tmp_path)]) == 0
+    assert calls == [(None, True)]
+    assert (tmp_path / "digits.opt.onnx").exists() and "fresh inputs vs original" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 WORKER = Path(__file__).with_name("fuzz_worker.py")
@@ -300,6 +301,7 @@ def _problems(result: dict) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 def test_mutated_models_end_in_a_clean_exit_0_or_one_error_line(tmp_path):
     started = time.perf_counter()
     cases = _cases(tmp_path)

@@ -5,12 +5,14 @@ import sys
 
 import numpy as np
 import onnx
+import pytest
 
 from onnxc.models_zoo.synthetic import large_external_model
 
 MODEL_BYTES = 2_200_000_000
 
 
+@pytest.mark.slow
 def test_over_2gb_model_compiles_with_external_data_and_bounded_memory(tmp_path):
     (tmp_path / "in").mkdir()
     source = large_external_model(tmp_path / "in" / "big.onnx", MODEL_BYTES)

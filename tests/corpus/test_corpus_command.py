@@ -29,6 +29,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
     return json.loads(out.read_text()), done.stdout
 
 
+@pytest.mark.slow
 def test_default_pipeline_over_the_real_subset(tmp_path):
     names = _installed(SUBSET)
     rows, printed = _run(tmp_path, "--passes", "default", "--models", *names)

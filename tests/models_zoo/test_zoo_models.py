@@ -217,6 +217,7 @@ def test_bert_attention_mask_changes_only_masked_rows():
     assert np.abs(full[0, :6] - masked_same[0, :6]).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_bert_base_builds_with_110m_parameters(tmp_path):
     start = time.perf_counter()
     written = models_zoo.export("bert-base", tmp_path / "bert.onnx")

@@ -87,6 +87,7 @@ def uses_handed_out(monkeypatch):
     return counter
 
 
+@pytest.mark.slow
 def test_fold_affine_on_a_20k_node_chain_sharing_one_constant_is_linear(uses_handed_out, tmp_path):
     proto = conv_chain(5000)
     model = ir.serde.deserialize_model(proto)

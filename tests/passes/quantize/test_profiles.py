@@ -8,7 +8,7 @@ from onnx import helper
 from quantize_models import _weights, feeds, make_model, quantized, small_cnn, smooth_images
 
 from onnxc.context import Context
-from onnxc.passes.quantize.profiles import PROFILES
+from onnxc.targets import TARGETS
 from onnxc.verify import compare_models, run_feeds
 from testutil import checked, op_count
 
@@ -93,7 +93,8 @@ def test_context_target_picks_the_profile_and_the_option_overrides_it(cnn):
 
 
 def test_every_profile_documents_its_rules():
-    for name, profile in PROFILES.items():
+    for name, target in TARGETS.items():
+        profile = target.placement
         assert profile.rules.startswith(name) and len(profile.rules.splitlines()) >= 3
 
 
@@ -120,14 +121,15 @@ def test_openvino_runs_the_qdq_model_in_int8(target, tmp_path):
 
 
 def test_onnxruntime_weights_are_7_bit_only_on_x86_without_vnni(monkeypatch):
-    from onnxc.passes.quantize import profiles
+    from onnxc import profiles
+    from onnxc.targets import get_profile
 
     monkeypatch.setattr(profiles.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(profiles, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert profiles.get_profile("onnxruntime").weight_qmax == 63
-    assert profiles.get_profile("tensorrt").weight_qmax == 127
+    assert get_profile("onnxruntime").weight_qmax == 63
+    assert get_profile("tensorrt").weight_qmax == 127
     monkeypatch.setattr(profiles, "_cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
-    assert profiles.get_profile("onnxruntime").weight_qmax == 127
+    assert get_profile("onnxruntime").weight_qmax == 127
     monkeypatch.setattr(profiles.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(profiles, "_cpu_flags", lambda: frozenset({"asimd"}))
-    assert profiles.get_profile("onnxruntime").weight_qmax == 127
+    assert get_profile("onnxruntime").weight_qmax == 127

@@ -113,10 +113,10 @@ def test_dynamic_says_every_matmul_is_too_small():
 def test_static_says_measure_found_int8_slower(monkeypatch):
     from onnxc.passes.quantize import measure
 
-    def slower(feed):
+    def slower(target, feed):
         return lambda models: {name: 1.0 if name == "float" else 2.0 for name in models}
 
-    monkeypatch.setattr(measure, "ort_timer", slower)
+    monkeypatch.setattr(measure, "target_timer", slower)
     _, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,guard=false,measure=true)",
                           data=feeds(smooth_images(8, seed=0)))
     details = report.passes[0].details

@@ -14,7 +14,7 @@ from onnxc import models_zoo
 from onnxc.context import Context
 from onnxc.errors import OnnxcError, PipelineError
 from onnxc.passes.quantize.placement import output_head
-from onnxc.passes.quantize.profiles import get_profile
+from onnxc.targets import get_profile
 from onnxc.verify import compare_models
 from testutil import checked, op_count, ort_fused_ops
 

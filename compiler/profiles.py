@@ -1,7 +1,9 @@
-"""Target profiles: where each backend wants Q/DQ nodes, with which integer types, and which ops
-pay off in INT8 there.
+"""Q/DQ placement profiles: where each backend wants Q/DQ nodes, with which integer types, and
+which ops pay off in INT8 there.
 
-A profile is data; :mod:`onnxc.passes.quantize.placement` reads it. The rules of each profile
+A profile is data about a target, so it lives in the core: the target registry
+(:mod:`onnxc.targets`) gives each target its profile, :mod:`onnxc.passes.quantize.placement`
+reads it, and a backend's lowerer may too. The rules of each profile
 are written out in its ``rules`` text (``onnxc passes`` and the pass record show them), and the
 reasons are below.
 
@@ -28,10 +30,6 @@ import dataclasses
 import platform
 from pathlib import Path
 
-from onnxc.errors import OnnxcError
-
-ACTIVATION_DTYPES = ("uint8", "int8")
-
 # Ops that move or select data without arithmetic: an int8 tensor goes through them unchanged, so
 # their output shares the scale of their input and needs no statistics of its own.
 DATA_MOVEMENT_OPS = frozenset({
@@ -45,7 +43,7 @@ class TargetProfile:
     """How one backend wants a model quantized; see the module docstring.
 
     Attributes:
-        name: the target name (``--target``).
+        name: the target name (``--target``, :mod:`onnxc.targets`).
         rules: the profile's placement rules in words.
         compute_ops: contractions quantized for speed (Conv, Gemm, MatMul with constant weights).
         int8_ops: ops that run on int8 data when all their inputs and their output are quantized.
@@ -89,6 +87,9 @@ class TargetProfile:
     # PP-OCR's MobileNetV3 classifier (48x192) had regions at 32 and 37 MACs per border element:
     # kept at 32, the INT8 model ran 5-20% slower than FP32; every zoo region is above 128.
     min_macs_per_boundary_element: float = 64.0
+    # The backend's x86 kernels multiply u8 x s8 with VPMADDUBSW where the CPU lacks VNNI, which
+    # saturates 8-bit weights: there they are quantized to 7 bits (as ORT's own tools do).
+    narrow_weights_without_vnni: bool = False
 
     def with_options(self, **changes: object) -> TargetProfile:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -166,71 +167,59 @@ tvm (Relay/Relax QNN via the ONNX frontend): the onnxruntime node-unit placement
 
 _COMPUTE = frozenset({"Conv", "Gemm", "MatMul"})
 
-PROFILES: dict[str, TargetProfile] = {
-    "onnxruntime": TargetProfile(
-        name="onnxruntime",
-        rules=_ONNXRUNTIME_RULES,
-        compute_ops=_COMPUTE,
-        int8_ops=frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu"}),
-        shared_scale_ops=DATA_MOVEMENT_OPS - {"DepthToSpace", "SpaceToDepth"},
-        quantize_outputs=True,
-        absorbed_activations=frozenset({"Relu", "Clip"}),
-        drop_redundant_activations=True,
-        int32_bias=True,
-        residual_add=False,
-        activation_dtype="uint8",
-        symmetric_activations=False,
-    ),
-    "tensorrt": TargetProfile(
-        name="tensorrt",
-        rules=_TENSORRT_RULES,
-        compute_ops=_COMPUTE | {"ConvTranspose"},
-        int8_ops=frozenset(),
-        shared_scale_ops=frozenset(),
-        quantize_outputs=False,
-        absorbed_activations=frozenset({"Relu", "Clip"}),
-        drop_redundant_activations=False,
-        int32_bias=False,
-        residual_add=True,
-        activation_dtype="int8",
-        symmetric_activations=True,
-    ),
-    "openvino": TargetProfile(
-        name="openvino",
-        rules=_OPENVINO_RULES,
-        compute_ops=_COMPUTE | {"ConvTranspose"},
-        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool"}),
-        shared_scale_ops=frozenset(),
-        quantize_outputs=False,
-        absorbed_activations=frozenset({"Relu", "Clip"}),
-        drop_redundant_activations=False,
-        int32_bias=False,
-        residual_add=False,
-        activation_dtype="uint8",
-        symmetric_activations=False,
-    ),
-    "tvm": TargetProfile(
-        name="tvm",
-        rules=_TVM_RULES,
-        compute_ops=_COMPUTE,
-        int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
-        shared_scale_ops=DATA_MOVEMENT_OPS,
-        quantize_outputs=True,
-        absorbed_activations=frozenset({"Relu", "Clip"}),
-        drop_redundant_activations=True,
-        int32_bias=True,
-        residual_add=False,
-        activation_dtype="uint8",
-        symmetric_activations=False,
-    ),
-}
+ONNXRUNTIME = TargetProfile(
+    name="onnxruntime",
+    rules=_ONNXRUNTIME_RULES,
+    compute_ops=_COMPUTE,
+    int8_ops=frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool", "Sigmoid", "LeakyRelu"}),
+    shared_scale_ops=DATA_MOVEMENT_OPS - {"DepthToSpace", "SpaceToDepth"},
+    quantize_outputs=True,
+    absorbed_activations=frozenset({"Relu", "Clip"}),
+    drop_redundant_activations=True,
+    int32_bias=True,
+    residual_add=False,
+    activation_dtype="uint8",
+    symmetric_activations=False,
+    narrow_weights_without_vnni=True,
+)
+TENSORRT = TargetProfile(
+    name="tensorrt",
+    rules=_TENSORRT_RULES,
+    compute_ops=_COMPUTE | {"ConvTranspose"},
+    int8_ops=frozenset(),
+    shared_scale_ops=frozenset(),
+    quantize_outputs=False,
+    absorbed_activations=frozenset({"Relu", "Clip"}),
+    drop_redundant_activations=False,
+    int32_bias=False,
+    residual_add=True,
+    activation_dtype="int8",
+    symmetric_activations=True,
+)
+# OpenVINO places Q/DQ like TensorRT (on inputs; the plugin propagates precision), with its own
+# int8 ops and types.
+OPENVINO = dataclasses.replace(
+    TENSORRT,
+    name="openvino",
+    rules=_OPENVINO_RULES,
+    int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool", "MaxPool"}),
+    residual_add=False,
+    activation_dtype="uint8",
+    symmetric_activations=False,
+)
+# TVM's QNN rewrite fuses the same node units as ORT; its 8-bit products do not saturate.
+TVM = dataclasses.replace(
+    ONNXRUNTIME,
+    name="tvm",
+    rules=_TVM_RULES,
+    int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
+    shared_scale_ops=DATA_MOVEMENT_OPS,
+    narrow_weights_without_vnni=False,
+)
 
 
-def get_profile(name: str) -> TargetProfile:
-    """The profile for ``name``, adjusted to this machine (7-bit weights where ORT needs them)."""
-    profile = PROFILES.get(name)
-    if profile is None:
-        raise OnnxcError(f"unknown quantization target {name!r}; targets: {', '.join(PROFILES)}")
-    if name == "onnxruntime" and x86_without_vnni():
-        profile = dataclasses.replace(profile, weight_qmax=63)
+def for_this_machine(profile: TargetProfile) -> TargetProfile:
+    """``profile`` adjusted to the CPU it runs on (7-bit weights where 8-bit products saturate)."""
+    if profile.narrow_weights_without_vnni and x86_without_vnni():
+        return dataclasses.replace(profile, weight_qmax=63)
     return profile

@@ -1,0 +1,36 @@
+"""Model inputs from ``--input NAME=FILE.npy`` and ``--shape``: the given arrays, the rest
+generated from a seed (``run`` and ``compare``)."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.errors import OnnxcError
+
+
+def feeds_from_args(args: argparse.Namespace, model: ir.Model, samples: int) -> list[dict[str, np.ndarray]]:
+    """The given inputs when they cover the model; else ``samples`` sets of generated inputs
+    (one when some inputs were given), the given arrays in each."""
+    from onnxc.inputs import parse_shape_overrides, random_feeds, resolve_input_shapes
+
+    given = {}
+    for item in args.input or []:
+        name, sep, file = item.partition("=")
+        if not sep:
+            raise OnnxcError(f"bad --input {item!r}: expected NAME=FILE.npy")
+        try:
+            given[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise OnnxcError(f"cannot read input {file!r}: {error}") from None
+    known = {v.name for v in model.graph.inputs if not v.is_initializer()}
+    unknown = set(given) - known
+    if unknown:
+        raise OnnxcError(f"model has no input {sorted(unknown)[0]!r} (inputs: {', '.join(sorted(known))})")
+    missing = known - set(given)
+    if not missing:
+        return [given]
+    overrides = {**{k: list(v.shape) for k, v in given.items()}, **parse_shape_overrides(args.shape)}
+    shapes = resolve_input_shapes(model, overrides)
+    return [{**random_feeds(model, shapes, seed=args.seed + i), **given} for i in range(samples if not given else 1)]
