@@ -42,7 +42,8 @@ from onnxc.passes.quantize.placement import (GraphIndex, Plan, empty_plan_reason
 from onnxc.passes.quantize.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
-from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, Bound, guard
+from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, guard
+from onnxc.search.bound import Bound
 
 logger = logging.getLogger(__name__)
 
