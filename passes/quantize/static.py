@@ -107,6 +107,7 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
     if plan is None:
         details["quantized_units"] = 0
         return False
+    options.require("calibration")  # only now: a model left float needs no data
     bound = guard_bound(options, context)
     split = split_feeds(model, context, options.calib_samples) if bound.active else None
     limit = split.calibration_limit if split is not None else options.calib_samples
