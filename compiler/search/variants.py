@@ -13,8 +13,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.context import Feeds
-from onnxc.runtime import OrtRunner
 from onnxc.search.errors import Measured, output_errors
+from onnxc.verify import run_feeds
 
 Write = Callable[[ir.Model, "set[int] | None"], object]
 
@@ -47,8 +47,7 @@ class Variants:
 
     def run(self, model: ir.Model) -> list[dict[str, np.ndarray]]:
         self.runs += 1
-        with OrtRunner(model, label=self.label) as runner:
-            return [runner.run(feed) for feed in self.feeds]
+        return run_feeds(model, self.feeds, label=self.label)
 
     def error(self, keep: Iterable[int] | None) -> Measured:
         """Output errors of the candidate with the changes at ``keep`` against the reference."""
