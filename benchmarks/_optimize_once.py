@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+import _baseline
+
 
 def peak_rss_bytes() -> int:
     """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited across exec)."""
@@ -51,8 +53,13 @@ TOOLS = {"onnxc": optimize_onnxc, "onnxslim": optimize_onnxslim, "onnxsim": opti
 
 
 def run_in_child(tool: str, source: Path, target: Path, repeats: int) -> dict:
-    """Figures of one tool on one model, measured in a fresh process: {"seconds", "peak_rss", ...} or {"error"}."""
-    result = subprocess.run([sys.executable, __file__, tool, str(source), str(target), str(repeats)], capture_output=True, text=True)
+    """Figures of one tool on one model, measured in a fresh process: {"seconds", "peak_rss", ...} or {"error"}.
+
+    ``tool`` may be ``onnxc@REV`` from ``_baseline.install``: onnxc as that commit had it.
+    """
+    child_tool, environment = _baseline.child_environment(tool)
+    result = subprocess.run([sys.executable, __file__, child_tool, str(source), str(target), str(repeats)],
+                            capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1][:120]}
     return json.loads(result.stdout.strip().splitlines()[-1])

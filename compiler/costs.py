@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxc.errors import OnnxcError
 from onnxc.inputs import resolve_input_shapes
-from onnxc.irutil import all_graphs, all_nodes, data_propagation_is_safe
+from onnxc.irutil import all_nodes, data_propagation_is_safe
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def compute_costs(model: ir.Model, input_shapes: dict[str, list[int]] | None = N
     if unknown:
         raise OnnxcError(f"no model input named {', '.join(map(repr, unknown))}; inputs are {sorted(known_inputs)}")
     concrete = resolve_input_shapes(model, input_shapes)
-    shapes = _ShapeTable(_infer_concrete_shapes(model, concrete), model)
+    shapes = _ShapeTable(_infer_concrete_shapes(model, concrete))
 
     by_op: dict[str, OpCost] = {}
     nodes: list[NodeCost] = []
@@ -169,6 +169,18 @@ def compute_costs(model: ir.Model, input_shapes: dict[str, list[int]] | None = N
         input_shapes=concrete,
         resolved_dims=_resolved_dims(model, concrete),
     )
+
+
+def node_macs(node: ir.Node, shapes: Mapping[str, Shape | None]) -> int | None:
+    """One node's multiply-accumulates at ``shapes`` (value name -> concrete shape, as
+    ``concrete_shapes`` gives); None when its op has no rule or a shape it needs is unknown."""
+    rule = _RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        return None
+    try:
+        return rule(node, _ShapeTable(shapes))[0]
+    except _UnknownShape:
+        return None
 
 
 def _op_key(node: ir.Node) -> str:
@@ -404,18 +416,16 @@ class _UnknownShape(Exception):
 
 
 class _ShapeTable:
-    """Concrete shapes by value: inferred ones, and the exact shapes of constants."""
+    """Concrete shapes by value: a constant's own shape, else the inferred one."""
 
-    def __init__(self, inferred: dict[str, Shape | None], model: ir.Model) -> None:
-        self._shapes = dict(inferred)
-        for graph in all_graphs(model):
-            for value in graph.initializers.values():
-                if value.const_value is not None and not value.is_graph_input():
-                    self._shapes[value.name] = tuple(int(d) for d in value.const_value.shape)
+    def __init__(self, inferred: Mapping[str, Shape | None]) -> None:
+        self._shapes = inferred
 
     def of(self, value: ir.Value | None) -> Shape:
         if value is None:
             raise _UnknownShape("<missing input>")
+        if value.const_value is not None and not value.is_graph_input():
+            return tuple(int(d) for d in value.const_value.shape)
         shape = self._shapes.get(value.name)
         if shape is None:
             raise _UnknownShape(value.name)

@@ -16,7 +16,7 @@ from onnxc.errors import InvalidModelError, OnnxcError, PassCrashedError, PassFa
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import tensor_bytes
 from onnxc.irutil import all_graphs, list_initializers_as_inputs
-from onnxc.pass_base import Pass
+from onnxc.pass_base import Pass, unmet_requirements
 from onnxc.progress import progress_bar
 from onnxc.verify import Comparison, compare_outputs, run_feeds
 
@@ -105,6 +105,12 @@ class PassManager:
 
     def run(self, model: ir.Model) -> CompileReport:
         start = time.perf_counter()
+        passes = _passes(self.steps)
+        # Before anything runs: a missing input should not cost the minutes of the passes before it.
+        for pass_ in passes:
+            unmet = unmet_requirements(pass_, self.context)
+            if unmet:
+                raise OnnxcError(f"{pass_.name} needs {'; '.join(unmet)}")
         before = self._stats = self._count(model)
         if self.verify:
             shapes = resolve_input_shapes(model, self.context.input_shapes)
@@ -121,7 +127,6 @@ class PassManager:
                     f"{error} (on generated verification inputs: give concrete shapes with --shape NAME=DIMS "
                     "or real inputs)"
                 ) from None
-        passes = _passes(self.steps)
         claims = [p.describe() for p in passes if p.claims_speed()] if self.context.check_speed else []
         original = speed.snapshot(model) if claims else None
         with progress_bar(total=len(passes), desc="passes", enabled=self.context.progress) as bar:

@@ -1,7 +1,7 @@
 """The ``Pass`` base class every onnxc pass derives from.
 
 A pass is a dataclass: its fields are its options (the same names a pipeline string or a recipe
-uses, e.g. ``prune(ratio=0.3)``). It states what it needs in ``requirements``, whether it keeps
+uses, e.g. ``prune(ratio=0.3)``). It states what it needs from the Context (``needs``), whether it keeps
 the model's numbers (``lossless``), and implements ``call(model) -> PassResult`` by mutating the
 IR in place through the use-def API.
 """
@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
 from onnxc.context import Context
+from onnxc.errors import OnnxcError
 
-__all__ = ["Pass", "PassResult", "option"]
+__all__ = ["Pass", "PassResult", "option", "REQUIREMENTS", "unmet_requirements"]
+
+# What a pass may require of the Context: how to tell it is there, and how a user provides it.
+REQUIREMENTS: dict[str, tuple[Callable[[Context], bool], str]] = {
+    "calibration": (
+        lambda context: context.calibration_data is not None or context.calibration_allow_random,
+        "calibration data: give --calib-data PATH (a folder of .npz feeds, images, ...; Context(calibration_data=...) "
+        "from Python) or --calib-random",
+    ),
+}
 
 
 def option(default: Any, help: str) -> Any:
@@ -32,7 +43,10 @@ class Pass(InPlacePass):
     Class attributes a subclass sets:
         name: the registered name used in pipelines.
         lossless: True when outputs must match the input model within float tolerance.
-        requirements: what must be available in the Context (``"calibration"``, ``"target"``).
+        requirements: what must be available in the Context, from :data:`REQUIREMENTS`
+            (``"calibration"``), checked before the pipeline runs; a pass whose needs depend on
+            its options overrides ``needs``, one whose needs depend on the model calls
+            ``require`` once it knows (onnx-ir's ``requires``/``ensures`` check the model itself).
     """
 
     name: ClassVar[str] = ""
@@ -51,6 +65,16 @@ class Pass(InPlacePass):
         """Attach the run's context; the PassManager calls this before running the pass."""
         self._context = context
         return self
+
+    def needs(self) -> tuple[str, ...]:
+        """What this pass, as configured, needs from the Context; checked before the pipeline runs."""
+        return self.requirements
+
+    def require(self, name: str) -> None:
+        """Stop with one clear line when the Context lacks ``name`` (a key of :data:`REQUIREMENTS`)."""
+        unmet = unmet_requirements(self, self.context, (name,))
+        if unmet:
+            raise OnnxcError(f"{self.name} needs {unmet[0]}")
 
     @classmethod
     def summary(cls) -> str:
@@ -82,6 +106,15 @@ class Pass(InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def unmet_requirements(pass_: Pass, context: Context, names: tuple[str, ...] | None = None) -> list[str]:
+    """How to provide each of ``names`` (default: what ``pass_`` needs) that ``context`` lacks."""
+    names = pass_.needs() if names is None else names
+    unknown = [name for name in names if name not in REQUIREMENTS]
+    if unknown:
+        raise ValueError(f"pass {pass_.name!r} requires unknown {unknown}; known: {sorted(REQUIREMENTS)}")
+    return [REQUIREMENTS[name][1] for name in names if not REQUIREMENTS[name][0](context)]
 
 
 def _field_default(field: dataclasses.Field) -> Any:

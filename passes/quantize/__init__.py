@@ -69,7 +69,6 @@ class Quantize(Pass):
 
     name = "quantize"
     lossless = False
-    requirements = ("calibration", "target")
 
     mode: str = option("static", "static | dynamic | weight-only")
     method: str = option("mse", "activation calibration: minmax | percentile | entropy | mse")

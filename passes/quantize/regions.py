@@ -23,13 +23,13 @@ import onnx_ir as ir
 
 from onnxc import costs
 from onnxc.inputs import resolve_input_shapes
-from onnxc.irutil import constant_array
 from onnxc.passes.quantize.placement import GraphIndex, Plan, Region, restrict
 from onnxc.profiles import TargetProfile
 
 logger = logging.getLogger(__name__)
 
 Shapes = dict[str, tuple[int, ...] | None]
+_CONTRACTIONS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def concrete_shapes(model: ir.Model, input_shapes: dict[str, list[int]] | None = None) -> Shapes:
@@ -44,25 +44,10 @@ def node_macs(index: GraphIndex, shapes: Shapes) -> dict[int, int]:
     """Multiply-accumulates of each contraction in the main graph (absent when unknown)."""
     macs: dict[int, int] = {}
     for i, node in enumerate(index.nodes):
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
-            continue
-        a, b = node.inputs[0], node.inputs[1]
-        out = shapes.get(node.outputs[0].name) if node.outputs else None
-        weight = constant_array(b)
-        b_shape = tuple(weight.shape) if weight is not None else shapes.get(b.name) if b is not None else None
-        a_shape = shapes.get(a.name) if a is not None else None
-        if out is None or b_shape is None:
-            continue
-        if node.op_type == "Conv":
-            macs[i] = math.prod(out) * math.prod(b_shape[1:])
-        elif node.op_type == "ConvTranspose":
-            if a_shape is not None:
-                macs[i] = math.prod(a_shape) * math.prod(b_shape[1:])
-        elif node.op_type == "Gemm":
-            k = b_shape[1] if node.attributes.get_int("transB", 0) else b_shape[0]
-            macs[i] = math.prod(out) * k
-        else:
-            macs[i] = math.prod(out) * b_shape[-2] if len(b_shape) >= 2 else math.prod(out) * b_shape[0]
+        if node.op_type in _CONTRACTIONS and len(node.inputs) >= 2:
+            count = costs.node_macs(node, shapes)
+            if count is not None:
+                macs[i] = count
     return macs
 
 

@@ -2,10 +2,8 @@
 
 Sensitivity of a layer (a quantized contraction, with the int8 ops that join it) is the output
 error of the model with *that layer alone* quantized, measured on ORT against the float model
-on the guard feeds (:mod:`~onnxc.passes.quantize.candidates` defines the measures). Quantizing
-one layer alone isolates its own error from the interactions of the others; it costs one
-candidate per layer, the same as removing each layer from the full quantization would, and the
-ranking it gives is the one the removal search needs.
+on the guard feeds, with the core's accuracy search (:mod:`onnxc.search`: the measures in
+``errors``, the bound, ``ranking``).
 
 The bound holds when *every* float output meets each of its parts: ``max_rel_error`` (RMS error
 over the output's standard deviation, and over each slice's own along a small feature axis, so the
@@ -27,13 +25,13 @@ that ended float.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 
-from onnxc.passes.quantize.candidates import Candidates, Measured
-from onnxc.passes.quantize.placement import Plan, Unit
-from onnxc.progress import progress_bar
+from onnxc.passes.quantize.candidates import Candidates
+from onnxc.passes.quantize.placement import Plan
+from onnxc.search.bound import Bound, summary
+from onnxc.search.errors import Measured
+from onnxc.search.ranking import fewest_to_undo, rank_by_error
 
 logger = logging.getLogger(__name__)
 
@@ -53,52 +51,6 @@ METRIC = ("rel_error: RMS of (int8 - float) over the standard deviation of the f
           "box/score channels), the worst slice's own ratio along it when larger")
 
 
-@dataclasses.dataclass(frozen=True)
-class Bound:
-    max_error: float | None = None
-    min_cosine: float | None = None
-    max_rel_error: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.max_error is not None or self.min_cosine is not None or self.max_rel_error is not None
-
-    def holds(self, measured: Measured) -> bool:
-        return self.excess(measured) <= 1.0
-
-    def excess(self, measured: Measured) -> float:
-        """How far the worst output goes toward the bound (1.0: exactly at it)."""
-        parts = [0.0]
-        for output in measured.outputs:
-            if self.max_error is not None:
-                parts.append(_ratio(output.max_abs, self.max_error))
-            if self.min_cosine is not None:
-                parts.append(_ratio(1.0 - output.cosine, 1.0 - self.min_cosine))
-            if self.max_rel_error is not None:
-                parts.append(_ratio(output.rel_error, self.max_rel_error))
-        return max(parts)
-
-    def as_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
-def _ratio(value: float, limit: float) -> float:
-    if limit > 0:
-        return value / limit
-    return 0.0 if value <= 0 else math.inf
-
-
-def rank_layers(candidates: Candidates, layers: list[Unit], bound: Bound,
-                progress: bool | None = None) -> list[tuple[Unit, Measured]]:
-    """Each layer's output error when it alone is quantized, most harmful first."""
-    scored = []
-    with progress_bar(total=len(layers), desc="sensitivity", enabled=progress, unit="layer") as bar:
-        for unit in layers:
-            scored.append((unit, candidates.error([unit.index])))
-            bar.update()
-    return sorted(scored, key=lambda item: (-bound.excess(item[1]), item[0].index))
-
-
 def guard(candidates: Candidates, plan: Plan, bound: Bound, progress: bool | None = None) -> tuple[set[int], dict]:
     """Unit positions to quantize so that the output error meets ``bound`` (empty: none can be),
     and a report: the bound, the error of the full quantization and of the result per output,
@@ -109,8 +61,8 @@ def guard(candidates: Candidates, plan: Plan, bound: Bound, progress: bool | Non
     if bound.holds(full):
         report.update(kept_float=[], result=summary(full))
         return everything, report
-    layers = plan.compute_units()
-    ranking = rank_layers(candidates, layers, bound, progress)
+    ranking = rank_by_error(plan.compute_units(), lambda unit: candidates.error([unit.index]), bound,
+                            key=lambda unit: unit.index, progress=progress)
     report["sensitivity"] = [{"layer": u.name, "excess": bound.excess(m), **summary(m)} for u, m in ranking]
 
     def keep_without(k: int) -> set[int]:
@@ -124,16 +76,7 @@ def guard(candidates: Candidates, plan: Plan, bound: Bound, progress: bool | Non
             results[k] = candidates.error(keep_without(k)) if k < len(ranking) else full.exact()
         return bound.holds(results[k])
 
-    low, high = 0, len(ranking)  # meets(0) is False (the full candidate failed), meets(len) holds
-    while high - low > 1:
-        middle = (low + high) // 2
-        if meets(middle):
-            high = middle
-        else:
-            low = middle
-    k = high
-    while not meets(k):
-        k += 1
+    k = fewest_to_undo(len(ranking), meets)
     kept_float = [u.name for u, _ in ranking[:k]]
     report.update(kept_float=kept_float, result=summary(results[k]))
     if k == len(ranking):
@@ -143,8 +86,3 @@ def guard(candidates: Candidates, plan: Plan, bound: Bound, progress: bool | Non
                 k, len(ranking), ", ".join(f"{u.name} {bound.excess(m):.3g}x" for u, m in ranking[:k]))
     return keep_without(k), report
 
-
-def summary(measured: Measured) -> dict:
-    """The worst of each measure over the outputs, and every output's own."""
-    return {"max_abs": measured.max_abs, "min_cosine": measured.min_cosine, "max_rel_error": measured.max_rel_error,
-            "outputs": [o.as_dict() for o in measured.outputs]}

@@ -42,7 +42,8 @@ from onnxc.passes.quantize.placement import (GraphIndex, Plan, empty_plan_reason
 from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
-from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, Bound, guard
+from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, guard
+from onnxc.search.bound import Bound
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
     if plan is None:
         details["quantized_units"] = 0
         return False
+    options.require("calibration")  # only now: a model left float needs no data
     bound = guard_bound(options, context)
     split = split_feeds(model, context, options.calib_samples) if bound.active else None
     limit = split.calibration_limit if split is not None else options.calib_samples

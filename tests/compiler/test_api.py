@@ -4,7 +4,7 @@ import onnx_ir as ir
 import pytest
 
 import onnxc
-from onnxc.errors import PassFailedError
+from onnxc.errors import OnnxcError, PassFailedError
 from onnxc.irutil import constant_array
 from testutil import checked, parse_model
 
@@ -122,3 +122,23 @@ def test_verify_runs_on_the_calibration_feeds_when_there_are_some():
     feeds = [{"x": np.full((1, 2, 4, 4), float(i), np.float32)} for i in range(3)]
     report = onnxc.compile(model, "toposort", verify=True, context=Context(calibration_data=feeds))
     assert report.error_vs_original["max_abs"] == 0.0
+
+
+@onnxc.register_pass
+class NeedsData(onnxc.Pass):
+    """Reads calibration data (a test pass)."""
+
+    name = "test-needs-data"
+    requirements = ("calibration",)
+
+    def call(self, model: ir.Model) -> onnxc.PassResult:
+        return onnxc.PassResult(model, modified=False)
+
+
+def test_a_stated_requirement_stops_the_run_before_any_pass():
+    model = parse_model(MODEL)
+    with pytest.raises(OnnxcError, match=r"^test-needs-data needs calibration data: give --calib-data PATH .* or --calib-random$"):
+        onnxc.compile(model, "default,test-needs-data")
+    assert [node.op_type for node in model.graph] == ["Add", "Identity", "Relu"]  # default did not run first
+    onnxc.compile(model, "default,test-needs-data", context=onnxc.Context(calibration_allow_random=True))
+

@@ -14,7 +14,7 @@ from onnxc.context import Context
 from onnxc.errors import PipelineError
 from onnxc.passes.quantize import candidates as candidates_module
 from onnxc.passes.quantize import static
-from onnxc.passes.quantize.candidates import output_errors
+from onnxc.search.errors import output_errors
 from onnxc.verify import run_feeds
 from testutil import checked, op_count
 

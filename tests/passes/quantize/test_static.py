@@ -328,3 +328,16 @@ def test_a_quantized_tensor_that_is_a_graph_output_keeps_its_name(tmp_path):
     assert ops["QLinearConv"] == 3 and "Conv" not in ops  # conv1 still fuses: its output goes only to a Q
     comparison = compare_models(float_model, model, TEST)
     assert comparison.outputs[1].cosine > 0.99
+
+
+def test_quantize_asks_for_calibration_data_once_it_has_layers_to_calibrate(tmp_path, cnn):
+    from onnxc.cli import main
+    from onnxc.io import save
+
+    source = tmp_path / "cnn.onnx"
+    save(cnn, source)
+    with pytest.raises(OnnxcError, match=r"^quantize needs calibration data: give --calib-data PATH .* or --calib-random$"):
+        quantized(cnn, "quantize(never_slower=false)")
+    quantized(cnn, "quantize(mode=dynamic)")  # dynamic needs no data
+    assert main(["compile", str(source), "-o", str(tmp_path / "q.onnx"), "--passes", "quantize(never_slower=false)"]) == 2
+    assert not (tmp_path / "q.onnx").exists()

@@ -1,0 +1,51 @@
+"""A bound on a candidate's output error: every float output must meet each part given."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from onnxc.search.errors import Measured
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """``max_error``: largest absolute difference; ``min_cosine``: smallest cosine to the
+    reference; ``max_rel_error``: RMS error over the reference's spread (``errors.rel_error``)."""
+
+    max_error: float | None = None
+    min_cosine: float | None = None
+    max_rel_error: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_error is not None or self.min_cosine is not None or self.max_rel_error is not None
+
+    def holds(self, measured: Measured) -> bool:
+        return self.excess(measured) <= 1.0
+
+    def excess(self, measured: Measured) -> float:
+        """How far the worst output goes toward the bound (1.0: exactly at it)."""
+        parts = [0.0]
+        for output in measured.outputs:
+            if self.max_error is not None:
+                parts.append(_ratio(output.max_abs, self.max_error))
+            if self.min_cosine is not None:
+                parts.append(_ratio(1.0 - output.cosine, 1.0 - self.min_cosine))
+            if self.max_rel_error is not None:
+                parts.append(_ratio(output.rel_error, self.max_rel_error))
+        return max(parts)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _ratio(value: float, limit: float) -> float:
+    if limit > 0:
+        return value / limit
+    return 0.0 if value <= 0 else math.inf
+
+
+def summary(measured: Measured) -> dict:
+    """The worst of each measure over the outputs, and every output's own."""
+    return {"max_abs": measured.max_abs, "min_cosine": measured.min_cosine, "max_rel_error": measured.max_rel_error,
+            "outputs": [o.as_dict() for o in measured.outputs]}

@@ -1,0 +1,173 @@
+"""How far a candidate model's outputs are from a reference model's, per float output.
+
+Every lossy search (quantize's accuracy guard and ``measure``, pruning ratios, low-rank ranks)
+compares candidates against the model before it on fixed feeds with these measures.
+
+Per float output, over all the feeds together:
+
+* ``max_abs``: the largest absolute difference (what ``--verify`` reports);
+* ``cosine``: cosine similarity of the candidate's values to the float ones;
+* ``rel_error``: RMS of the difference over the standard deviation of the float values, i.e.
+  noise over signal. Unlike cosine it does not go blind on outputs far from zero (a score near
+  3.5 for every input, box coordinates in pixels), and unlike ``max_abs`` it does not depend on
+  the output's units, so one bound means the same for every output of every model;
+* ``slice_rel_error`` and ``slice_axis``: the same ratio per slice along the output's small
+  "feature" axis (the shorter of the last axis and axis 1, at most :data:`MAX_SLICES` entries, each slice
+  of at least :data:`MIN_SLICE_VALUES` values over the feeds), the worst slice's. One detector output
+  often packs box coordinates, objectness and class scores side by side ([1, anchors, 4 + 1 + C]
+  or [1, 4 + C, anchors]); their different means and spreads inflate the whole tensor's standard
+  deviation, which then hides the error of the score channels that decide which boxes exist. An
+  axis counts only when its slices are clearly different quantities: at least
+  :data:`BETWEEN_SHARE` of the output's variance lies between the slices' means (coordinates
+  near 200 px next to scores near 0.5), or their spreads are :data:`SPREAD_RATIO` or more apart
+  (a score of spread 0.3 next to coordinates of spread 90). A transformer's hidden state (its
+  features' spreads a few times apart, around similar means) is not such an output: judged by
+  its quietest feature, it would keep layers float for an error no task sees. Slices whose float values are
+  (near-)constant (spread at most :data:`CONSTANT_SLICE` of the output's) have no spread to
+  measure against and are skipped. ``rel_error`` is the larger of the whole-tensor ratio and
+  this one, so the bound judges every slice.
+
+Outputs that are not floating point (indices, masks, shapes) are left out: a compressed model is
+judged by the float values that lead to them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+# The per-slice measure: an axis of 2..MAX_SLICES entries whose slices have MIN_SLICE_VALUES or
+# more values each (a [1, 1000] classifier's logits over 8 feeds have 8 per class: too few for a
+# spread); a slice whose float spread is at most CONSTANT_SLICE of the output's is skipped.
+MAX_SLICES = 256
+MIN_SLICE_VALUES = 32
+CONSTANT_SLICE = 1e-4
+# Heterogeneous slices: ddddocr's YOLOX head [1, 3549, 6] has 0.61 of its variance between the
+# channel means; a transformer feed-forward block's output 0.23 and spreads 8x apart.
+BETWEEN_SHARE = 0.5
+SPREAD_RATIO = 100.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputError:
+    name: str
+    max_abs: float
+    cosine: float
+    rel_error: float
+    whole_rel_error: float | None = None
+    slice_rel_error: float | None = None
+    slice_axis: int | None = None
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """The errors of one candidate's float outputs against the float model."""
+
+    outputs: tuple[OutputError, ...]
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def min_cosine(self) -> float:
+        return min((o.cosine for o in self.outputs), default=1.0)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((o.rel_error for o in self.outputs), default=0.0)
+
+    def exact(self) -> Measured:
+        """The same outputs with no error at all (the float model measured against itself)."""
+        return Measured(tuple(OutputError(o.name, 0.0, 1.0, 0.0, 0.0, None if o.slice_axis is None else 0.0,
+                                          o.slice_axis) for o in self.outputs))
+
+
+def output_errors(reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]) -> Measured:
+    """Errors of each float output of ``candidate`` against ``reference`` (outputs matched by
+    position: quantization may rename nothing, but a pass before it may have)."""
+    if not reference:
+        return Measured(())
+    names = list(reference[0])
+    candidate_names = list(candidate[0])
+    errors = []
+    for position, name in enumerate(names):
+        if not np.issubdtype(np.asarray(reference[0][name]).dtype, np.floating):
+            continue
+        other = candidate_names[position]
+        errors.append(_output_error(name, [np.asarray(r[name]) for r in reference],
+                                    [np.asarray(c[other]) for c in candidate]))
+    return Measured(tuple(errors))
+
+
+def _output_error(name: str, reference: list[np.ndarray], candidate: list[np.ndarray]) -> OutputError:
+    if any(r.shape != c.shape for r, c in zip(reference, candidate)):
+        return OutputError(name, math.inf, 0.0, math.inf)
+    whole = _whole_error(name, reference, candidate)
+    if not math.isfinite(whole.rel_error):
+        return whole
+    found = _slice_error(reference, candidate)
+    if found is None:
+        return dataclasses.replace(whole, whole_rel_error=whole.rel_error)
+    axis, worst = found
+    return dataclasses.replace(whole, rel_error=max(whole.rel_error, worst), whole_rel_error=whole.rel_error,
+                               slice_rel_error=worst, slice_axis=axis)
+
+
+def _slice_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[int, float] | None:
+    """(axis, worst slice's rel_error) along the output's feature axis, as the module docstring
+    says; None when it has none. Axes are counted from the end (-1: the last) when that is the
+    last axis, else from the front (1)."""
+    ndim = reference[0].ndim
+    if ndim < 2 or any(r.ndim != ndim for r in reference):
+        return None
+    # The shorter of the two (the last on a tie): a detector's channels, not its anchors, which a
+    # small head ([1, 130, 10] of PicoDet's coarsest level) can have fewer than MAX_SLICES of.
+    axis = min((ndim - 1, 1), key=lambda a: (reference[0].shape[a], -a))
+    length = reference[0].shape[axis]
+    if not 2 <= length <= MAX_SLICES or any(r.shape[axis] != length for r in reference):
+        return None
+    r = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in reference]).astype(np.float64)
+    c = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in candidate]).astype(np.float64)
+    finite = np.isfinite(r).all(axis=1)  # rows with a non-finite value are left out (the whole check judges them)
+    r, c = r[finite], c[finite]
+    total = float(r.var()) if r.shape[0] >= MIN_SLICE_VALUES else 0.0
+    if total <= 0:
+        return None
+    spread = r.std(axis=0)
+    varied = spread > CONSTANT_SLICE * math.sqrt(total)
+    if not varied.any():
+        return None
+    between = float(r.mean(axis=0).var()) / total
+    if between < BETWEEN_SHARE and spread[varied].max() < SPREAD_RATIO * spread[varied].min():
+        return None
+    noise = np.sqrt(np.mean((c - r) ** 2, axis=0))
+    return (-1 if axis == ndim - 1 else axis), float(np.max(noise[varied] / spread[varied]))
+
+
+def _whole_error(name: str, reference: list[np.ndarray], candidate: list[np.ndarray]) -> OutputError:
+    r = np.concatenate([a.astype(np.float64).ravel() for a in reference])
+    c = np.concatenate([a.astype(np.float64).ravel() for a in candidate])
+    if r.size == 0:
+        return OutputError(name, 0.0, 1.0, 0.0)
+    if not np.array_equal(np.isfinite(r), np.isfinite(c)) or np.any(r[~np.isfinite(r)] != c[~np.isfinite(c)]):
+        return OutputError(name, math.inf, 0.0, math.inf)
+    finite = np.isfinite(r)
+    r, c = r[finite], c[finite]
+    if r.size == 0:
+        return OutputError(name, 0.0, 1.0, 0.0)
+    difference = c - r
+    max_abs = float(np.abs(difference).max())
+    norms = float(np.linalg.norm(r)) * float(np.linalg.norm(c))
+    cosine = float(np.dot(r, c) / norms) if norms > 0 else (1.0 if max_abs == 0 else 0.0)
+    noise = float(np.sqrt(np.mean(difference ** 2)))
+    # A constant output has no spread to measure against: its own magnitude stands in.
+    signal = float(np.std(r)) or float(np.sqrt(np.mean(r ** 2)))
+    rel_error = noise / signal if signal > 0 else (0.0 if noise == 0 else math.inf)
+    return OutputError(name, max_abs, cosine, rel_error)
