@@ -1,4 +1,7 @@
-"""Small helpers over onnx_ir shared by passes: constants, new initializers, graph walking."""
+"""Small helpers over onnx_ir shared by the core: constants, use counts, graph walking, IR < 4 initializers.
+
+Editing helpers (new initializers, names, replacing values) are in :mod:`onnxc.graph.edit`.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -59,38 +62,6 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return None if tensor is None else tensor.numpy()
 
 
-def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Value:
-    """Add ``array`` as an initializer named after ``base_name`` (made unique) and return its value."""
-    name = unique_value_name(graph, base_name)
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=array_tensor(array, name),
-    )
-    graph.register_initializer(value)
-    return value
-
-
-def array_tensor(array: np.ndarray, name: str | None = None) -> ir.TensorProtocol:
-    """``array`` as an IR tensor, strings included (``ir.Tensor`` would hold them with no size)."""
-    if array.dtype.kind in "SUO":
-        encoded = [item.encode() if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
-        return ir.StringTensor(np.array(encoded, dtype=object).reshape(array.shape), name=name)
-    # ``ir.tensor`` would first test the array against runtime Protocols, slowly.
-    return ir.Tensor(array, name=name)
-
-
-def replace_with_initializer(graph: ir.Graph, output: ir.Value, tensor: ir.TensorProtocol) -> ir.Value:
-    """Make ``output``'s readers read ``tensor``, an initializer of ``graph`` taking over ``output``'s name."""
-    name = output.name
-    output.name = None
-    initializer = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
-    output.replace_all_uses_with(initializer)
-    graph.register_initializer(initializer)
-    return initializer
-
-
 # Before this IR version every initializer had to be a graph input too (ONNX IR.md, "Graphs").
 FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
 
@@ -146,16 +117,6 @@ def list_initializers_as_inputs(model: ir.Model) -> tuple[list[str], int]:
             subgraph.insert_before(first, constants)
         turned += len(constants)
     return added, turned
-
-
-def unique_value_name(graph: ir.Graph, base_name: str) -> str:
-    taken = graph.initializers
-    if base_name not in taken:
-        return base_name
-    index = 1
-    while f"{base_name}_{index}" in taken:
-        index += 1
-    return f"{base_name}_{index}"
 
 
 def use_count(value: ir.Value) -> int:

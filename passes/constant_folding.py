@@ -23,11 +23,12 @@ import onnx
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
-from onnxc.irutil import all_graphs, constant_tensor, read_only_by, replace_with_initializer, use_count
+from onnxc.graph.edit import drop_initializer, replace_with_initializer, successor
+from onnxc.graph.ops import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, default_opset, known_dim, subgraphs
+from onnxc.irutil import all_graphs, constant_tensor, read_only_by, use_count
 from onnxc.pass_base import Pass, PassResult, option
-from onnxc.passes.cleanup import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, known_dim, subgraphs
-from onnxc.passes.cleanup import infer_shapes as run_shape_inference
 from onnxc.registry import register_pass
+from onnxc.shapes import infer_shapes as run_shape_inference, take_stale_mark
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +73,7 @@ _NATIVE_DTYPES = frozenset(
 )
 
 _SHAPE_TRIED = "onnxc.fold.shape_inferred"
-_SHAPES_STALE = "onnxc.fold.shapes_stale"
 _REJECTED = "onnxc.fold.rejected"
-
-
-def mark_shapes_stale(model: ir.Model) -> None:
-    """Make the next fold-constants run shape inference over the whole model first.
-
-    For rewrites that make shapes inferable where inference failed before (a Reshape target
-    turned constant), so shape arithmetic downstream can fold.
-    """
-    model.meta[_SHAPES_STALE] = True
 
 
 @register_pass
@@ -112,7 +103,7 @@ class FoldConstants(Pass):
         Values are marked once tried, so a fixed-point loop pays for inference only when an
         earlier pass created such a value, or marked the shapes stale.
         """
-        if model.meta.pop(_SHAPES_STALE, False):
+        if take_stale_mark(model):
             # Known shapes may be refined too (a symbolic dim that is now static), so infer anyway.
             run_shape_inference(model)
             return
@@ -154,7 +145,7 @@ class _Partial:
 class _Folder:
     def __init__(self, model: ir.Model, size_limit: int):
         self.model = model
-        self.opset = model.opset_imports.get("", 1)
+        self.opset = default_opset(model, missing=1)
         self.size_limit = size_limit
         self.partial: dict[ir.Value, _Partial] = {}
         self.folded = 0
@@ -197,7 +188,7 @@ class _Folder:
             return
         branch.outputs.clear()
         for value in list(branch.initializers.values()):
-            branch.initializers.pop(value.name)
+            drop_initializer(branch, value)
             value.name = self._fresh_name(value.name)
             graph.register_initializer(value)
         for inner in list(branch):
@@ -213,9 +204,7 @@ class _Folder:
                 result.shape = output.shape
             if output.is_graph_output():
                 # The graph output keeps its name: an Identity carries the branch result under it.
-                name = output.name
-                output.name = None
-                carrier = ir.Value(name=name, type=output.type, shape=output.shape)
+                carrier = successor(output)
                 graph.insert_before(node, ir.node("Identity", [result], outputs=[carrier]))
                 result = carrier
             output.replace_all_uses_with(result, replace_graph_outputs=True)
