@@ -113,26 +113,24 @@ def weight_axis(node: ir.Node, weight: np.ndarray) -> int:
     ``Cout/group`` entries, each serving one channel per group. Gemm: 0 with ``transB=1``, else
     1. MatMul: the last axis.
     """
-    op = node.op_type
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1
-    if op == "Gemm":
-        return 0 if node.attributes.get_int("transB", 0) else 1
-    return weight.ndim - 1
+    return _weight_axes(node, weight)[0]
 
 
 def weight_input_axis(node: ir.Node, weight: np.ndarray) -> int:
     """The axis of a contraction's weight that runs over its input channels (per group for a Conv)."""
+    return _weight_axes(node, weight)[1]
+
+
+def _weight_axes(node: ir.Node, weight: np.ndarray) -> tuple[int, int]:
+    """(output-channel axis, input-channel axis) of a contraction's weight."""
     op = node.op_type
     if op == "Conv":
-        return 1
+        return 0, 1
     if op == "ConvTranspose":
-        return 0
+        return 1, 0
     if op == "Gemm":
-        return 1 if node.attributes.get_int("transB", 0) else 0
-    return weight.ndim - 2
+        return (0, 1) if node.attributes.get_int("transB", 0) else (1, 0)
+    return weight.ndim - 1, weight.ndim - 2
 
 
 def output_channels(node: ir.Node, weight: np.ndarray) -> int | None:

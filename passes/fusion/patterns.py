@@ -68,6 +68,20 @@ def last_axis_vector(array: np.ndarray | None, rank: int | None, channels: int |
     return array.ndim == 0 or channels is None or array.shape[-1] in (1, channels)
 
 
+def _last_axis_step(value: ir.Value, op_type: str, rank: int | None, channels: int | None,
+                    dtype: np.dtype) -> tuple[ir.Node, ir.Value, int | None] | None:
+    """The one ``op_type`` node reading ``value`` with a constant of ``dtype`` along the last axis as
+    its other operand: (that node, the constant's value, the channel count as now known), else None."""
+    reader = only_reader(value, op_type)
+    if reader is None:
+        return None
+    operand = other_input(reader, value)
+    array = constant_array(operand)
+    if not last_axis_vector(array, rank, channels) or array.dtype != dtype:
+        return None
+    return reader, operand, channels or (array.shape[-1] if array.ndim and array.shape[-1] > 1 else None)
+
+
 @register_pass
 class FuseLayerNorm(FusionRewrite):
     """Fuse the decomposed LayerNorm exporters emit into LayerNormalization (opset >= 17).
@@ -94,24 +108,14 @@ class FuseLayerNorm(FusionRewrite):
         channels = known_dim(x.shape[-1]) if x.shape is not None and rank else None
         last = nodes[-1]
         gamma_value = beta_value = None
-        scale_mul = only_reader(last.outputs[0], "Mul")
-        if scale_mul is not None:
-            gamma_value = other_input(scale_mul, last.outputs[0])
-            gamma = constant_array(gamma_value)
-            if last_axis_vector(gamma, rank, channels) and gamma.dtype == dtype:
-                channels = channels or (gamma.shape[-1] if gamma.ndim and gamma.shape[-1] > 1 else None)
-                nodes.append(scale_mul)
-                shift_add = only_reader(scale_mul.outputs[0], "Add")
-                if shift_add is not None:
-                    beta_value = other_input(shift_add, scale_mul.outputs[0])
-                    beta = constant_array(beta_value)
-                    if last_axis_vector(beta, rank, channels) and beta.dtype == dtype:
-                        channels = channels or (beta.shape[-1] if beta.ndim and beta.shape[-1] > 1 else None)
-                        nodes.append(shift_add)
-                    else:
-                        beta_value = None
-            else:
-                gamma_value = None
+        scale = _last_axis_step(last.outputs[0], "Mul", rank, channels, dtype)
+        if scale is not None:
+            scale_mul, gamma_value, channels = scale
+            nodes.append(scale_mul)
+            shift = _last_axis_step(scale_mul.outputs[0], "Add", rank, channels, dtype)
+            if shift is not None:
+                shift_add, beta_value, channels = shift
+                nodes.append(shift_add)
         if channels is None:
             return self.reject(node, "the normalized axis' size is unknown (no static shape, scale or bias gives it)")
         last = nodes[-1]

@@ -3,6 +3,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 from onnx import helper, numpy_helper
 
 from onnxc.graph.channels import (CHANNEL_RULES, channel_rule, data_channel_axis, output_channels, weight_axis,
@@ -29,45 +30,36 @@ def _run(proto: onnx.ModelProto, feeds: dict) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
-def _zeroing_one_weight_channel_zeroes_one_output_channel(proto, x, output_axis):
-    """Zero slice ``c`` of the weight along ``weight_axis``: exactly output channel ``c`` becomes 0."""
+@pytest.mark.parametrize("op, attributes, x_shape, w_shape, axes, channels, data_axis", [
+    ("Conv", {"group": 2}, (1, 4, 5, 5), (6, 2, 3, 3), (0, 1), 6, 1),
+    # With groups, ConvTranspose's weight slice j serves output channel j of each group.
+    ("ConvTranspose", {"group": 2}, (1, 4, 3, 3), (4, 3, 2, 2), (1, 0), 6, 1),
+    ("Gemm", {}, (3, 4), (4, 5), (1, 0), 5, 1),
+    ("Gemm", {"transB": 1}, (3, 4), (5, 4), (0, 1), 5, 1),
+    ("MatMul", {}, (2, 3, 4), (4, 6), (1, 0), 6, -1),
+])
+def test_zeroing_a_weight_slice_on_weight_axis_zeroes_that_output_channel(op, attributes, x_shape, w_shape, axes,
+                                                                          channels, data_axis):
+    rng = np.random.default_rng(0)
+    proto = _model([helper.make_node(op, ["x", "w"], ["y"], **attributes)], [("x", list(x_shape))], ["y"],
+                   {"w": rng.standard_normal(w_shape).astype(np.float32)})
     node = _node(proto)
     weight = constant_array(node.inputs[1])
-    axis = weight_axis(node, weight)
-    channels = output_channels(node, weight)
+    assert (weight_axis(node, weight), weight_input_axis(node, weight)) == axes
+    assert output_channels(node, weight) == channels
+    assert data_channel_axis(node) == data_axis
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    per_group = weight.shape[axes[0]]
     for channel in (0, channels - 1):
         pruned = onnx.ModelProto()
         pruned.CopyFrom(proto)
         array = weight.copy()
-        # With ConvTranspose groups, weight slice j serves output channel j of each group.
-        np.moveaxis(array, axis, 0)[channel % array.shape[axis]] = 0
+        np.moveaxis(array, axes[0], 0)[channel % per_group] = 0
         pruned.graph.initializer[0].CopyFrom(numpy_helper.from_array(array, "w"))
-        y = np.moveaxis(_run(pruned, {"x": x}), output_axis, 0)
-        zeroed = [c for c in range(y.shape[0]) if not np.any(y[c])]
-        per_group = array.shape[axis]
-        assert zeroed == [c for c in range(channels) if c % per_group == channel % per_group]
-    assert y.shape[0] == channels
-
-
-def test_conv_weight_axes_and_channel_count():
-    rng = np.random.default_rng(0)
-    proto = _model([helper.make_node("Conv", ["x", "w"], ["y"], group=2)], [("x", [1, 4, 5, 5])], ["y"],
-                   {"w": rng.standard_normal((6, 2, 3, 3)).astype(np.float32)})
-    node = _node(proto)
-    weight = constant_array(node.inputs[1])
-    assert (weight_axis(node, weight), weight_input_axis(node, weight), output_channels(node, weight)) == (0, 1, 6)
-    assert data_channel_axis(node) == 1
-    _zeroing_one_weight_channel_zeroes_one_output_channel(proto, rng.standard_normal((1, 4, 5, 5)).astype(np.float32), 1)
-
-
-def test_conv_transpose_with_groups_has_cout_per_group_on_axis_1():
-    rng = np.random.default_rng(1)
-    proto = _model([helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=2)], [("x", [1, 4, 3, 3])], ["y"],
-                   {"w": rng.standard_normal((4, 3, 2, 2)).astype(np.float32)})
-    node = _node(proto)
-    weight = constant_array(node.inputs[1])
-    assert (weight_axis(node, weight), weight_input_axis(node, weight), output_channels(node, weight)) == (1, 0, 6)
-    _zeroing_one_weight_channel_zeroes_one_output_channel(proto, rng.standard_normal((1, 4, 3, 3)).astype(np.float32), 1)
+        y = np.moveaxis(_run(pruned, {"x": x}), data_axis, 0)
+        assert y.shape[0] == channels
+        assert [c for c in range(channels) if not np.any(y[c])] == [
+            c for c in range(channels) if c % per_group == channel % per_group]
 
 
 def test_conv_transpose_whose_groups_do_not_divide_has_no_channel_count():
@@ -77,35 +69,10 @@ def test_conv_transpose_whose_groups_do_not_divide_has_no_channel_count():
     assert output_channels(node, constant_array(node.inputs[1])) is None
 
 
-def test_gemm_output_axis_follows_trans_b():
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, 4)).astype(np.float32)
-    for trans_b, shape, expected in ((0, (4, 5), (1, 0)), (1, (5, 4), (0, 1))):
-        proto = _model([helper.make_node("Gemm", ["x", "w"], ["y"], transB=trans_b)], [("x", [3, 4])], ["y"],
-                       {"w": rng.standard_normal(shape).astype(np.float32)})
-        node = _node(proto)
-        weight = constant_array(node.inputs[1])
-        assert (weight_axis(node, weight), weight_input_axis(node, weight)) == expected
-        assert output_channels(node, weight) == 5
-        assert data_channel_axis(node) == 1
-        _zeroing_one_weight_channel_zeroes_one_output_channel(proto, x, 1)
-
-
 def test_gemm_with_trans_a_reads_channels_on_axis_0():
     proto = _model([helper.make_node("Gemm", ["x", "w"], ["y"], transA=1)], [("x", [4, 3])], ["y"],
                    {"w": np.ones((4, 5), np.float32)})
     assert data_channel_axis(_node(proto)) == 0
-
-
-def test_matmul_output_channels_are_the_last_weight_axis():
-    rng = np.random.default_rng(3)
-    proto = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", [2, 3, 4])], ["y"],
-                   {"w": rng.standard_normal((4, 6)).astype(np.float32)})
-    node = _node(proto)
-    weight = constant_array(node.inputs[1])
-    assert (weight_axis(node, weight), weight_input_axis(node, weight), output_channels(node, weight)) == (1, 0, 6)
-    assert data_channel_axis(node) == -1
-    _zeroing_one_weight_channel_zeroes_one_output_channel(proto, rng.standard_normal((2, 3, 4)).astype(np.float32), -1)
 
 
 def test_normalization_parameters_are_per_channel():
