@@ -1,5 +1,8 @@
 """Editing helpers every rewrite needs: fresh names, initializers, replacing a value.
 
+Also what the PassManager and ``initializer-inputs`` do after passes added initializers to an
+IR < 4 model (:func:`list_initializers_as_inputs`).
+
 A graph output's name is the model's interface: whatever replaces the value that carries it
 must carry it on. :func:`replace_value` does that once for every pass (a node output of the same
 graph takes the name over; anything else is read through an Identity under the name).
@@ -9,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.irutil import all_graphs
+from onnxc.irutil import FIRST_IR_WITHOUT_INITIALIZER_INPUTS, all_graphs
 
 
 class ValueNames:
@@ -141,3 +144,48 @@ def replace_value(old: ir.Value, new: ir.Value, names: ValueNames) -> None:
             old.graph.insert_after(old.producer(), ir.node("Identity", [new], outputs=[carrier]))
             new = carrier
     old.replace_all_uses_with(new, replace_graph_outputs=True)
+
+
+def list_initializers_as_inputs(model: ir.Model) -> tuple[list[str], int]:
+    """Make an IR < 4 model's initializers valid for its IR version again after passes added some.
+
+    Passes add initializers as constants; before IR 4 an initializer must also be a graph input.
+    The main graph's new ones are appended to its inputs, in initializer order, as exporters of
+    that era listed their weights (ONNX Runtime still treats initializers of an IR < 4 model as
+    constants). A subgraph's inputs are positional (Loop, Scan bodies) or absent (If branches),
+    so a subgraph's initializers become Constant nodes instead.
+
+    Returns the names of the inputs added and how many subgraph initializers became nodes;
+    nothing changes at IR 4 or later.
+    """
+    if model.ir_version >= FIRST_IR_WITHOUT_INITIALIZER_INPUTS:
+        return [], 0
+    graph = model.graph
+    added = []
+    for value in graph.initializers.values():
+        if value.is_graph_input():
+            continue
+        tensor = value.const_value
+        if value.type is None and tensor is not None:
+            value.type = ir.TensorType(tensor.dtype)
+        if value.shape is None and tensor is not None:
+            value.shape = ir.Shape(tensor.shape)
+        graph.inputs.append(value)
+        added.append(value.name or "")
+    turned = 0
+    for subgraph in all_graphs(model)[1:]:
+        constants = []
+        for value in list(subgraph.initializers.values()):
+            if value.is_graph_input():
+                continue
+            drop_initializer(subgraph, value)
+            output = successor(value)
+            constants.append(ir.node("Constant", [], {"value": value.const_value}, outputs=[output]))
+            value.replace_all_uses_with(output, replace_graph_outputs=True)
+        first = next(iter(subgraph), None)
+        if first is None:
+            subgraph.extend(constants)
+        elif constants:
+            subgraph.insert_before(first, constants)
+        turned += len(constants)
+    return added, turned
