@@ -1,4 +1,8 @@
-"""Small helpers over onnx_ir shared by passes: constants, new initializers, graph walking."""
+"""Small helpers over onnx_ir shared by the core: constants, use counts, graph walking.
+
+Editing helpers (new initializers, names, replacing values, IR < 4 initializers) are in
+:mod:`onnxc.graph.edit`.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -59,38 +63,6 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
     return None if tensor is None else tensor.numpy()
 
 
-def add_initializer(graph: ir.Graph, base_name: str, array: np.ndarray) -> ir.Value:
-    """Add ``array`` as an initializer named after ``base_name`` (made unique) and return its value."""
-    name = unique_value_name(graph, base_name)
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=array_tensor(array, name),
-    )
-    graph.register_initializer(value)
-    return value
-
-
-def array_tensor(array: np.ndarray, name: str | None = None) -> ir.TensorProtocol:
-    """``array`` as an IR tensor, strings included (``ir.Tensor`` would hold them with no size)."""
-    if array.dtype.kind in "SUO":
-        encoded = [item.encode() if isinstance(item, str) else bytes(item) for item in array.reshape(-1)]
-        return ir.StringTensor(np.array(encoded, dtype=object).reshape(array.shape), name=name)
-    # ``ir.tensor`` would first test the array against runtime Protocols, slowly.
-    return ir.Tensor(array, name=name)
-
-
-def replace_with_initializer(graph: ir.Graph, output: ir.Value, tensor: ir.TensorProtocol) -> ir.Value:
-    """Make ``output``'s readers read ``tensor``, an initializer of ``graph`` taking over ``output``'s name."""
-    name = output.name
-    output.name = None
-    initializer = ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
-    output.replace_all_uses_with(initializer)
-    graph.register_initializer(initializer)
-    return initializer
-
-
 # Before this IR version every initializer had to be a graph input too (ONNX IR.md, "Graphs").
 FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
 
@@ -99,63 +71,6 @@ def overridable_initializers(graph: ir.Graph) -> list[ir.Value]:
     """The graph's initializers that are also its inputs: a feed may replace them, so no pass may
     treat them as constants (``constant_tensor`` does not)."""
     return [value for value in graph.inputs if value.is_initializer()]
-
-
-def list_initializers_as_inputs(model: ir.Model) -> tuple[list[str], int]:
-    """Make an IR < 4 model's initializers valid for its IR version again after passes added some.
-
-    Passes add initializers as constants; before IR 4 an initializer must also be a graph input.
-    The main graph's new ones are appended to its inputs, in initializer order, as exporters of
-    that era listed their weights (ONNX Runtime still treats initializers of an IR < 4 model as
-    constants). A subgraph's inputs are positional (Loop, Scan bodies) or absent (If branches),
-    so a subgraph's initializers become Constant nodes instead.
-
-    Returns the names of the inputs added and how many subgraph initializers became nodes;
-    nothing changes at IR 4 or later.
-    """
-    if model.ir_version >= FIRST_IR_WITHOUT_INITIALIZER_INPUTS:
-        return [], 0
-    graph = model.graph
-    added = []
-    for value in graph.initializers.values():
-        if value.is_graph_input():
-            continue
-        tensor = value.const_value
-        if value.type is None and tensor is not None:
-            value.type = ir.TensorType(tensor.dtype)
-        if value.shape is None and tensor is not None:
-            value.shape = ir.Shape(tensor.shape)
-        graph.inputs.append(value)
-        added.append(value.name or "")
-    turned = 0
-    for subgraph in all_graphs(model)[1:]:
-        constants = []
-        for value in list(subgraph.initializers.values()):
-            if value.is_graph_input():
-                continue
-            name = value.name
-            subgraph.initializers.pop(name)
-            value.name = None
-            output = ir.Value(name=name, type=value.type, shape=value.shape)
-            constants.append(ir.node("Constant", [], {"value": value.const_value}, outputs=[output]))
-            value.replace_all_uses_with(output, replace_graph_outputs=True)
-        first = next(iter(subgraph), None)
-        if first is None:
-            subgraph.extend(constants)
-        elif constants:
-            subgraph.insert_before(first, constants)
-        turned += len(constants)
-    return added, turned
-
-
-def unique_value_name(graph: ir.Graph, base_name: str) -> str:
-    taken = graph.initializers
-    if base_name not in taken:
-        return base_name
-    index = 1
-    while f"{base_name}_{index}" in taken:
-        index += 1
-    return f"{base_name}_{index}"
 
 
 def use_count(value: ir.Value) -> int:

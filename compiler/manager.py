@@ -13,9 +13,10 @@ import onnx_ir as ir
 from onnxc import speed
 from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassCrashedError, PassFailedError
+from onnxc.graph.edit import list_initializers_as_inputs
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import tensor_bytes
-from onnxc.irutil import all_graphs, list_initializers_as_inputs
+from onnxc.irutil import all_graphs
 from onnxc.pass_base import Pass, unmet_requirements
 from onnxc.progress import progress_bar
 from onnxc.verify import Comparison, compare_outputs, run_feeds

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import onnx_ir as ir
 
+from onnxc.graph.ops import DEFAULT_DOMAINS
 from onnxc.irutil import all_nodes
 from onnxc.pass_base import Pass, PassResult
 
@@ -26,7 +27,7 @@ class RootOpRewrite(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         roots = set(self.root_ops)
-        candidates = [n for n in all_nodes(model) if n.op_type in roots and n.domain in ("", "ai.onnx")]
+        candidates = [n for n in all_nodes(model) if n.op_type in roots and n.domain in DEFAULT_DOMAINS]
         modified = False
         for node in candidates:
             if node.graph is None:

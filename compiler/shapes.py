@@ -1,7 +1,8 @@
 """ONNX shape inference written onto the IR: run it on a proto, copy what it found onto the values.
 
-Used by ``load`` (on the proto it has just parsed, which costs no serialization) and by the
-``infer-shapes`` pass and constant folding (on a weightless proto of the current graph).
+Used by ``load`` (on the proto it has just parsed, which costs no serialization) and, through
+:func:`infer_shapes`, by the ``infer-shapes`` pass, constant folding and quantization (on a
+weightless proto of the current graph).
 """
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ import logging
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import all_graphs, data_propagation_is_safe
+from onnxc.irutil import all_graphs, data_propagation_is_safe, weightless_proto
 
 logger = logging.getLogger(__name__)
+
+# Initializers above this size are declared as typed inputs instead of serialized for ONNX shape
+# inference, so a model with gigabytes of weights costs no more than its graph. Small ones stay:
+# data propagation reads them (a Reshape's shape, a Slice's starts).
+_INLINE_INITIALIZER_BYTES = 1024
+
+# Set on ``model.meta`` by a rewrite that made shapes inferable where inference failed before.
+_SHAPES_STALE = "onnxc.fold.shapes_stale"
 
 
 def infer_proto(proto: onnx.ModelProto, *, data_prop: bool = True) -> onnx.ModelProto | None:
@@ -59,6 +68,38 @@ def shapes_complete(model: ir.Model) -> bool:
                 if value.dtype is None or shape is None or not all(isinstance(d, int) and d >= 0 for d in shape.dims):
                     return False
     return True
+
+
+def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
+    """Write inferred dtypes and shapes onto the model's values; True when any changed.
+
+    Nothing changes when ONNX shape inference rejects the model. A known shape is only replaced
+    by an inferred one that says more (or contradicts it). When every value already has a static
+    shape there is nothing to infer, and the graph is not serialized for it.
+    """
+    if shapes_complete(model):
+        return False
+    try:
+        proto = weightless_proto(model, inline_bytes=_INLINE_INITIALIZER_BYTES)
+    except Exception as error:  # noqa: BLE001 - a graph that cannot be serialized keeps its shapes
+        logger.info("shape inference failed, shapes left as they are: %s", error)
+        return False
+    inferred = infer_proto(proto, data_prop=data_prop)
+    return inferred is not None and apply_inferred(model, inferred)
+
+
+def mark_shapes_stale(model: ir.Model) -> None:
+    """Make the next fold-constants run shape inference over the whole model first.
+
+    For rewrites that make shapes inferable where inference failed before (a Reshape target
+    turned constant), so shape arithmetic downstream can fold.
+    """
+    model.meta[_SHAPES_STALE] = True
+
+
+def take_stale_mark(model: ir.Model) -> bool:
+    """Whether a rewrite marked the shapes stale since the last call (the mark is cleared)."""
+    return bool(model.meta.pop(_SHAPES_STALE, False))
 
 
 def _collect_types(graph: onnx.GraphProto, types: dict[str, onnx.TypeProto]) -> None:

@@ -1,52 +1,23 @@
 """Lossless cleanup passes: dead code, identities, constants, duplicates, shapes, order.
 
-Constant folding lives beside this module in ``constant_folding``; the shape inference used by
-``infer-shapes`` and by folding is ``infer_shapes`` here.
+Constant folding is its own family (``constant_folding``); the shape inference behind
+``infer-shapes`` is :func:`onnxc.shapes.infer_shapes`, which folding and quantization use too.
 """
 from __future__ import annotations
 
 import collections
 import hashlib
-import logging
-from collections.abc import Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.irutil import all_graphs, constant_tensor, replace_with_initializer, use_count, weightless_proto
+from onnxc.graph.edit import can_take_output_name, drop_initializer, hand_over_name, replace_with_initializer
+from onnxc.graph.ops import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS, default_opset, subgraphs
+from onnxc.irutil import all_graphs, constant_tensor, use_count
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.registry import register_pass
-from onnxc.shapes import apply_inferred, infer_proto, shapes_complete
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_DOMAINS = ("", "ai.onnx")
-
-# Ops whose every run may give different numbers: never merged, folded or removed as duplicates.
-NON_DETERMINISTIC_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
-)
-
-
-def subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
-    """The graphs held in the node's attributes (If branches, Loop/Scan bodies)."""
-    for attr in node.attributes.values():
-        if attr.is_ref():
-            continue
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
-
-
-def known_dim(dim: int | ir.SymbolicDim) -> int | None:
-    """A dim's size when it is known, else None.
-
-    Some exporters (older Paddle2ONNX) write ``-1`` as the size of a dynamic dim: it is unknown,
-    not a size, and must never be folded into shape arithmetic.
-    """
-    return dim if isinstance(dim, int) and dim >= 0 else None
+from onnxc.shapes import infer_shapes
 
 
 def _graph_likes(model: ir.Model) -> list[ir.Graph]:
@@ -56,10 +27,6 @@ def _graph_likes(model: ir.Model) -> list[ir.Graph]:
         graphs.append(function.graph)
         graphs.extend(function.graph.subgraphs())
     return graphs
-
-
-def _opset(model: ir.Model) -> int:
-    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +101,7 @@ _OUTPUT_COUNT_MATTERS = frozenset({"BatchNormalization"})
 
 def _trim_optional_outputs(model: ir.Model) -> int:
     """Drop trailing outputs that nothing reads when the op's schema declares them optional."""
-    opset = _opset(model)
+    opset = default_opset(model, missing=1)
     schemas: dict[str, list[bool] | None] = {}
     trimmed = 0
     for graph in _graph_likes(model):
@@ -181,7 +148,7 @@ def _remove_unused_initializers(model: ir.Model) -> int:
         for value in list(graph.initializers.values()):
             if use_count(value) or value.is_graph_input() or value.is_graph_output():
                 continue
-            graph.initializers.pop(value.name)
+            drop_initializer(graph, value)
             removed += 1
     return removed
 
@@ -197,7 +164,7 @@ class EliminateIdentity(Pass):
     name = "eliminate-identity"
 
     def call(self, model: ir.Model) -> PassResult:
-        opset = _opset(model)
+        opset = default_opset(model, missing=1)
         removed = 0
         for graph in _graph_likes(model):
             for node in list(graph):
@@ -231,14 +198,9 @@ def _bypass(node: ir.Node) -> int:
     source, result = node.inputs[0], node.outputs[0]
     graph = node.graph
     if result.is_graph_output():
-        producer = source.producer()
-        if producer is None or producer.graph is not graph or source.is_graph_output():
+        if not can_take_output_name(source, graph) or sum(1 for output in graph.outputs if output is result) != 1:
             return 0
-        if sum(1 for output in graph.outputs if output is result) != 1:
-            return 0
-        name = result.name
-        result.name = None
-        source.name = name
+        hand_over_name(result, source)
     if source.shape is None and result.shape is not None:
         source.shape = result.shape
     if source.type is None and result.type is not None:
@@ -345,7 +307,7 @@ class DedupInitializers(Pass):
                         kept_values.append(value)
                         continue
                     value.replace_all_uses_with(kept)
-                    graph.initializers.pop(value.name)
+                    drop_initializer(graph, value)
                     merged += 1
             if is_main:
                 main_groups = survivors
@@ -448,13 +410,7 @@ def _merge_into(node: ir.Node, kept: ir.Node) -> bool:
     if any(new.is_graph_output() for _, new in renames):
         return False
     for old, new in renames:
-        name = old.name
-        old.name = None
-        new.name = name
-        if new.type is None:
-            new.type = old.type
-        if new.shape is None:
-            new.shape = old.shape
+        hand_over_name(old, new)
     for old, new in pairs:
         old.replace_all_uses_with(new, replace_graph_outputs=True)
     node.graph.remove(node, safe=True)
@@ -463,12 +419,6 @@ def _merge_into(node: ir.Node, kept: ir.Node) -> bool:
 
 # ----------------------------------------------------------------------------------------------
 # infer-shapes
-
-# Initializers above this size are declared as typed inputs instead of serialized for ONNX shape
-# inference, so a model with gigabytes of weights costs no more than its graph. Small ones stay:
-# data propagation reads them (a Reshape's shape, a Slice's starts).
-_INLINE_INITIALIZER_BYTES = 1024
-
 
 @register_pass
 class InferShapes(Pass):
@@ -479,24 +429,6 @@ class InferShapes(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         return PassResult(model, infer_shapes(model, data_prop=self.data_prop))
-
-
-def infer_shapes(model: ir.Model, *, data_prop: bool = True) -> bool:
-    """Write inferred dtypes and shapes onto the model's values; True when any changed.
-
-    Nothing changes when ONNX shape inference rejects the model. A known shape is only replaced
-    by an inferred one that says more (or contradicts it). When every value already has a static
-    shape there is nothing to infer, and the graph is not serialized for it.
-    """
-    if shapes_complete(model):
-        return False
-    try:
-        proto = weightless_proto(model, inline_bytes=_INLINE_INITIALIZER_BYTES)
-    except Exception as error:  # noqa: BLE001 - a graph that cannot be serialized keeps its shapes
-        logger.info("shape inference failed, shapes left as they are: %s", error)
-        return False
-    inferred = infer_proto(proto, data_prop=data_prop)
-    return inferred is not None and apply_inferred(model, inferred)
 
 
 # ----------------------------------------------------------------------------------------------

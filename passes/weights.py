@@ -13,7 +13,8 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxc.analysis import overridable_weights
-from onnxc.irutil import FIRST_IR_WITHOUT_INITIALIZER_INPUTS, list_initializers_as_inputs
+from onnxc.graph.edit import list_initializers_as_inputs
+from onnxc.irutil import FIRST_IR_WITHOUT_INITIALIZER_INPUTS
 from onnxc.pass_base import Pass, PassResult
 from onnxc.registry import register_pass
 

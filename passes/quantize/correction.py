@@ -24,11 +24,13 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.graph.channels import weight_axis
+from onnxc.graph.edit import ValueNames
+from onnxc.graph.index import GraphIndex
 from onnxc.irutil import constant_array
-from onnxc.passes.fusion import ValueNames
-from onnxc.passes.quantize.placement import GraphIndex, Plan, Unit
+from onnxc.passes.quantize.placement import Plan, Unit
+from onnxc.passes.quantize.weights import quantize_weight
 from onnxc.profiles import TargetProfile
-from onnxc.passes.quantize.weights import quantize_weight, weight_axis
 from onnxc.runtime import OrtRunner
 
 logger = logging.getLogger(__name__)

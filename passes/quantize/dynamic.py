@@ -42,14 +42,17 @@ import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.graph.index import GraphIndex
+from onnxc.graph.ops import DEFAULT_DOMAINS
 from onnxc.irutil import constant_array
-from onnxc.passes.quantize.placement import GraphIndex, overridable_reason, weights_as_inputs
+from onnxc.passes.quantize.placement import overridable_reason, weights_as_inputs
 from onnxc.profiles import TargetProfile
 from onnxc.targets import get_target
 from onnxc.passes.quantize.qdq import QDQWriter
 from onnxc.passes.quantize.regions import Shapes
 from onnxc.passes.quantize.tables import apply_tables, find_tables
 from onnxc.passes.quantize.weights import QuantizedTensor, quantize_blockwise, quantize_weight
+from onnxc.shapes import infer_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +74,11 @@ class Target:
     key: tuple[int, bool]
 
 
-def find_targets(model: ir.Model, *, exclude: frozenset[str], ops: frozenset[str], macs: dict[int, int]) -> list[Target]:
-    index = GraphIndex(model)
+def find_targets(index: GraphIndex, *, exclude: frozenset[str], ops: frozenset[str], macs: dict[int, int]) -> list[Target]:
     found = []
     matrices: dict[tuple[int, bool], np.ndarray] = {}
     for i, node in enumerate(index.nodes):
-        if node.domain not in ("", "ai.onnx") or node.op_type not in ops or node.op_type not in ("MatMul", "Gemm"):
+        if node.domain not in DEFAULT_DOMAINS or node.op_type not in ops or node.op_type not in ("MatMul", "Gemm"):
             continue
         name = index.name(i)
         if node.op_type in exclude or name in exclude:
@@ -111,8 +113,8 @@ def worth_it(target: Target, input_elements: int | None, profile: TargetProfile)
     return target.macs >= profile.min_region_macs and target.macs >= profile.min_macs_per_boundary_element * input_elements
 
 
-def input_elements(model: ir.Model, target: Target, shapes: Shapes) -> int | None:
-    shape = shapes.get(GraphIndex(model).nodes[target.index].inputs[0].name)
+def input_elements(index: GraphIndex, target: Target, shapes: Shapes) -> int | None:
+    shape = shapes.get(index.nodes[target.index].inputs[0].name)
     return None if shape is None else math.prod(shape)
 
 
@@ -262,7 +264,6 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
     """``mode=dynamic`` or ``mode=weight-only`` on ``model`` in place; True when it changed.
 
     ``options`` is the :class:`~onnxc.passes.quantize.Quantize` pass (its options and Context)."""
-    from onnxc.passes.cleanup import infer_shapes
     from onnxc.passes.quantize.regions import concrete_shapes, node_macs
     from onnxc.passes.quantize.static import MIN_QDQ_OPSET, ensure_opset
 
@@ -276,10 +277,12 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
     weight_only = options.mode == "weight-only"
     ops = frozenset(options.ops) if options.ops else frozenset({"MatMul", "Gemm", *(["Gather"] if weight_only else [])})
     exclude = frozenset(options.exclude)
-    targets = find_targets(model, exclude=exclude, ops=ops, macs=node_macs(GraphIndex(model), shapes))
-    tables = find_tables(model, exclude=exclude) if weight_only and "Gather" in ops else []
-    overridable = weights_as_inputs(model, ops & {"MatMul", "Gemm"}) + (
-        weights_as_inputs(model, {"Gather"}, slot=0) if weight_only and "Gather" in ops else [])
+    # Finding the targets reads the graph without changing it: one index serves every step.
+    index = GraphIndex(model)
+    targets = find_targets(index, exclude=exclude, ops=ops, macs=node_macs(index, shapes))
+    tables = find_tables(index, exclude=exclude) if weight_only and "Gather" in ops else []
+    overridable = weights_as_inputs(index, ops & {"MatMul", "Gemm"}) + (
+        weights_as_inputs(index, {"Gather"}, slot=0) if weight_only and "Gather" in ops else [])
     if overridable:
         details["weights_are_inputs"] = overridable
     reason = None
@@ -288,7 +291,7 @@ def run_matmul_mode(options, model: ir.Model, profile: TargetProfile, details: d
             f"no {'MatMul, Gemm or Gather' if 'Gather' in ops and weight_only else 'MatMul or Gemm'} reads a constant "
             "2-D float weight (after ops and exclude)")
     if options.mode == "dynamic" and options.never_slower:
-        small = [t for t in targets if not worth_it(t, input_elements(model, t, shapes), profile)]
+        small = [t for t in targets if not worth_it(t, input_elements(index, t, shapes), profile)]
         if small:
             details["float_small"] = [t.name for t in small]
             logger.info("quantize: %d MatMuls too small to gain from dynamic quantization stay float", len(small))

@@ -28,10 +28,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.graph.channels import output_channels
+from onnxc.graph.index import GraphIndex
+from onnxc.graph.ops import DEFAULT_DOMAINS
 from onnxc.irutil import constant_array
 from onnxc.profiles import DATA_MOVEMENT_OPS, TargetProfile
-
-DEFAULT_DOMAINS = ("", "ai.onnx")
 # Sweeps of the unit-growing step; graphs met so far settle in two or three.
 _MAX_SWEEPS = 16
 
@@ -99,33 +100,6 @@ class Plan:
         return [u for u in self.units if u.kind == "compute"]
 
 
-class GraphIndex:
-    """Positions, producers and consumers of the main graph, built once."""
-
-    def __init__(self, model: ir.Model):
-        self.graph = model.graph
-        self.nodes: list[ir.Node] = list(self.graph)
-        self.position = {id(node): i for i, node in enumerate(self.nodes)}
-        self.outputs = {v.name for v in self.graph.outputs}
-        self.values: dict[str, ir.Value] = {v.name: v for v in self.graph.inputs if v.name}
-        for node in self.nodes:
-            for v in node.outputs:
-                if v is not None and v.name:
-                    self.values[v.name] = v
-
-    def node_index(self, node: ir.Node | None) -> int | None:
-        return None if node is None else self.position.get(id(node))
-
-    def consumers(self, value: ir.Value) -> list[int]:
-        """Positions of the main-graph nodes reading ``value`` (once each, in graph order)."""
-        found = {self.position[id(use.node)] for use in value.uses() if id(use.node) in self.position}
-        return sorted(found)
-
-    def name(self, index: int) -> str:
-        node = self.nodes[index]
-        return node.name or f"{node.op_type}_{index}"
-
-
 # Ops whose data is their first input only (the others are weights, shapes, indices, scales).
 _DATA_IN_FIRST_INPUT = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "GlobalAveragePool", "AveragePool"}) | DATA_MOVEMENT_OPS
 
@@ -165,7 +139,7 @@ def _compute_ok(node: ir.Node) -> bool:
         if len(inputs) < 3 or inputs[2] is None:
             return True
         bias = _const_float(inputs[2])
-        n = weight.shape[0] if node.attributes.get_int("transB", 0) else weight.shape[1]
+        n = output_channels(node, weight)
         # QGemm takes an int32 bias of shape [N] added with beta 1.
         return (bias is not None and bias.size == n and bias.shape[-1] == n
                 and node.attributes.get_float("beta", 1.0) == 1.0)
@@ -225,14 +199,15 @@ _POOLING_OPS = frozenset({"GlobalAveragePool", "AveragePool", "ReduceMean"})
 _HEAD_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 
 
-def output_head(model: ir.Model) -> list[str]:
+def output_head(model: ir.Model, index: GraphIndex | None = None) -> list[str]:
     """Names of the nodes of the model's head: each contraction that writes a graph output
     (through data-movement ops and a bias Add at most; a classifier's last Gemm), and the pooling
     op that feeds it through data-movement ops (the pooled features it reads).
 
     Their quantization error reaches the outputs unattenuated, while their cost is tiny next to the
-    body (ResNet-50: 2 M of 4 G multiply-accumulates), so ``quantize(float_head=true)`` keeps them float."""
-    index = GraphIndex(model)
+    body (ResNet-50: 2 M of 4 G multiply-accumulates), so ``quantize(float_head=true)`` keeps them float.
+    ``index``: the model's, when the caller has one."""
+    index = index or GraphIndex(model)
 
     def through_movement(value: ir.Value | None) -> ir.Node | None:
         node = value.producer() if value is not None else None
@@ -261,10 +236,9 @@ def _excluded(node: ir.Node, name: str, exclude: frozenset[str]) -> bool:
     return node.op_type in exclude or name in exclude or (node.name or "") in exclude
 
 
-def plan_units(model: ir.Model, profile: TargetProfile, *, ops: Iterable[str] | None = None,
+def plan_units(index: GraphIndex, profile: TargetProfile, *, ops: Iterable[str] | None = None,
                exclude: Iterable[str] = (), macs: dict[int, int] | None = None) -> Plan:
-    """The full plan before region selection (see the module docstring)."""
-    index = GraphIndex(model)
+    """The full plan of the indexed model before region selection (see the module docstring)."""
     allowed = frozenset(ops) if ops is not None else profile.ops
     excluded = frozenset(exclude)
     candidates: dict[int, str] = {}
@@ -299,11 +273,10 @@ def plan_units(model: ir.Model, profile: TargetProfile, *, ops: Iterable[str] | 
     return _finish(index, profile, _grow(index, profile, units))
 
 
-def weights_as_inputs(model: ir.Model, ops: Iterable[str], slot: int = 1) -> list[str]:
+def weights_as_inputs(index: GraphIndex, ops: Iterable[str], slot: int = 1) -> list[str]:
     """Names of the nodes of ``ops`` whose input ``slot`` (the weight) is an initializer that is also
     a graph input, as IR < 4 exporters list every initializer: a caller may override it, so it is
     no constant and nothing reading it can be quantized (``freeze-weights`` makes it one)."""
-    index = GraphIndex(model)
     wanted = frozenset(ops)
     found = []
     for i, node in enumerate(index.nodes):
@@ -319,10 +292,10 @@ def overridable_reason(count: int) -> str:
             "--passes freeze-weights,default,quantize")
 
 
-def empty_plan_reason(model: ir.Model, plan: Plan, profile: TargetProfile, ops: Iterable[str] | None) -> str:
+def empty_plan_reason(index: GraphIndex, plan: Plan, profile: TargetProfile, ops: Iterable[str] | None) -> str:
     """Why ``plan`` (after region selection) quantizes nothing, for ``details["reason"]``."""
     allowed = (frozenset(ops) if ops is not None else profile.ops) & profile.compute_ops
-    overridable = weights_as_inputs(model, allowed)
+    overridable = weights_as_inputs(index, allowed)
     if overridable:
         return overridable_reason(len(overridable))
     if plan.regions and not any(r.kept for r in plan.regions):
@@ -332,10 +305,12 @@ def empty_plan_reason(model: ir.Model, plan: Plan, profile: TargetProfile, ops: 
             "(after ops and exclude)")
 
 
-def restrict(model: ir.Model, plan: Plan, profile: TargetProfile, keep: Iterable[int]) -> Plan:
+def restrict(model: ir.Model, plan: Plan, profile: TargetProfile, keep: Iterable[int],
+             index: GraphIndex | None = None) -> Plan:
     """The plan with only the units at positions ``keep``, regrown from its kept contractions: an
-    int8 or data-movement unit that no longer touches them is dropped, as it would not have joined."""
-    index = GraphIndex(model)
+    int8 or data-movement unit that no longer touches them is dropped, as it would not have joined.
+    ``index``: the model's, when the caller has one."""
+    index = index or GraphIndex(model)
     kept = set(keep)
     result = _finish(index, profile, _grow(index, profile, [u for u in plan.units if u.index in kept]))
     result.regions = plan.regions

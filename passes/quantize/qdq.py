@@ -21,17 +21,18 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.graph.channels import weight_axis
+from onnxc.graph.edit import ValueNames, drop_initializer, successor
+from onnxc.graph.index import GraphIndex
 from onnxc.irutil import constant_array
-from onnxc.passes.fusion import ValueNames
 from onnxc.passes.quantize.params import QParams, is_redundant_clip
-from onnxc.passes.quantize.placement import GraphIndex, Plan, Unit
+from onnxc.passes.quantize.placement import Plan, Unit
 from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.weights import (
     QuantizedTensor,
     bias_safe_scale,
     quantize_bias,
     quantize_weight,
-    weight_axis,
 )
 
 
@@ -96,8 +97,7 @@ class QDQWriter:
                     reader.replace_input_with(slot, dq_out)
         if value.is_graph_output():
             output_name = value.name
-            value.name = self.names.fresh(f"{output_name}_float")
-            carrier = ir.Value(name=output_name, type=value.type, shape=value.shape)
+            carrier = successor(value, self.names.fresh(f"{output_name}_float"))
             dq = ir.node("DequantizeLinear", [quantized, scale, zero], outputs=[carrier],
                          name=self.names.fresh(f"{output_name}_DequantizeLinear"))
             self.graph.insert_after(q, dq)
@@ -143,7 +143,7 @@ class QDQWriter:
     def drop_unused_initializer(self, value: ir.Value | None) -> None:
         if (value is not None and value.is_initializer() and not value.uses() and not value.is_graph_input()
                 and not value.is_graph_output() and value.name in self.graph.initializers):
-            self.graph.initializers.pop(value.name)
+            drop_initializer(self.graph, value)
 
 
 def apply_plan(model: ir.Model, plan: Plan, params: dict[str, QParams], profile: TargetProfile,

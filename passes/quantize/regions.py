@@ -22,8 +22,9 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc import costs
+from onnxc.graph.index import GraphIndex
 from onnxc.inputs import resolve_input_shapes
-from onnxc.passes.quantize.placement import GraphIndex, Plan, Region, restrict
+from onnxc.passes.quantize.placement import Plan, Region, restrict
 from onnxc.profiles import TargetProfile
 
 logger = logging.getLogger(__name__)
@@ -89,9 +90,8 @@ def components(model: ir.Model, plan: Plan) -> list[list]:
     return _Connectivity(GraphIndex(model), plan).groups(plan)
 
 
-def select_regions(model: ir.Model, plan: Plan, profile: TargetProfile, shapes: Shapes) -> Plan:
+def select_regions(index: GraphIndex, plan: Plan, profile: TargetProfile, shapes: Shapes) -> Plan:
     """``plan`` less the regions the profile's estimate finds too small; ``regions`` lists all."""
-    index = GraphIndex(model)
     links = _Connectivity(index, plan)
     owner, readers, producer = links.owner, links.readers, links.producer
     border: dict[int, int] = {}
@@ -123,6 +123,6 @@ def select_regions(model: ir.Model, plan: Plan, profile: TargetProfile, shapes: 
         regions.append(Region(units=units, macs=macs, boundary_elements=edge, kept=kept, reason=reason))
         if kept:
             keep.extend(u.index for u in units)
-    result = restrict(model, plan, profile, keep)
+    result = restrict(index.model, plan, profile, keep, index)
     result.regions = regions
     return result

@@ -30,20 +30,22 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.context import Context
-from onnxc.passes.fusion import default_opset
-from onnxc.passes.opset import upgrade_opset
+from onnxc.graph.channels import data_channel_axis
+from onnxc.graph.index import GraphIndex
+from onnxc.graph.ops import default_opset, upgrade_opset
 from onnxc.passes.quantize.calibrate import activation_params, open_data, statistics
 from onnxc.passes.quantize.candidates import Candidates
-from onnxc.passes.quantize.correction import channel_axis, channel_statistics, corrected_biases, smooth
+from onnxc.passes.quantize.correction import channel_statistics, corrected_biases, smooth
 from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import QParams, ranges_compatible
-from onnxc.passes.quantize.placement import (GraphIndex, Plan, empty_plan_reason, output_head, plan_units, restrict,
+from onnxc.passes.quantize.placement import (Plan, empty_plan_reason, output_head, plan_units, restrict,
                                             weights_as_inputs)
 from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
 from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, guard
 from onnxc.search.bound import Bound
+from onnxc.shapes import infer_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
                            calib_samples=limit, details=details)
     if options.bias_correction is not False:
         index = GraphIndex(model)
-        axes = {u.inputs[0]: channel_axis(index.nodes[u.index]) for u in calibrated.plan.compute_units() if u.inputs}
+        axes = {u.inputs[0]: data_channel_axis(index.nodes[u.index]) for u in calibrated.plan.compute_units() if u.inputs}
         stats = channel_statistics(model, axes, open_data(model, context, limit))
         calibrated.biases = corrected_biases(model, calibrated.plan, profile, {k: v[0] for k, v in stats.items()})
         details["bias_corrected"] = len(calibrated.biases)
@@ -234,15 +236,15 @@ def calibration_shapes(model: ir.Model, context: Context) -> dict[str, list[int]
 
 def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options, details: dict) -> Plan | None:
     """Step 1 of the module docstring; None when nothing is worth quantizing."""
-    from onnxc.passes.cleanup import infer_shapes
-
     infer_shapes(model)
     shapes = concrete_shapes(model, context.input_shapes or calibration_shapes(model, context))
-    macs = node_macs(GraphIndex(model), shapes)
-    plan = plan_units(model, profile, ops=options.ops or None, exclude=options.exclude, macs=macs)
+    # Planning reads the graph without changing it: one index serves every step.
+    index = GraphIndex(model)
+    macs = node_macs(index, shapes)
+    plan = plan_units(index, profile, ops=options.ops or None, exclude=options.exclude, macs=macs)
     if options.float_head and not plan.empty:
-        head = output_head(model)
-        headless = plan_units(model, profile, ops=options.ops or None, exclude=[*options.exclude, *head], macs=macs)
+        head = output_head(model, index)
+        headless = plan_units(index, profile, ops=options.ops or None, exclude=[*options.exclude, *head], macs=macs)
         head_macs = sum(u.macs for u in plan.units if u.name in head)
         # A model that is all head (one Gemm) is quantized whole: nothing else would be. A head
         # above FLOAT_HEAD_MAX_SHARE of the MACs costs time in float (MobileNetV2's 0.4%: 9% slower).
@@ -250,16 +252,16 @@ def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options
             plan = headless
             details["float_head"] = head
     if options.never_slower:
-        plan = select_regions(model, plan, profile, shapes)
+        plan = select_regions(index, plan, profile, shapes)
     details["regions"] = [r.describe() for r in plan.regions]
     for region in plan.regions:
         if not region.kept:
             logger.info("quantize: region from %s (%d units) stays float: %s", region.units[0].name, len(region.units),
                         region.reason)
-    if overridable := weights_as_inputs(model, profile.compute_ops):
+    if overridable := weights_as_inputs(index, profile.compute_ops):
         details["weights_are_inputs"] = overridable
     if plan.empty:
-        details["reason"] = empty_plan_reason(model, plan, profile, options.ops or None)
+        details["reason"] = empty_plan_reason(index, plan, profile, options.ops or None)
         logger.warning("quantize: nothing quantized for %s: %s", profile.name, details["reason"])
         return None
     return plan

@@ -25,8 +25,9 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.graph.index import GraphIndex
+from onnxc.graph.ops import DEFAULT_DOMAINS
 from onnxc.irutil import constant_array
-from onnxc.passes.quantize.placement import DEFAULT_DOMAINS, GraphIndex
 from onnxc.passes.quantize.qdq import QDQWriter
 from onnxc.passes.quantize.weights import quantize_blockwise, quantize_weight
 
@@ -43,9 +44,8 @@ class Table:
     table: ir.Value
 
 
-def find_tables(model: ir.Model, *, exclude: frozenset[str]) -> list[Table]:
+def find_tables(index: GraphIndex, *, exclude: frozenset[str]) -> list[Table]:
     """Gathers on axis 0 of a constant 2-D float table by indices computed at run time."""
-    index = GraphIndex(model)
     found = []
     for i, node in enumerate(index.nodes):
         if node.op_type != "Gather" or node.domain not in DEFAULT_DOMAINS or len(node.inputs) != 2:

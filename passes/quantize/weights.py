@@ -1,7 +1,7 @@
 """Weights and biases: symmetric int8 per output channel, int32 biases, blockwise int4.
 
-* Weights: ``scale[c] = max|W[c]| / qmax`` along the output-channel axis (Conv: 0; ConvTranspose:
-  1; Gemm: 0 with ``transB=1`` else 1; MatMul: the last axis), zero point 0, values rounded half
+* Weights: ``scale[c] = max|W[c]| / qmax`` along the output-channel axis
+  (:func:`onnxc.graph.channels.weight_axis`), zero point 0, values rounded half
   to even and clamped to ``[-qmax, qmax]``. An all-zero channel gets scale 1 (any positive
   scale represents it exactly).
 * Biases: int32 with ``scale = s_x * s_w[c]`` and zero point 0, the form integer kernels add to
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import onnx_ir as ir
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -43,18 +42,6 @@ class QuantizedTensor:
         shape = [1] * self.values.ndim
         shape[self.axis] = -1
         return array.reshape(shape)
-
-
-def weight_axis(node: ir.Node, weight: np.ndarray) -> int:
-    """The output-channel axis of a contraction's weight."""
-    op = node.op_type
-    if op == "Conv":
-        return 0
-    if op == "ConvTranspose":
-        return 1
-    if op == "Gemm":
-        return 0 if node.attributes.get_int("transB", 0) else 1
-    return weight.ndim - 1
 
 
 def _channel_amax(weight: np.ndarray, axis: int | None) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 ``fuse-layernorm`` (LayerNormalization, opset >= 17) and ``fuse-gelu`` (Gelu, opset >= 20).
 Older opsets keep the decomposed form: onnxc stays in the standard ONNX domain, and ONNX Runtime's
-own fusions recognize these patterns there. Registered when ``onnxc.passes.fusion`` is imported.
+own fusions recognize these patterns there.
 """
 from __future__ import annotations
 
@@ -11,18 +11,12 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.irutil import add_initializer, constant_array, single_consumer
+from onnxc.graph.edit import add_initializer
+from onnxc.graph.match import operand_orders, other_input
+from onnxc.graph.ops import known_dim
+from onnxc.irutil import constant_array, single_consumer
 from onnxc.pass_base import option
-from onnxc.passes.cleanup import known_dim
-from onnxc.passes.fusion import (
-    FusionRewrite,
-    axes_of,
-    is_float,
-    only_reader,
-    producer_of,
-    rank_of,
-    remove_dead,
-)
+from onnxc.passes.fusion.rewrite import FusionRewrite, axes_of, is_float, only_reader, producer_of, rank_of, remove_dead
 from onnxc.registry import register_pass
 
 SQRT_2 = math.sqrt(2.0)
@@ -46,23 +40,13 @@ def scalar_of(value: ir.Value | None, operand_rank: int | None, *, integer_ok: b
 
 def split_constant(node: ir.Node, rank: int | None = None) -> tuple[ir.Value, float] | None:
     """(the non-constant operand, the scalar) of a binary node with one scalar constant operand."""
-    if len(node.inputs) != 2:
-        return None
-    for position in (0, 1):
-        other = node.inputs[1 - position]
+    for _, operand, other in operand_orders(node):
         if other is None or constant_array(other) is not None:
             continue
-        number = scalar_of(node.inputs[position], rank if rank is not None else rank_of(other))
+        number = scalar_of(operand, rank if rank is not None else rank_of(other))
         if number is not None:
             return other, number
     return None
-
-
-def other_input(node: ir.Node, value: ir.Value) -> ir.Value | None:
-    """The input of binary ``node`` that is not ``value`` (None unless exactly one input is it)."""
-    if len(node.inputs) != 2 or (node.inputs[0] is value) == (node.inputs[1] is value):
-        return None
-    return node.inputs[1] if node.inputs[0] is value else node.inputs[0]
 
 
 def reduces_last_axis(node: ir.Node | None, rank: int | None) -> bool:
@@ -84,6 +68,20 @@ def last_axis_vector(array: np.ndarray | None, rank: int | None, channels: int |
     return array.ndim == 0 or channels is None or array.shape[-1] in (1, channels)
 
 
+def _last_axis_step(value: ir.Value, op_type: str, rank: int | None, channels: int | None,
+                    dtype: np.dtype) -> tuple[ir.Node, ir.Value, int | None] | None:
+    """The one ``op_type`` node reading ``value`` with a constant of ``dtype`` along the last axis as
+    its other operand: (that node, the constant's value, the channel count as now known), else None."""
+    reader = only_reader(value, op_type)
+    if reader is None:
+        return None
+    operand = other_input(reader, value)
+    array = constant_array(operand)
+    if not last_axis_vector(array, rank, channels) or array.dtype != dtype:
+        return None
+    return reader, operand, channels or (array.shape[-1] if array.ndim and array.shape[-1] > 1 else None)
+
+
 @register_pass
 class FuseLayerNorm(FusionRewrite):
     """Fuse the decomposed LayerNorm exporters emit into LayerNormalization (opset >= 17).
@@ -100,35 +98,26 @@ class FuseLayerNorm(FusionRewrite):
 
     def rewrite(self, node: ir.Node) -> bool:
         if self.opset < 17:
-            return False
+            return self.reject(node, f"LayerNormalization needs opset 17 (model: {self.opset})")
         core = self._core(node)
         if core is None:
-            return False
+            return self.reject(node, "no mean, centering, variance, epsilon and division around this Sqrt "
+                                     "over the last axis, each read only inside the pattern")
         x, epsilon, dtype, nodes = core
         rank = rank_of(x)
         channels = known_dim(x.shape[-1]) if x.shape is not None and rank else None
         last = nodes[-1]
         gamma_value = beta_value = None
-        scale_mul = only_reader(last.outputs[0], "Mul")
-        if scale_mul is not None:
-            gamma_value = other_input(scale_mul, last.outputs[0])
-            gamma = constant_array(gamma_value)
-            if last_axis_vector(gamma, rank, channels) and gamma.dtype == dtype:
-                channels = channels or (gamma.shape[-1] if gamma.ndim and gamma.shape[-1] > 1 else None)
-                nodes.append(scale_mul)
-                shift_add = only_reader(scale_mul.outputs[0], "Add")
-                if shift_add is not None:
-                    beta_value = other_input(shift_add, scale_mul.outputs[0])
-                    beta = constant_array(beta_value)
-                    if last_axis_vector(beta, rank, channels) and beta.dtype == dtype:
-                        channels = channels or (beta.shape[-1] if beta.ndim and beta.shape[-1] > 1 else None)
-                        nodes.append(shift_add)
-                    else:
-                        beta_value = None
-            else:
-                gamma_value = None
+        scale = _last_axis_step(last.outputs[0], "Mul", rank, channels, dtype)
+        if scale is not None:
+            scale_mul, gamma_value, channels = scale
+            nodes.append(scale_mul)
+            shift = _last_axis_step(scale_mul.outputs[0], "Add", rank, channels, dtype)
+            if shift is not None:
+                shift_add, beta_value, channels = shift
+                nodes.append(shift_add)
         if channels is None:
-            return False
+            return self.reject(node, "the normalized axis' size is unknown (no static shape, scale or bias gives it)")
         last = nodes[-1]
         base = last.outputs[0].name or "layernorm"
         inputs = [x, self._vector(last.graph, gamma_value, 1.0, channels, dtype, f"{base}_scale")]
@@ -226,7 +215,7 @@ class FuseGelu(FusionRewrite):
 
     def rewrite(self, node: ir.Node) -> bool:
         if self.opset < 20:
-            return False
+            return self.reject(node, f"Gelu needs opset 20 (model: {self.opset})")
         if node.op_type == "Erf":
             head = self._erf_argument(node)
         elif self.tanh:
@@ -234,11 +223,11 @@ class FuseGelu(FusionRewrite):
         else:
             return False
         if head is None:
-            return False
+            return self.reject(node, "its argument is not x scaled as GELU scales it")
         x, head_nodes = head
         tail_nodes = self._tail(node.outputs[0], x)
         if tail_nodes is None:
-            return False
+            return self.reject(node, "its result is not combined with x as GELU combines it (0.5 * x * (1 + ...))")
         last = tail_nodes[-1]
         attributes = {"approximate": "tanh"} if node.op_type == "Tanh" else {}
         self.emit(last, "Gelu", [x], attributes, last.outputs[0])
