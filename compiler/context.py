@@ -1,4 +1,4 @@
-"""What a pipeline run shares between passes: target, data, statistics, progress."""
+"""What a pipeline run shares between passes: target, data, settings, progress."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +32,6 @@ class Context:
         calibration_options: how to read the data: ``preprocess`` (images), ``batch_size``, ``limit``
             (the recipe's ``[calibration]`` table).
         verification_inputs: feeds used to check each pass numerically; generated when unset.
-        statistics: calibration statistics computed so far, keyed by tensor name.
         progress: whether long work shows progress bars (None: only on a terminal).
         seed: seed for anything random (generated inputs), so runs are reproducible.
         check_speed: when a pass promises speed, time the result against the input and keep
@@ -46,7 +45,6 @@ class Context:
     calibration_allow_random: bool = False
     calibration_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     verification_inputs: list[Feeds] | None = None
-    statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
     progress: bool | None = False
     seed: int = 0
     check_speed: bool = True
