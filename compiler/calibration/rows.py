@@ -26,6 +26,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.errors import FeatureNotImplementedError
+from onnxc.irutil import constant_array
 
 
 class Rows(Protocol):
@@ -126,14 +127,21 @@ def rows_for(node: ir.Node) -> MatMulRows | ConvRows:
         return MatMulRows(transposed=bool(attrs.get_int("transA", 0)))
     if node.op_type != "Conv":
         raise FeatureNotImplementedError(f"no row layout for {node.op_type} (MatMul, Gemm and Conv have one)")
-    kernel = attrs.get_ints("kernel_shape", None)
-    if kernel is None:
-        shape = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1] is not None else None
-        if shape is None or not all(isinstance(d, int) for d in shape):
-            raise FeatureNotImplementedError(f"Conv {node.name!r}: its kernel size is not known")
-        kernel = tuple(shape[2:])
+    kernel = attrs.get_ints("kernel_shape", None) or _weight_kernel(node)
     dims = len(kernel)
     return ConvRows(kernel=tuple(kernel), strides=tuple(attrs.get_ints("strides", (1,) * dims)),
                     dilations=tuple(attrs.get_ints("dilations", (1,) * dims)),
                     pads=tuple(attrs.get_ints("pads", (0,) * 2 * dims)),
                     auto_pad=attrs.get_string("auto_pad", "NOTSET"), groups=attrs.get_int("group", 1))
+
+
+def _weight_kernel(node: ir.Node) -> tuple[int, ...]:
+    """The kernel size from the weight's declared shape, or its value when it is a constant."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    shape = None if weight is None else weight.shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        array = None if weight is None else constant_array(weight)
+        if array is None:
+            raise FeatureNotImplementedError(f"Conv {node.name!r}: its kernel size is not known")
+        shape = array.shape
+    return tuple(shape[2:])
