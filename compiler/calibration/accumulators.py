@@ -18,11 +18,13 @@ layer's input rows, for reconstruction and whitened SVD).
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 Self = TypeVar("Self", bound="Accumulator")
+State = TypeVar("State")
 
 
 @runtime_checkable
@@ -43,3 +45,47 @@ class Accumulator(Protocol):
 
     def empty(self: Self) -> Self:
         """A new accumulator with the same settings and no data (one per engine stream)."""
+
+
+class StateAccumulator(ABC, Generic[State]):
+    """Merging, snapshots and copies for an accumulator whose data is one immutable state that
+    :meth:`_add` combines with another (the float64 sums of moments and Gram matrices).
+    ``setting`` names the state's field that says how data is summarized (an axis, a row layout):
+    two accumulators merge only when it is equal, and it is all an empty one is built from."""
+
+    setting: ClassVar[str]
+    state_type: ClassVar[type]
+
+    def __init__(self, setting: Any):
+        self._state: State = self._empty(setting)
+
+    def merge(self: Self, other: Any) -> Self:
+        """Add another accumulator's (or a state's) data; returns ``self``."""
+        state = other.state() if isinstance(other, type(self)) else other
+        if not isinstance(state, self.state_type):
+            raise TypeError(f"cannot merge a {type(other).__name__} into a {type(self).__name__}")
+        mine, theirs = getattr(self._state, self.setting), getattr(state, self.setting)
+        if mine != theirs:
+            raise ValueError(f"{type(self).__name__} of {self.setting} {theirs} cannot merge into one of {mine}")
+        self._add(state)
+        return self
+
+    def state(self) -> State:
+        return self._state
+
+    def empty(self: Self) -> Self:
+        return type(self)(getattr(self._state, self.setting))
+
+    @classmethod
+    def from_state(cls, state: State) -> StateAccumulator[State]:
+        acc = cls(getattr(state, cls.setting))
+        acc._state = state
+        return acc
+
+    @abstractmethod
+    def _empty(self, setting: Any) -> State:
+        """The state of no data."""
+
+    @abstractmethod
+    def _add(self, state: State) -> None:
+        """Replace the state by its combination with ``state`` (same setting)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxc.calibration.accumulators import StateAccumulator
 from onnxc.calibration.rows import ConvRows, MatMulRows
 
 # Row values (float64) per block: 8 MiB of rows held at once, and BLAS runs on blocks large
@@ -56,11 +57,14 @@ class GramState:
         return self.gram, self.sums
 
 
-class GramAccumulator:
+class GramAccumulator(StateAccumulator[GramState]):
     """Streaming ``XᵀX``, column sums and row count of a layer's input rows; see the module docstring."""
 
+    setting = "rows"
+    state_type = GramState
+
     def __init__(self, rows: MatMulRows | ConvRows):
-        self._state = GramState(rows=rows, count=0, gram=None, sums=None)
+        super().__init__(rows)
 
     def update(self, batch: np.ndarray, threads: int | None = None) -> None:
         """Add every row of ``batch``; ``threads`` is ignored (BLAS picks its own)."""
@@ -73,27 +77,8 @@ class GramAccumulator:
                 gram = np.matmul(block.transpose(0, 2, 1), block)
             self._add(GramState(rows=rows, count=block.shape[1], gram=gram, sums=block.sum(axis=1)))
 
-    def merge(self, other: GramAccumulator | GramState) -> GramAccumulator:
-        """Add another accumulator's (or a state's) data; returns ``self``."""
-        state = other.state() if isinstance(other, GramAccumulator) else other
-        if not isinstance(state, GramState):
-            raise TypeError(f"cannot merge a {type(other).__name__} into a GramAccumulator")
-        if state.rows != self._state.rows:
-            raise ValueError(f"Gram of {state.rows} cannot merge into one of {self._state.rows}")
-        self._add(state)
-        return self
-
-    def state(self) -> GramState:
-        return self._state
-
-    def empty(self) -> GramAccumulator:
-        return GramAccumulator(self._state.rows)
-
-    @classmethod
-    def from_state(cls, state: GramState) -> GramAccumulator:
-        acc = cls(state.rows)
-        acc._state = state
-        return acc
+    def _empty(self, rows: MatMulRows | ConvRows) -> GramState:
+        return GramState(rows=rows, count=0, gram=None, sums=None)
 
     def _add(self, b: GramState) -> None:
         a = self._state

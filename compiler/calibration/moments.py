@@ -14,9 +14,12 @@ rounding, whatever the order of batches, their sizes or the merges.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from onnxc.calibration.accumulators import StateAccumulator
 
 # Values reduced at a time: the float64 deviations of one chunk are the only copy made.
 _CHUNK = 1 << 20
@@ -46,11 +49,14 @@ class MomentsState:
         return np.maximum(np.abs(self.min), np.abs(self.max))
 
 
-class ChannelMoments:
+class ChannelMoments(StateAccumulator[MomentsState]):
     """Streaming per-channel moments along ``axis``; see the module docstring."""
 
+    setting = "axis"
+    state_type = MomentsState
+
     def __init__(self, axis: int = 1):
-        self._state = _empty_state(int(axis))
+        super().__init__(int(axis))
 
     def update(self, batch: np.ndarray, threads: int | None = None) -> None:
         """Add every value of ``batch``; ``threads`` is ignored (numpy reductions use one)."""
@@ -59,37 +65,21 @@ class ChannelMoments:
             return
         if x.dtype.kind not in "fiu":
             raise TypeError(f"channel moments need real numbers, got dtype {x.dtype}")
+        if not -x.ndim <= self._state.axis < x.ndim:
+            raise ValueError(f"channel moments along axis {self._state.axis} cannot read a tensor of shape {x.shape}")
         axis = self._state.axis % x.ndim
         channels = x.shape[axis]
         # (before, channel, after) is a view of any layout; chunks run over ``before``.
-        x = x.reshape(int(np.prod(x.shape[:axis])), channels, -1)
+        x = x.reshape(math.prod(x.shape[:axis]), channels, -1)
         step = max(1, _CHUNK // max(1, channels * x.shape[2]))
         for start in range(0, x.shape[0], step):
-            self._combine(_chunk_state(self._state.axis, x[start:start + step]))
+            self._add(_chunk_state(self._state.axis, x[start:start + step]))
 
-    def merge(self, other: ChannelMoments | MomentsState) -> ChannelMoments:
-        """Add another accumulator's (or a state's) data; returns ``self``."""
-        state = other.state() if isinstance(other, ChannelMoments) else other
-        if not isinstance(state, MomentsState):
-            raise TypeError(f"cannot merge a {type(other).__name__} into ChannelMoments")
-        if state.axis != self._state.axis:
-            raise ValueError(f"channel moments along axis {state.axis} cannot merge into axis {self._state.axis}")
-        self._combine(state)
-        return self
+    def _empty(self, axis: int) -> MomentsState:
+        empty = np.zeros(0, dtype=np.float64)
+        return MomentsState(axis=axis, count=0, mean=empty, m2=empty, min=empty, max=empty)
 
-    def state(self) -> MomentsState:
-        return self._state
-
-    def empty(self) -> ChannelMoments:
-        return ChannelMoments(self._state.axis)
-
-    @classmethod
-    def from_state(cls, state: MomentsState) -> ChannelMoments:
-        acc = cls(state.axis)
-        acc._state = state
-        return acc
-
-    def _combine(self, b: MomentsState) -> None:
+    def _add(self, b: MomentsState) -> None:
         a = self._state
         if b.count == 0:
             return
@@ -104,11 +94,6 @@ class ChannelMoments:
             axis=a.axis, count=count, mean=a.mean + delta * (b.count / count),
             m2=a.m2 + b.m2 + delta * delta * (a.count * b.count / count),
             min=np.minimum(a.min, b.min), max=np.maximum(a.max, b.max))
-
-
-def _empty_state(axis: int) -> MomentsState:
-    empty = np.zeros(0, dtype=np.float64)
-    return MomentsState(axis=axis, count=0, mean=empty, m2=empty, min=empty, max=empty)
 
 
 def _chunk_state(axis: int, x: np.ndarray) -> MomentsState:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import onnx_ir as ir
@@ -44,7 +44,7 @@ class MatMulRows:
     """Rows of a MatMul/Gemm input; ``transposed``: Gemm's ``transA`` (input ``[K, M]``)."""
 
     transposed: bool = False
-    groups: int = 1
+    groups: ClassVar[int] = 1
 
     def blocks(self, batch: np.ndarray, limit: int) -> Iterator[np.ndarray]:
         x = np.asarray(batch)
