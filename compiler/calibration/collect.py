@@ -19,9 +19,10 @@ serializing them in memory), and each batch's tensors go into their accumulators
 returns them, never the whole data set's. Two streams (threads) take batches in turn, each
 running ORT on half the cores and then its own accumulators, so one stream's accumulator updates
 overlap the other's ORT run (both release the GIL); the streams' accumulators are merged at the
-end, which is exact for histograms and exact to float64 rounding for moments and Gram matrices. Each stream has ORT write into output arrays it allocated once and reuses,
-so memory does not grow with the data and no run pays page faults for fresh arrays. Histograms'
-min/max come from the same accumulators.
+end, which is exact for histograms and exact to float64 rounding for moments and Gram matrices.
+Each stream has ORT write into output arrays it allocated once and reuses, so memory does not
+grow with the data and no run pays page faults for fresh arrays. Histograms' min/max come from
+the same accumulators.
 
 When a stream has several ORT threads, feeds of equal shapes are stacked along the batch axis (a
 model exported for batch 1 gets a symbolic batch axis for the collection) so that each run gives

@@ -76,7 +76,7 @@ CONVS = {
                                auto_pad="SAME_LOWER", groups=1),
     "valid": dict(kernel=(3, 3), strides=(1, 2), dilations=(1, 1), pads=(0, 0, 0, 0), auto_pad="VALID", groups=1),
     "grouped": dict(kernel=(3, 3), strides=(2, 1), dilations=(1, 2), pads=(1, 2, 0, 1), auto_pad="NOTSET", groups=2),
-    "depthwise": dict(kernel=(3, 3), strides=(2, 2), dilations=(1, 1), pads=(1, 1, 1, 1), auto_pad="NOTSET", groups=6),
+    "depthwise": dict(kernel=(3, 3), strides=(2, 2), dilations=(1, 2), pads=(1, 2, 1, 0), auto_pad="NOTSET", groups=6),
 }
 
 
