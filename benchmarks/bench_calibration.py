@@ -41,7 +41,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -51,6 +50,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import psutil
+
+from _memory import RssPeak
 
 from onnxc import models_zoo
 from onnxc.calibration import collect_statistics, compute_thresholds
@@ -141,32 +142,6 @@ def ort_calibration_only(path: str, folder: str, feeds: list[dict[str, np.ndarra
             calibrator.collect_data(ListReader(feeds))
             return calibrator.compute_data()
     return run
-
-
-class RssPeak:
-    """Samples this process's resident memory in a thread (``ru_maxrss`` would carry the parent's
-    peak into a forked child), keeping the highest value seen."""
-
-    def __init__(self, interval: float = 0.002):
-        self.process = psutil.Process()
-        self.interval = interval
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> RssPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 def memory_child(model_name: str, image: int, count: int) -> dict[str, float]:

@@ -1,8 +1,14 @@
-"""Collecting calibration statistics: ORT runs the model with the wanted tensors exposed, and
-every batch streams straight into native accumulators.
+"""The activation engine: ORT runs the model with the wanted tensors exposed, and every batch
+streams straight into accumulators.
 
-    stats = collect_statistics(model, ["conv1_in", "fc_in"], open_calibration_data("calib/", model))
+    stats = collect_activations(model, {"conv1_in": GramAccumulator(rows_for(conv1)),
+                                        "fc_in": ChannelMoments(axis=-1)}, open_calibration_data("calib/", model))
+    stats = collect_statistics(model, ["conv1_in", "fc_in"], data)    # histograms of each
     thresholds = compute_thresholds(stats, "entropy")
+
+Any :class:`~onnxc.calibration.accumulators.Accumulator` can be fed: histograms (activation
+ranges), per-channel moments (bias correction), Gram matrices (reconstruction, whitened SVD).
+Everything below holds for all of them.
 
 How it runs
 -----------
@@ -11,11 +17,12 @@ back afterwards, whatever happens), ORT builds a session from it (through
 :class:`~onnxc.runtime.OrtRunner`, which writes large models to a temporary folder rather than
 serializing them in memory), and each batch's tensors go into their accumulators as soon as ORT
 returns them, never the whole data set's. Two streams (threads) take batches in turn, each
-running ORT on half the cores and then its own accumulators, so one stream's histogram updates
+running ORT on half the cores and then its own accumulators, so one stream's accumulator updates
 overlap the other's ORT run (both release the GIL); the streams' accumulators are merged at the
-end, which is exact. Each stream has ORT write into output arrays it allocated once and reuses,
-so memory does not grow with the data and no run pays page faults for fresh arrays. Min/max come
-from the same accumulators.
+end, which is exact for histograms and exact to float64 rounding for moments and Gram matrices.
+Each stream has ORT write into output arrays it allocated once and reuses, so memory does not
+grow with the data and no run pays page faults for fresh arrays. Histograms' min/max come from
+the same accumulators.
 
 When a stream has several ORT threads, feeds of equal shapes are stacked along the batch axis (a
 model exported for batch 1 gets a symbolic batch axis for the collection) so that each run gives
@@ -41,7 +48,7 @@ during the first pass when there are several chunks.
 Tensors the model holds as constants (initializers, Constant outputs) are counted once, not per
 batch; graph inputs are taken from the feeds. Results depend only on the multiset of values, so
 neither batch order nor batch size nor chunking nor which stream took which batch changes them
-(see :mod:`onnxc.calibration.histogram`).
+(see :mod:`onnxc.calibration.accumulators`).
 """
 from __future__ import annotations
 
@@ -59,6 +66,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.calibration.accumulators import Accumulator
 from onnxc.calibration.data import CalibrationData, open_calibration_data
 from onnxc.calibration.histogram import HistogramAccumulator
 from onnxc.calibration.state import HistogramState
@@ -85,33 +93,29 @@ _WORKER_THREADS = 1
 _MAX_GROUP = 4
 
 Statistics = dict[str, HistogramAccumulator]
+Accumulators = dict[str, Accumulator]
 
 
-def collect_statistics(
+def collect_activations(
     model: ir.Model,
-    tensors: Sequence[str],
+    accumulators: Mapping[str, Accumulator],
     data: Iterable[Feeds] | CalibrationData,
     *,
-    bins: int = 2048,
-    symmetric: bool | Mapping[str, bool] = True,
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
     progress: bool | None = None,
-) -> Statistics:
-    """Min/max and histograms of ``tensors`` (value names of the main graph) over ``data``.
+) -> Accumulators:
+    """Streams every batch of ``data`` into ``accumulators``, keyed by value names of the main
+    graph (histograms, channel moments, Gram matrices: any
+    :class:`~onnxc.calibration.accumulators.Accumulator`), and returns them in their order.
 
-    ``symmetric``: histogram ``|x|`` (the default) or ``x``, for all tensors or per name (names
-    left out of a mapping are symmetric). ``progress``: a bar over batches (None: on a
-    terminal). Returns one accumulator per tensor, in the order of ``tensors``. The model is
-    left as it was.
+    The accumulators are filled in place. ``progress``: a bar over batches (None: on a terminal).
+    The model is left as it was.
     """
-    names = list(dict.fromkeys(tensors))
+    stats: Accumulators = dict(accumulators)
+    names = list(stats)
     if max_chunk_bytes < 1:
         raise OnnxcError(f"max_chunk_bytes must be positive, got {max_chunk_bytes}")
     values = _resolve(model, names)
-    try:
-        stats = {name: HistogramAccumulator(bins, _symmetric_for(symmetric, name)) for name in names}
-    except ValueError as error:
-        raise OnnxcError(f"calibration histograms: {error}") from None
     if not names:
         return stats
     data = open_calibration_data(data, model)
@@ -164,6 +168,32 @@ def collect_statistics(
         finally:
             if whole is not None:
                 whole.close()
+    return stats
+
+
+def collect_statistics(
+    model: ir.Model,
+    tensors: Sequence[str],
+    data: Iterable[Feeds] | CalibrationData,
+    *,
+    bins: int = 2048,
+    symmetric: bool | Mapping[str, bool] = True,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    progress: bool | None = None,
+) -> Statistics:
+    """Min/max and histograms of ``tensors`` (value names of the main graph) over ``data``.
+
+    ``symmetric``: histogram ``|x|`` (the default) or ``x``, for all tensors or per name (names
+    left out of a mapping are symmetric). ``progress``: a bar over batches (None: on a
+    terminal). Returns one accumulator per tensor, in the order of ``tensors``. The model is
+    left as it was.
+    """
+    names = list(dict.fromkeys(tensors))
+    try:
+        stats = {name: HistogramAccumulator(bins, _symmetric_for(symmetric, name)) for name in names}
+    except ValueError as error:
+        raise OnnxcError(f"calibration histograms: {error}") from None
+    collect_activations(model, stats, data, max_chunk_bytes=max_chunk_bytes, progress=progress)
     return stats
 
 
@@ -254,7 +284,7 @@ def _resolve(model: ir.Model, names: Sequence[str]) -> dict[str, ir.Value]:
     return found
 
 
-def _absorb(stats: Statistics, outputs: dict[str, np.ndarray]) -> None:
+def _absorb(stats: Accumulators, outputs: dict[str, np.ndarray]) -> None:
     # Each output goes into its accumulator and is released at once.
     while outputs:
         name, array = outputs.popitem()
@@ -271,7 +301,7 @@ def _first_runner(model: ir.Model, exposed: Sequence[ir.Value], stack: bool) -> 
 
 
 def _collect_chunk(model: ir.Model, chunk: Sequence[ir.Value], fed: Sequence[str], values: Mapping[str, ir.Value],
-                   stats: Statistics, feeds: Iterator[Feeds], group: int, bar: Any,
+                   stats: Accumulators, feeds: Iterator[Feeds], group: int, bar: Any,
                    runner: OrtRunner | None = None) -> None:
     """One pass over the data with ``chunk`` exposed, into ``stats`` (``fed``: graph inputs to
     take from the feeds on this pass; ``group``: feeds to stack per run; ``runner``: a session
@@ -297,7 +327,7 @@ def _collect_chunk(model: ir.Model, chunk: Sequence[ir.Value], fed: Sequence[str
 
 
 def _first_group(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], values: Mapping[str, ir.Value],
-                 stats: Statistics, source: _Groups, bar: Any) -> bool:
+                 stats: Accumulators, source: _Groups, bar: Any) -> bool:
     """Whether stacking feeds along the batch axis computes what the feeds one at a time do, tried on
     the first group: each exposed tensor must come out with the feeds' leading dimension, stacked,
     and the first feed's part must match a run of that feed alone. On success the group is
@@ -329,15 +359,15 @@ def _first_group(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], va
 
 
 def _run_streams(runner: OrtRunner, names: Sequence[str], fed: Sequence[str], values: Mapping[str, ir.Value],
-                 stats: Statistics, source: _Groups, bar: Any) -> None:
+                 stats: Accumulators, source: _Groups, bar: Any) -> None:
     """Every remaining group, taken by ``_STREAMS`` threads that each run ORT and then their own
     accumulators (both release the GIL); the streams' accumulators are merged into ``stats`` at
     the end, which is exact, so which stream took which group changes nothing."""
     lock = threading.Lock()
     failed = threading.Event()
 
-    def stream() -> Statistics:
-        own = {name: _empty_like(stats[name]) for name in [*names, *fed]}
+    def stream() -> Accumulators:
+        own = {name: stats[name].empty() for name in [*names, *fed]}
         outputs = _Outputs(runner, names)
         try:
             while not failed.is_set():
@@ -489,12 +519,7 @@ def _close(stacked: np.ndarray, alone: np.ndarray) -> bool:
     return bool(np.allclose(stacked, alone, rtol=1e-3, atol=1e-4 * scale, equal_nan=True))
 
 
-def _empty_like(acc: HistogramAccumulator) -> HistogramAccumulator:
-    state = acc.state()
-    return HistogramAccumulator(state.bins, state.symmetric, state.range)
-
-
-def _update_fed(stats: Statistics, fed: Sequence[str], values: Mapping[str, ir.Value], feeds: Feeds) -> None:
+def _update_fed(stats: Accumulators, fed: Sequence[str], values: Mapping[str, ir.Value], feeds: Feeds) -> None:
     for name in fed:
         # An initializer-backed input left out of the feed keeps its initializer's value.
         stats[name].update(feeds[name] if name in feeds else values[name].const_value.numpy())

@@ -97,6 +97,11 @@ class HistogramAccumulator:
         """An immutable snapshot."""
         return HistogramState.from_arrays({"format": np.asarray(1), **self._acc.state()})
 
+    def empty(self) -> HistogramAccumulator:
+        """A new accumulator with these ``bins``, ``symmetric`` and ``range``, and no data."""
+        state = self.state()
+        return HistogramAccumulator(state.bins, state.symmetric, state.range)
+
     def to_state(self) -> dict[str, np.ndarray]:
         return self.state().to_arrays()
 

@@ -1,9 +1,9 @@
 """Corrections around static quantization: per-channel activation statistics, bias correction,
 SmoothQuant.
 
-* :func:`channel_statistics` runs the float model over the calibration data with the wanted
-  tensors exposed and keeps, per channel, the mean and the largest ``|x|`` (one batch's tensors
-  in memory at a time).
+* :func:`channel_moments` streams the wanted tensors of the float model over the calibration data
+  into per-channel moments (mean, largest ``|x|``, ...) through the activation engine
+  (:func:`onnxc.calibration.collect_activations`).
 * **Bias correction**: quantizing a weight adds ``dW = deq(q(W)) - W``, which shifts each output
   channel's mean by ``dW . E[x]``. With the per-channel input means measured on the calibration
   data, that shift is subtracted from the bias (a bias is created for a Conv or Gemm without
@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.calibration import CalibrationData, ChannelMoments, MomentsState, collect_activations
 from onnxc.graph.channels import weight_axis
 from onnxc.graph.edit import ValueNames
 from onnxc.graph.index import GraphIndex
@@ -31,50 +32,18 @@ from onnxc.irutil import constant_array
 from onnxc.passes.quantize.placement import Plan, Unit
 from onnxc.passes.quantize.weights import quantize_weight
 from onnxc.profiles import TargetProfile
-from onnxc.runtime import OrtRunner
 
 logger = logging.getLogger(__name__)
 
 SMOOTH_LIMITS = (1e-4, 1e4)
 
 
-def channel_axis(node: ir.Node) -> int:
-    """The axis of a contraction's input that its weight reduces over (per-channel statistics)."""
-    return 1 if node.op_type in ("Conv", "ConvTranspose", "Gemm") else -1
-
-
-def channel_statistics(model: ir.Model, axes: Mapping[str, int], data: Iterable[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-channel mean and max ``|x|`` of each named tensor (``axes``: its channel axis) over ``data``."""
-    names = list(axes)
-    if not names:
-        return {}
-    graph = model.graph
-    values = {v.name: v for node in graph for v in node.outputs if v is not None}
-    values.update({v.name: v for v in graph.inputs})
-    original = list(graph.outputs)
-    graph.outputs.clear()
-    graph.outputs.extend(values[name] for name in names)
-    try:
-        runner = OrtRunner(model, label="model with quantized-layer inputs exposed")
-    finally:
-        graph.outputs.clear()
-        graph.outputs.extend(original)
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    amax: dict[str, np.ndarray] = {}
-    try:
-        for feeds in data:
-            outputs = runner.run(feeds, names)
-            for name in names:
-                x = np.moveaxis(np.asarray(outputs.pop(name), dtype=np.float64), axes[name], -1)
-                flat = x.reshape(-1, x.shape[-1])
-                sums[name] = sums.get(name, 0) + flat.sum(axis=0)
-                counts[name] = counts.get(name, 0) + flat.shape[0]
-                top = np.abs(flat).max(axis=0)
-                amax[name] = np.maximum(amax[name], top) if name in amax else top
-    finally:
-        runner.close()
-    return {name: (sums[name] / counts[name], amax[name]) for name in names if name in sums}
+def channel_moments(model: ir.Model, axes: Mapping[str, int], data: Iterable[dict] | CalibrationData, *,
+                    progress: bool | None = None) -> dict[str, MomentsState]:
+    """Per-channel moments of each named tensor (``axes``: its channel axis) over ``data``."""
+    stats = collect_activations(model, {name: ChannelMoments(axis) for name, axis in axes.items()}, data,
+                                progress=progress)
+    return {name: acc.state() for name, acc in stats.items()}
 
 
 def corrected_biases(model: ir.Model, plan: Plan, profile: TargetProfile, means: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:

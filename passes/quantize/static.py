@@ -35,7 +35,7 @@ from onnxc.graph.index import GraphIndex
 from onnxc.graph.ops import default_opset, upgrade_opset
 from onnxc.passes.quantize.calibrate import activation_params, open_data, statistics
 from onnxc.passes.quantize.candidates import Candidates
-from onnxc.passes.quantize.correction import channel_statistics, corrected_biases, smooth
+from onnxc.passes.quantize.correction import channel_moments, corrected_biases, smooth
 from onnxc.passes.quantize.measure import choose
 from onnxc.passes.quantize.params import QParams, ranges_compatible
 from onnxc.passes.quantize.placement import (Plan, empty_plan_reason, output_head, plan_units, restrict,
@@ -115,16 +115,16 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
     limit = split.calibration_limit if split is not None else options.calib_samples
     if options.smoothquant > 0:
         tensors = {u.inputs[0]: -1 for u in plan.compute_units() if u.op_type in ("MatMul", "Gemm") and u.inputs}
-        stats = channel_statistics(model, tensors, open_data(model, context, limit))
-        details["smoothed"] = smooth(model, plan, options.smoothquant, {k: v[1] for k, v in stats.items()})
+        stats = channel_moments(model, tensors, open_data(model, context, limit), progress=context.progress)
+        details["smoothed"] = smooth(model, plan, options.smoothquant, {k: v.amax for k, v in stats.items()})
         plan = make_plan(model, context, profile, options, details)
     calibrated = calibrate(model, context, profile, plan, method=options.method, percentile=options.percentile,
                            calib_samples=limit, details=details)
     if options.bias_correction is not False:
         index = GraphIndex(model)
         axes = {u.inputs[0]: data_channel_axis(index.nodes[u.index]) for u in calibrated.plan.compute_units() if u.inputs}
-        stats = channel_statistics(model, axes, open_data(model, context, limit))
-        calibrated.biases = corrected_biases(model, calibrated.plan, profile, {k: v[0] for k, v in stats.items()})
+        stats = channel_moments(model, axes, open_data(model, context, limit), progress=context.progress)
+        calibrated.biases = corrected_biases(model, calibrated.plan, profile, {k: v.mean for k, v in stats.items()})
         details["bias_corrected"] = len(calibrated.biases)
 
     keep = None

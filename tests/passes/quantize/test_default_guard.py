@@ -48,7 +48,7 @@ class _Reads:
         self.collected: set[int] = set()
         self.judged: set[int] = set()
         collect = onnxc.calibration.collect_statistics
-        channels = static.channel_statistics
+        channels = static.channel_moments
         run = candidates_module.Candidates.run
 
         def collecting(model, tensors, data, **kwargs):
@@ -56,17 +56,17 @@ class _Reads:
             self.collected |= {self.position(f) for f in data}
             return collect(model, tensors, data, **kwargs)
 
-        def channel_collecting(model, axes, data):
+        def channel_collecting(model, axes, data, **kwargs):
             data = list(data)
             self.collected |= {self.position(f) for f in data}
-            return channels(model, axes, data)
+            return channels(model, axes, data, **kwargs)
 
         def judging(candidates, model):
             self.judged |= {self.position(f) for f in candidates.feeds}
             return run(candidates, model)
 
         monkeypatch.setattr(onnxc.calibration, "collect_statistics", collecting)
-        monkeypatch.setattr(static, "channel_statistics", channel_collecting)
+        monkeypatch.setattr(static, "channel_moments", channel_collecting)
         monkeypatch.setattr(candidates_module.Candidates, "run", judging)
 
     @staticmethod
