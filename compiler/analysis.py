@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from onnxc.costs import compute_costs
 from onnxc.errors import OnnxcError
+from onnxc.graph.ops import DEFAULT_DOMAINS
 from onnxc.io import weight_bytes
 from onnxc.irutil import all_graphs, all_nodes, overridable_initializers
 from onnxc.text import columns, human_bytes, human_count
@@ -20,7 +21,7 @@ from onnxc.text import columns, human_bytes, human_count
 def op_histogram(model: ir.Model) -> dict[str, int]:
     """Node count per op type (``domain::Op`` for non-default domains), most frequent first."""
     counts = Counter(
-        node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}" for node in all_nodes(model)
+        node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}" for node in all_nodes(model)
     )
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 

@@ -35,9 +35,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx.reference import ReferenceEvaluator
 
 from onnxc.errors import OnnxcError
+from onnxc.evaluate import evaluate
+from onnxc.graph.ops import DEFAULT_DOMAINS, NON_DETERMINISTIC_OPS
 from onnxc.inputs import resolve_input_shapes
 from onnxc.irutil import all_nodes, data_propagation_is_safe
 
@@ -48,7 +49,6 @@ __all__ = ["CostReport", "NodeCost", "OpCost", "ShapeInferenceFailed", "Uncounte
 # Rounds of (fold known values, infer again); exporters' shape arithmetic settles in two or three.
 _MAX_FOLD_ROUNDS = 8
 # Ops whose outputs are not a function of their inputs: never replaced by constants.
-_NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
 # Initializers up to this many elements keep their data for shape inference: enough for any
 # shape tensor, small enough that the light copy never holds real weights.
@@ -144,7 +144,7 @@ def compute_costs(model: ir.Model, input_shapes: dict[str, list[int]] | None = N
     for index, node in enumerate(all_nodes(model)):
         op = _op_key(node)
         name = node.name or f"{op}_{index}"
-        rule = _RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        rule = _RULES.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
         if rule is None:
             uncounted.append(UncountedNode(name, op, _no_rule_reason(model, node)))
             continue
@@ -174,7 +174,7 @@ def compute_costs(model: ir.Model, input_shapes: dict[str, list[int]] | None = N
 def node_macs(node: ir.Node, shapes: Mapping[str, Shape | None]) -> int | None:
     """One node's multiply-accumulates at ``shapes`` (value name -> concrete shape, as
     ``concrete_shapes`` gives); None when its op has no rule or a shape it needs is unknown."""
-    rule = _RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    rule = _RULES.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
     if rule is None:
         return None
     try:
@@ -184,13 +184,13 @@ def node_macs(node: ir.Node, shapes: Mapping[str, Shape | None]) -> int | None:
 
 
 def _op_key(node: ir.Node) -> str:
-    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    return node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
 
 
 def _no_rule_reason(model: ir.Model, node: ir.Node) -> str:
     if (node.domain, node.op_type, node.overload) in model.functions:
         return "model-local function (its body is not expanded)"
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in DEFAULT_DOMAINS:
         return f"op of domain {node.domain!r} has no cost rule"
     return "op has no cost rule"
 
@@ -253,11 +253,12 @@ def _run_inference(proto: onnx.ModelProto) -> dict[str, Shape | None]:
 def _fold_known_values(proto: onnx.ModelProto, shapes: dict[str, Shape | None], folded: dict[str, np.ndarray]) -> bool:
     """Replace main-graph nodes computable from known shapes and small constants by initializers."""
     graph = proto.graph
+    opset = next((entry.version for entry in proto.opset_import if entry.domain in DEFAULT_DOMAINS), 1)
     overridable = {info.name for info in graph.input}
     known = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer if t.name not in overridable}
     kept = []
     for node in graph.node:
-        values = _evaluate(node, known, shapes, proto)
+        values = _evaluate(node, known, shapes, opset)
         if values is None:
             kept.append(node)
             continue
@@ -275,10 +276,10 @@ def _fold_known_values(proto: onnx.ModelProto, shapes: dict[str, Shape | None], 
 
 
 def _evaluate(
-    node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, Shape | None], proto: onnx.ModelProto
+    node: onnx.NodeProto, known: dict[str, np.ndarray], shapes: dict[str, Shape | None], opset: int
 ) -> list[np.ndarray] | None:
     """The node's output values when they follow from known values and are small, else None."""
-    if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or not all(node.output):
+    if node.domain not in DEFAULT_DOMAINS or node.op_type in NON_DETERMINISTIC_OPS or not all(node.output):
         return None
     if any(attr.HasField("g") or len(attr.graphs) for attr in node.attribute):
         return None
@@ -294,21 +295,10 @@ def _evaluate(
     if node.op_type != "Constant" and (not inputs or not all(name in known for name in inputs)):
         return None
     try:
-        single = onnx.helper.make_model(
-            onnx.helper.make_graph(
-                [node],
-                "fold",
-                [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(known[n].dtype), known[n].shape) for n in inputs],
-                [onnx.helper.make_empty_tensor_value_info(n) for n in node.output],
-            ),
-            opset_imports=list(proto.opset_import),
-            ir_version=proto.ir_version,
-        )
-        values = ReferenceEvaluator(single).run(None, {n: known[n] for n in inputs})
+        arrays = evaluate(ir.serde.deserialize_node(node), [known[name] if name else None for name in node.input], opset)
     except Exception:  # noqa: BLE001 - folding is best effort: a node it cannot evaluate is left to inference
         return None
-    arrays = [np.asarray(value) for value in values]
-    if any(array.size > INLINE_INITIALIZER_ELEMENTS for array in arrays):
+    if arrays is None or any(array.size > INLINE_INITIALIZER_ELEMENTS for array in arrays):
         return None
     return arrays
 
@@ -381,7 +371,7 @@ def _inline_tensor(name: str, tensor: ir.TensorProtocol) -> onnx.TensorProto:
 
 
 def _large_constant(node: ir.Node) -> ir.TensorProtocol | None:
-    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+    if node.op_type != "Constant" or node.domain not in DEFAULT_DOMAINS or len(node.outputs) != 1:
         return None
     attr = node.attributes.get("value")
     if attr is None or attr.type != ir.AttributeType.TENSOR or attr.value.size <= INLINE_INITIALIZER_ELEMENTS:
