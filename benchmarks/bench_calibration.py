@@ -26,6 +26,10 @@ The bound: both calibrations run the model over every input, so neither can take
 inference, and ORT quantize_static / onnxc can never exceed quantize_static / inference; the run
 prints that ceiling beside the ratio.
 
+``--against REV`` also times onnxc's calibration job (load, statistics of every Conv/Gemm/MatMul
+input over 32 seeded inputs, entropy thresholds) with the current code and with git commit REV's
+(benchmarks/_baseline.py), each in a fresh process, interleaved over the rounds, best round kept.
+
 Memory: in a fresh process per count, collection over 10 and over 1000 inputs of a smaller model
 (``--memory-model``, default resnet18 at 64x64) streamed from a generator, reporting the peak RSS
 growth during collection (sampled) and the Python-side tracemalloc peak: both stay flat as inputs grow.
@@ -42,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 import tracemalloc
 from collections.abc import Callable, Iterator
 
@@ -51,7 +56,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 import psutil
 
+import _baseline
 from _memory import RssPeak
+from _optimize_once import best_of_rounds
 
 from onnxc import models_zoo
 from onnxc.calibration import collect_statistics, compute_thresholds
@@ -222,6 +229,19 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
     print()
 
 
+def against_figures(name: str, args: argparse.Namespace, short: str) -> None:
+    """The calibration job with the current onnxc against commit ``short``'s, in fresh processes."""
+    tools = ("onnxc-calibrate", f"onnxc-calibrate@{short}")
+    with tempfile.TemporaryDirectory(prefix="onnxc-bench-against-") as folder:
+        path = Path(folder) / "model.onnx"
+        onnx.save(models_zoo.build(name, image=args.image), str(path))
+        best = best_of_rounds(tools, path, {tool: path for tool in tools}, args.rounds, args.repeats)
+    now, before = (best[tool].get("seconds") for tool in tools)
+    versus = f"now/before {now / before:.2f}" if now and before else f"failed: {best}"
+    print(f"{name}: calibration job (load, 32 inputs, entropy) now {now or 0:.2f} s, onnxc@{short} {before or 0:.2f} s, "
+          f"{versus} (< 1: faster than before)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="resnet18,mobilenetv2,resnet50",
@@ -236,6 +256,7 @@ def main() -> None:
     parser.add_argument("--skip-ort-quantize", action="store_true")
     parser.add_argument("--ort-2048", action="store_true",
                         help="also time ORT's entropy calibration at 2048 bins (slow: its search is Python)")
+    parser.add_argument("--against", metavar="REV", help="also time the calibration job with git commit REV's onnxc")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -244,8 +265,11 @@ def main() -> None:
         return
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static logs advice on every call
 
+    short = _baseline.install(args.against) if args.against else None
     for name in args.models.split(","):
         bench_model(name.strip(), args)
+        if short:
+            against_figures(name.strip(), args, short)
 
     counts = [int(c) for c in args.memory_counts.split(",") if c]
     if not counts:

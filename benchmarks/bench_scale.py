@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="also time the deep graph with onnxc as git commit REV had it")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds on the deep graph, best kept (default 1)")
     args = parser.parse_args()
-    baseline = _baseline.install(args.against) if args.against else None
+    baseline = f"onnxc@{_baseline.install(args.against)}" if args.against else None
     with tempfile.TemporaryDirectory(prefix="onnxc-scale-") as tmp:
         deep_graph_figures(Path(tmp), args.blocks, args.rounds, baseline)
         if not args.skip_large:
