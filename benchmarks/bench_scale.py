@@ -3,6 +3,7 @@
     python benchmarks/bench_scale.py               # both
     python benchmarks/bench_scale.py --skip-large  # only the deep graph
     python benchmarks/bench_scale.py --skip-large --against HEAD~3 --rounds 3  # and vs an earlier commit
+    python benchmarks/bench_scale.py --skip-large --skip-onnxslim --against HEAD~3 --rounds 7
 
 ``--against REV`` installs that commit's onnxc beside the current one (benchmarks/_baseline.py) and
 times both on the deep graph in the same run, interleaved; the best round of each is compared.
@@ -25,15 +26,15 @@ import _baseline
 from _optimize_once import best_of_rounds
 
 
-def deep_graph_figures(tmp: Path, blocks: int, rounds: int, baseline: str | None) -> None:
+def deep_graph_figures(tmp: Path, blocks: int, rounds: int, baseline: str | None, peer: bool) -> None:
     source = tmp / "deep.onnx"
     onnx.save(deep_graph(blocks), str(source))
     nodes = len(onnx.load(str(source)).graph.node)
-    tools = ("onnxc", "onnxslim", *([baseline] if baseline else []))
+    tools = ("onnxc", *(["onnxslim"] if peer else []), *([baseline] if baseline else []))
     best = best_of_rounds(tools, source, {tool: tmp / f"deep.{tool}.onnx" for tool in tools}, rounds, 1)
-    results = {tool: best[tool].get("seconds") for tool in tools}
+    results = {"onnxslim": None, **{tool: best[tool].get("seconds") for tool in tools}}
     after = len(onnx.load(str(tmp / "deep.onnxc.onnx")).graph.node)
-    slim = f"{results['onnxslim']:.2f} s" if results["onnxslim"] else "failed"
+    slim = f"{results['onnxslim']:.2f} s" if results["onnxslim"] else ("failed" if peer else "not run")
     ratio = f"{results['onnxslim'] / results['onnxc']:.2f}x" if results["onnxslim"] else "-"
     print(f"deep graph: {nodes} nodes -> {after}; onnxc load+default+save {results['onnxc']:.2f} s, onnxslim {slim} (onnxc speed-up {ratio})")
     if baseline:
@@ -65,11 +66,12 @@ def main() -> None:
     parser.add_argument("--large-bytes", type=int, default=2_200_000_000, help="weight bytes of the large model")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--against", metavar="REV", help="also time the deep graph with onnxc as git commit REV had it")
+    parser.add_argument("--skip-onnxslim", action="store_true", help="do not time onnxslim (minutes on 30k nodes)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds on the deep graph, best kept (default 1)")
     args = parser.parse_args()
     baseline = f"onnxc@{_baseline.install(args.against)}" if args.against else None
     with tempfile.TemporaryDirectory(prefix="onnxc-scale-") as tmp:
-        deep_graph_figures(Path(tmp), args.blocks, args.rounds, baseline)
+        deep_graph_figures(Path(tmp), args.blocks, args.rounds, baseline, not args.skip_onnxslim)
         if not args.skip_large:
             large_model_figures(Path(tmp), args.large_bytes)
 
