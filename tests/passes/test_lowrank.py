@@ -136,7 +136,7 @@ def test_rank_rule_skips_layers_where_factorizing_saves_nothing():
     assert details["layers"] == []
     assert "saves nothing (break-even rank 48.0)" in details["skipped"]["big"]
     assert "min_size" in details["skipped"]["small"]
-    assert "3x3 Conv: spatial SVD" in details["skipped"]["conv3x3"]
+    assert "saves nothing (break-even rank 48.0)" in details["skipped"]["conv3x3"]
     assert ir.to_proto(model).SerializeToString() == before
     assert break_even_rank(96, 96) == 48.0
 
@@ -170,6 +170,39 @@ def test_pointwise_conv_becomes_two_pointwise_convs_with_the_geometry_on_the_fir
     feeds = [{"x": gaussian(1, 48, 7, 7, seed=s)} for s in range(2)]
     for got, want in zip(run(model, feeds), run(reference, feeds)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strides,dilations", [((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 2), (2, 1))])
+def test_kxk_conv_becomes_kx1_then_1xk_matching_the_conv_with_the_truncated_weight(strides, dilations):
+    w, b = gaussian(24, 16, 3, 5), gaussian(24, seed=1)
+    pads = [1, 2, 3, 0]
+    attrs = dict(strides=list(strides), dilations=list(dilations), pads=pads)
+    model = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **attrs)],
+                  [("x", [2, 16, 11, 13])], [("y", ["n", "c", "h", "w"])], {"w": w, "b": b})
+    details = lowrank(model, "ratio=0.5,whiten=false,min_size=0")
+    rank = details["layers"][0]["rank"]
+    assert rank == min(rank_for_ratio(48, 120, 0.5), int(np.ceil(48 * 120 / (48 * strides[1] + 24 * 5))) - 1)
+
+    vertical, horizontal = list(model.graph)
+    assert vertical.attributes.get_ints("kernel_shape") == (3, 1) and horizontal.attributes.get_ints("kernel_shape") == (1, 5)
+    assert vertical.attributes.get_ints("pads") == (1, 0, 3, 0) and horizontal.attributes.get_ints("pads") == (0, 2, 0, 0)
+    assert horizontal.inputs[2].name == "b"
+    # The reference: the Conv with the weight read as [C·kh, O·kw], truncated, read back.
+    matrix = truncated(w.transpose(1, 2, 0, 3).reshape(48, 120), rank)
+    w_r = matrix.reshape(16, 3, 24, 5).transpose(2, 0, 1, 3)
+    reference = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
+                      [("x", [2, 16, 11, 13])], [("y", ["n", "c", "h", "w"])], {"w": w_r, "b": b})
+    feeds = [{"x": gaussian(2, 16, 11, 13, seed=s)} for s in range(2)]
+    for got, want in zip(run(model, feeds), run(reference, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_kxk_conv_with_same_padding_or_groups_is_left_with_a_reason():
+    model = build([helper.make_node("Conv", ["x", "w"], ["c"], name="same", auto_pad="SAME_UPPER"),
+                   helper.make_node("Conv", ["c", "g"], ["y"], name="grouped", group=2, pads=[1, 1, 1, 1])],
+                  [("x", [1, 16, 8, 8])], [("y", ["n", "c", "h", "w"])], {"w": gaussian(16, 16, 3, 3), "g": gaussian(16, 8, 3, 3)})
+    details = lowrank(model, "ratio=0.5,whiten=false,min_size=0")
+    assert "auto_pad=SAME_UPPER" in details["skipped"]["same"] and details["skipped"]["grouped"] == "grouped Conv"
 
 
 def correlated_feeds(count: int, seed: int) -> list[dict]:
@@ -244,3 +277,14 @@ def test_bert_feed_forward_at_half_its_parameters_whitened_is_closer_to_fp32():
         want = np.concatenate([r["pooler_output"].ravel() for r in reference])
         cosines[whiten] = float(pooled @ want / np.linalg.norm(pooled) / np.linalg.norm(want))
     assert cosines[True] > cosines[False] + 0.1, cosines
+
+
+def test_whitened_energy_counts_the_outputs_variance_not_the_inputs_mean():
+    # Inputs far from zero (as after a ReLU): their mean would be most of the uncentred output
+    # energy, and energy=0.9 would keep rank 1.
+    model = matmul_model(gaussian(64, 64, seed=5), batch=(32,))
+    feeds = correlated_feeds(16, seed=1)
+    shifted = [{"x": feed["x"] + np.float32(20.0)} for feed in feeds]
+    ranks = [lowrank(copy_model(model), "energy=0.9", Context(calibration_data=data))["layers"][0]["rank"]
+             for data in (feeds, shifted)]
+    assert ranks[0] > 1 and abs(ranks[0] - ranks[1]) <= 1, ranks
