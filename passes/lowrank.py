@@ -30,7 +30,9 @@ pooled output's cosine to FP32 from 0.505 (plain) to 0.976 at the same ranks
 (``benchmarks/bench_lowrank.py``).
 
 The report (``details``) gives each factorized layer's rank, parameters before and after and the
-energy kept, each skipped layer with its reason, and the totals.
+energy kept, each skipped layer with its reason, and the totals. Every layer's Gram matrix is
+measured on the model as it came in, in one pass over the data: a layer is whitened by the inputs
+the float layers before it give, not by those of their factorized versions.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ class _Layer:
 
 @register_pass
 class LowRank(Pass):
-    """Factorize MatMul/Gemm/1x1-Conv weights by truncated SVD (optionally whitened by calibration data)."""
+    """Factorize MatMul/Gemm/Conv weights by truncated SVD (whitened by calibration data when given)."""
 
     name = "lowrank"
     lossless = False
