@@ -82,7 +82,8 @@ class LowRank(Pass):
     lossless = False
 
     energy: float | None = option(None, "keep the smallest rank holding this fraction of the squared singular "
-                                        "values (default 0.95 when ratio is not given)")
+                                        "values, of the output variance when whitened (default 0.95 when ratio "
+                                        "is not given)")
     ratio: float | None = option(None, "keep the largest rank whose factors hold at most this fraction of the "
                                        "layer's parameters, in (0, 1)")
     min_size: int = option(4096, "leave weights with fewer entries as they are")
