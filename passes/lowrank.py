@@ -1,0 +1,324 @@
+"""The ``lowrank`` pass: a contraction with a constant weight becomes two thinner ones (truncated SVD).
+
+    onnxc compile model.onnx -o small.onnx --passes "default,lowrank(ratio=0.5)"
+    onnxc compile bert.onnx -o small.onnx --passes "default,lowrank(energy=0.9)" --calib-data calib/
+    onnxc compile bert.onnx ... --passes "lowrank(ratio=0.5,exclude=[*attention*,*pooler*])" --calib-random
+
+What is factorized (main graph): ``MatMul`` with a constant 2-D weight as its second input (the
+first may have any batch dims), ``Gemm`` with ``transA=0`` (``transB``, ``alpha``, ``beta`` and the
+bias stay, on the second Gemm; the first has neither), and a 1×1 ``Conv`` with ``group=1`` (two 1×1
+Convs: the first keeps strides and pads, the second the bias). ``W`` ``[K, N]`` becomes ``A``
+``[K, r]`` then ``B`` ``[r, N]``, only where ``r < K N / (K + N)``, so parameters and
+multiply-accumulates both drop.
+
+A 2-D kh×kw ``Conv`` (``group=1``, explicit pads) becomes a kh×1 Conv to ``r`` channels then a
+1×kw Conv (spatial SVD, Jaderberg et al. 2014 / Tai et al. 2016): the weight ``[O, C, kh, kw]`` read
+as the matrix ``[C·kh, O·kw]`` is factorized, the first Conv takes the vertical stride, dilation and
+pads, the second the horizontal ones and the bias. The first runs on every input column, so with
+a horizontal stride ``sw`` the break-even rank is ``O C kh kw / (C kh sw + O kw)``. Whitening does
+not apply to it (its factors are not a product of matrices over the same input rows): k×k Convs
+are factorized plainly.
+
+The rank: ``energy`` keeps the smallest rank holding that fraction of the squared singular values
+(default 0.95); ``ratio`` keeps the largest rank whose factors hold at most that fraction of the
+layer's parameters. With ``whiten`` (default: on when calibration data is given) the SVD is taken
+in the metric of the layer's input (:mod:`onnxc.factorize`): it minimises ``‖X W − X A B‖`` over the
+calibration inputs rather than ``‖W − A B‖``, and the energy is that of the variance of the
+layer's outputs (centred: a large input mean would otherwise count as most of it). On the BERT
+zoo encoder's feed-forward layers at half their parameters (4 layers, hidden 256) it took the
+pooled output's cosine to FP32 from 0.505 (plain) to 0.976 at the same ranks
+(``benchmarks/bench_lowrank.py``).
+
+The report (``details``) gives each factorized layer's rank, parameters before and after and the
+energy kept, each skipped layer with its reason, and the totals. Every layer's Gram matrix is
+measured on the model as it came in, in one pass over the data: a layer is whitened by the inputs
+the float layers before it give, not by those of their factorized versions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.calibration import GramAccumulator, collect_activations, rows_for
+from onnxc.errors import PipelineError
+from onnxc.factorize import Spectrum, break_even_rank, rank_for_ratio, spectrum
+from onnxc.graph.edit import ValueNames, replace_value
+from onnxc.irutil import constant_array, use_count
+from onnxc.pass_base import Pass, PassResult, option
+from onnxc.registry import register_pass
+
+DEFAULT_ENERGY = 0.95
+
+
+@dataclasses.dataclass
+class _Layer:
+    """A contraction to factorize: ``node`` computes ``X W`` with ``matrix`` as ``W`` ``[K, N]``."""
+
+    node: ir.Node
+    name: str
+    weight: np.ndarray
+    matrix: np.ndarray
+    spatial: bool = False
+
+    def break_even(self) -> float:
+        """The rank below which both the parameters and the multiply-accumulates drop."""
+        k, n = self.matrix.shape
+        if not self.spatial:
+            return break_even_rank(k, n)
+        out, _, _, kw = self.weight.shape
+        stride = self.node.attributes.get_ints("strides", (1, 1))[1]
+        return k * n / (k * stride + out * kw)
+
+
+@register_pass
+class LowRank(Pass):
+    """Factorize MatMul/Gemm/Conv weights by truncated SVD (whitened by calibration data when given)."""
+
+    name = "lowrank"
+    lossless = False
+
+    energy: float | None = option(None, "keep the smallest rank holding this fraction of the squared singular "
+                                        "values, of the output variance when whitened (default 0.95 when ratio "
+                                        "is not given)")
+    ratio: float | None = option(None, "keep the largest rank whose factors hold at most this fraction of the "
+                                       "layer's parameters, in (0, 1)")
+    min_size: int = option(4096, "leave weights with fewer entries as they are")
+    exclude: list[str] = option([], "node or weight names (globs) to leave as they are")
+    whiten: bool | None = option(None, "factorize in the metric of each layer's input covariance "
+                                       "(default: true when calibration data is given)")
+    ridge: float = option(1e-3, "whitening: added to the input Gram's eigenvalues, relative to their mean")
+    calib_samples: int | None = option(None, "whitening: use at most this many calibration feeds")
+
+    def __post_init__(self) -> None:
+        self._details: dict[str, Any] = {}
+        if self.energy is not None and self.ratio is not None:
+            raise PipelineError("lowrank: give energy or ratio, not both")
+        if self.energy is not None and not 0.0 < self.energy <= 1.0:
+            raise PipelineError(f"lowrank: energy must be in (0, 1], got {self.energy}")
+        if self.ratio is not None and not 0.0 < self.ratio < 1.0:
+            raise PipelineError(f"lowrank: ratio must be in (0, 1), got {self.ratio}")
+        if self.ridge < 0:
+            raise PipelineError(f"lowrank: ridge must be >= 0, got {self.ridge}")
+        if self.min_size < 0:
+            raise PipelineError(f"lowrank: min_size must be >= 0, got {self.min_size}")
+        if self.calib_samples is not None and self.calib_samples < 1:
+            raise PipelineError(f"lowrank: calib_samples must be positive, got {self.calib_samples}")
+
+    def needs(self) -> tuple[str, ...]:
+        return ("calibration",) if self.whiten else ()
+
+    def details(self) -> dict[str, Any]:
+        return dict(self._details)
+
+    def _whitened(self) -> bool:
+        if self.whiten is not None:
+            return self.whiten
+        return self.context.calibration_data is not None or self.context.calibration_allow_random
+
+    def call(self, model: ir.Model) -> PassResult:
+        layers, skipped = self._plan(model)
+        grams = self._grams(model, layers) if self._whitened() and layers else {}
+        names = ValueNames(model)
+        factorized = []
+        for layer in layers:
+            gram, covariance = grams.get(layer.name, (None, None))
+            spec = spectrum(layer.matrix, gram, self.ridge)
+            # Energy counts the outputs' variance: with the mean in it (the uncentred Gram), inputs
+            # far from zero (after a ReLU) put most of it in one direction and energy=0.9 keeps rank 1.
+            measure = spec if covariance is None else spectrum(layer.matrix, covariance, self.ridge)
+            rank, reason = self._rank(layer, measure)
+            if reason:
+                skipped[layer.name] = reason
+                continue
+            first, second = spec.factors(rank)
+            _rewrite(model.graph, layer, first, second, names)
+            k, n = layer.matrix.shape
+            factorized.append({"node": layer.name, "op": layer.node.op_type, "shape": [k, n], "rank": rank,
+                               "params_before": k * n, "params_after": rank * (k + n),
+                               "energy": round(measure.energy(rank), 6), "whitened": gram is not None})
+        before = sum(item["params_before"] for item in factorized)
+        after = sum(item["params_after"] for item in factorized)
+        self._details = {
+            "layers": factorized,
+            "skipped": skipped,
+            "totals": {"layers": len(factorized), "params_before": before, "params_after": after,
+                       "params_kept": round(after / before, 6) if before else 1.0},
+        }
+        return PassResult(model, bool(factorized))
+
+    def _plan(self, model: ir.Model) -> tuple[list[_Layer], dict[str, str]]:
+        """The main graph's contractions with a constant weight, and why each left out was left out."""
+        layers, skipped = [], {}
+        for position, node in enumerate(model.graph):
+            if node.op_type not in ("MatMul", "Gemm", "Conv") or node.domain not in ("", "ai.onnx"):
+                continue
+            weight_value = node.inputs[1] if len(node.inputs) > 1 else None
+            weight = constant_array(weight_value)
+            if weight is None:
+                continue  # two activations (attention scores) or an overridable weight: nothing to factorize
+            name = node.name or f"{node.op_type}_{position}"
+            patterns = (name, weight_value.name or "")
+            if any(fnmatch.fnmatchcase(item, pattern) for pattern in self.exclude for item in patterns):
+                skipped[name] = "excluded"
+                continue
+            matrix, spatial, reason = _matrix(node, weight)
+            if reason is None and weight.size < self.min_size:
+                reason = f"{weight.size} weights, fewer than min_size={self.min_size}"
+            if reason is None and weight.dtype.kind != "f":
+                reason = f"weight of type {weight.dtype} (only floating-point weights are factorized)"
+            if reason:
+                skipped[name] = reason
+                continue
+            layers.append(_Layer(node, name, weight, matrix, spatial))
+        return layers, skipped
+
+    def _rank(self, layer: _Layer, spec: Spectrum) -> tuple[int, str | None]:
+        k, n = layer.matrix.shape
+        even = layer.break_even()
+        if self.ratio is not None:
+            rank = min(rank_for_ratio(k, n, self.ratio), int(np.ceil(even)) - 1)
+            if rank < 1:
+                return 0, f"no rank fits ratio={self.ratio} (break-even rank {even:.1f})"
+            return rank, None
+        energy = DEFAULT_ENERGY if self.energy is None else self.energy
+        rank = spec.rank_for_energy(energy)
+        if rank >= even:
+            return rank, f"rank {rank} for energy={energy} saves nothing (break-even rank {even:.1f})"
+        return rank, None
+
+    def _grams(self, model: ir.Model, layers: list[_Layer]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``XᵀX / n`` and the covariance of each layer's input rows over the calibration data, by layer name."""
+        self.require("calibration")
+        accumulators: dict[str, GramAccumulator] = {}
+        readers: dict[str, str] = {}
+        for layer in layers:
+            if layer.spatial:
+                continue
+            rows = rows_for(layer.node)
+            source = layer.node.inputs[0].name
+            if source not in accumulators:
+                accumulators[source] = GramAccumulator(rows)
+            # Convs of one input with other strides or pads see other rows: those are factorized plainly.
+            if accumulators[source].state().rows == rows:
+                readers[layer.name] = source
+        data = self.context.calibration(model, self.calib_samples)
+        states = {name: acc.state() for name, acc in
+                  collect_activations(model, accumulators, data, progress=self.context.progress).items()}
+        grams = {}
+        for layer in layers:
+            state = states.get(readers.get(layer.name, ""))
+            if state is None or state.count == 0 or state.gram is None:
+                continue
+            grams[layer.name] = (state.gram[0] / state.count, state.covariance()[0])
+        return grams
+
+
+def _matrix(node: ir.Node, weight: np.ndarray) -> tuple[np.ndarray, bool, str | None]:
+    """The node's weight as the matrix to factorize, whether it is a spatial SVD, or why it cannot be
+    factorized. ``W`` ``[K, N]`` of ``Y = X W``; for a k×k Conv ``[C·kh, O·kw]``."""
+    attrs = node.attributes
+    if node.op_type == "MatMul":
+        if weight.ndim != 2:
+            return weight, False, f"weight of rank {weight.ndim} (only 2-D MatMul weights are factorized)"
+        return weight, False, None
+    if node.op_type == "Gemm":
+        if attrs.get_int("transA", 0):
+            return weight, False, "Gemm with transA=1"
+        return (weight.T if attrs.get_int("transB", 0) else weight), False, None
+    if attrs.get_int("group", 1) != 1:
+        return weight, False, "grouped Conv"
+    if weight.ndim < 3:
+        return weight, False, f"Conv weight of rank {weight.ndim}"
+    if all(size == 1 for size in weight.shape[2:]):
+        return weight.reshape(weight.shape[0], weight.shape[1]).T, False, None
+    kernel = "x".join(str(size) for size in weight.shape[2:])
+    if weight.ndim != 4:
+        return weight, False, f"{kernel} Conv: spatial SVD is implemented for 2-D Convs only"
+    if attrs.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return weight, False, f"{kernel} Conv with auto_pad={attrs.get_string('auto_pad')}: spatial SVD needs explicit pads"
+    out, channels, kh, kw = weight.shape
+    return weight.transpose(1, 2, 0, 3).reshape(channels * kh, out * kw), True, None
+
+
+def _rewrite(graph: ir.Graph, layer: _Layer, first: np.ndarray, second: np.ndarray, names: ValueNames) -> None:
+    """Put ``X A`` then ``· B`` (same op type) in place of ``layer.node``; drop its weight if unread."""
+    node = layer.node
+    weight = node.inputs[1]
+    dtype = layer.weight.dtype
+    output = node.outputs[0]
+    base = node.name or layer.name
+    hidden = ir.Value(name=names.fresh(f"{output.name}_lowrank"), type=output.type)
+    result = ir.Value(name=names.fresh(f"{output.name}_lowrank_out"), type=output.type, shape=output.shape)
+    rank = first.shape[1]
+    attrs = node.attributes
+    if node.op_type == "MatMul":
+        nodes = [ir.node("MatMul", [node.inputs[0], _constant(graph, names, weight, "a", first, dtype)],
+                         outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
+                 ir.node("MatMul", [hidden, _constant(graph, names, weight, "b", second, dtype)],
+                         outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
+    elif node.op_type == "Gemm":
+        transposed = attrs.get_int("transB", 0)
+        stored = (first.T, second.T) if transposed else (first, second)
+        tail = {key: attrs[key].value for key in ("alpha", "beta") if key in attrs}
+        bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
+        nodes = [ir.node("Gemm", [node.inputs[0], _constant(graph, names, weight, "a", stored[0], dtype)],
+                         {"transB": transposed}, outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
+                 ir.node("Gemm", [hidden, _constant(graph, names, weight, "b", stored[1], dtype), *bias],
+                         {"transB": transposed, **tail}, outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
+    elif layer.spatial:
+        nodes = _spatial(graph, layer, first, second, names, dtype, hidden, result, base)
+    else:
+        spatial = layer.weight.shape[2:]
+        ones = (1,) * len(spatial)
+        # The first Conv keeps the original's geometry (strides, pads, dilations): a 1x1 kernel
+        # maps output positions to input positions alone, so the second needs none of it.
+        kept = {key: attr.value for key, attr in attrs.items()}
+        a = first.T.reshape(rank, first.shape[0], *ones)
+        b = second.T.reshape(second.shape[1], rank, *ones)
+        bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
+        nodes = [ir.node("Conv", [node.inputs[0], _constant(graph, names, weight, "a", a, dtype)], kept,
+                         outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
+                 ir.node("Conv", [hidden, _constant(graph, names, weight, "b", b, dtype), *bias],
+                         {"kernel_shape": list(ones)}, outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
+    graph.insert_before(node, nodes)
+    replace_value(output, result, names)
+    graph.remove(node, safe=True)
+    if use_count(weight) == 0 and weight.is_initializer() and not weight.is_graph_output() and not weight.is_graph_input():
+        graph.initializers.pop(weight.name)
+
+
+def _spatial(graph: ir.Graph, layer: _Layer, first: np.ndarray, second: np.ndarray, names: ValueNames,
+             dtype: np.dtype, hidden: ir.Value, result: ir.Value, base: str) -> list[ir.Node]:
+    """A kh×1 Conv (vertical geometry) then a 1×kw Conv (horizontal geometry and the bias)."""
+    node, weight = layer.node, layer.node.inputs[1]
+    out, channels, kh, kw = layer.weight.shape
+    rank = first.shape[1]
+    attrs = node.attributes
+    strides = attrs.get_ints("strides", (1, 1))
+    dilations = attrs.get_ints("dilations", (1, 1))
+    pads = (0, 0, 0, 0) if attrs.get_string("auto_pad", "NOTSET") == "VALID" else attrs.get_ints("pads", (0, 0, 0, 0))
+    vertical = first.T.reshape(rank, channels, kh, 1)
+    horizontal = second.reshape(rank, out, kw).transpose(1, 0, 2).reshape(out, rank, 1, kw)
+    bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
+    return [
+        ir.node("Conv", [node.inputs[0], _constant(graph, names, weight, "v", vertical, dtype)],
+                {"kernel_shape": [kh, 1], "strides": [strides[0], 1], "dilations": [dilations[0], 1],
+                 "pads": [pads[0], 0, pads[2], 0]}, outputs=[hidden], name=names.fresh(f"{base}_lowrank_v")),
+        ir.node("Conv", [hidden, _constant(graph, names, weight, "h", horizontal, dtype), *bias],
+                {"kernel_shape": [1, kw], "strides": [1, strides[1]], "dilations": [1, dilations[1]],
+                 "pads": [0, pads[1], 0, pads[3]]}, outputs=[result], name=names.fresh(f"{base}_lowrank_h")),
+    ]
+
+
+def _constant(graph: ir.Graph, names: ValueNames, weight: ir.Value, suffix: str, array: np.ndarray,
+              dtype: np.dtype) -> ir.Value:
+    data = np.ascontiguousarray(array.astype(dtype))
+    value = ir.Value(name=names.fresh(f"{weight.name}_lowrank_{suffix}"), shape=ir.Shape(data.shape),
+                     type=ir.TensorType(ir.DataType.from_numpy(data.dtype)))
+    value.const_value = ir.Tensor(data, name=value.name)
+    graph.register_initializer(value)
+    return value
