@@ -44,7 +44,9 @@ class Prune(Pass):
     macs: float | None = option(None, "fraction of the original MACs to keep, reached by a global ranking")
     max_ratio: float = option(0.8, "with macs: the largest fraction of one group's channels removed")
     criterion: str = option("l1", "channel importance: l1 | l2 | bn_scale")
-    round_to: int = option(1, "keep a multiple of this many channels per group")
+    # ORT's CPU convolutions run channel blocks of 8/16 (NCHWc): MobileNetV2 at 64 px pruned to 50% of
+    # its MACs ran 2.7x slower than the original with unrounded counts, 0.35x of it with multiples of 8.
+    round_to: int = option(8, "keep a multiple of this many channels per group (1: any count)")
     protect: list[str] = option([], "node or output names (globs) whose channels stay")
     reconstruct: bool | None = option(None, "refit consumers by least squares on calibration data "
                                             "(default: when calibration data is given)")

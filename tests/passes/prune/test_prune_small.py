@@ -19,7 +19,7 @@ from prune_models import concat, conv_bn_relu_conv, depthwise, mixing, residual
 def prune(model: ir.Model, **options):
     """The pruned copy (checked by the full ONNX checker) and the pass, for its details."""
     pruned = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(model)))
-    pass_ = create_pass("prune", options).bind(Context())
+    pass_ = create_pass("prune", {"round_to": 1, **options}).bind(Context())
     pass_(pruned)
     onnx.checker.check_model(ir.to_proto(pruned), full_check=True)
     return pruned, pass_

@@ -45,7 +45,8 @@ def test_macs_target_is_met_and_the_model_runs(name):
     assert abs(kept - 0.5) <= 0.05, kept
     x = feeds(1, 0, 64)[0]
     assert session(pruned).run(None, x)[0].shape == session(original).run(None, x)[0].shape == (1, 1000)
-    assert compute_costs(pruned).total_macs < compute_costs(original).total_macs
+    # round_to=8 by default: every Conv keeps a multiple of 8 output channels (the zoo's counts are).
+    assert all(node.inputs[1].shape[0] % 8 == 0 for node in pruned.graph if node.op_type == "Conv")
 
 
 def test_reconstruction_lowers_the_output_error():
