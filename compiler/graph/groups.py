@@ -168,9 +168,14 @@ class _Builder:
         rule = channel_rule(node)
         inputs = [self.layout(v) for v in node.inputs]
         where = f"{node.op_type} {_name(node)!r}"
-        if rule is None or node.op_type in ("Split",) or any(True for _ in _subgraph_attrs(node)):
+        if rule is None or any(True for _ in _subgraph_attrs(node)):
             for layout in inputs:
                 self.block(layout, f"{where}: op not in the channel table")
+            return
+        if node.op_type == "Split":
+            # Splitting a space would need spaces of parts; not followed.
+            for layout in inputs:
+                self.block(layout, f"{where}: splits channels")
             return
         handler = getattr(self, f"visit_{rule.kind}")
         handler(node, rule, inputs, where)
@@ -216,7 +221,7 @@ class _Builder:
                 return
             reason = f"{where}: grouped convolution (group={group})"
             self.block(data, reason)
-            self.set_layout(node.outputs[0], Layout(out_axis, ((self.new_space(weight.shape[0]), weight.shape[0]),)))
+            self.set_layout(node.outputs[0], Layout(out_axis, ((self.new_space(weight.shape[0], node), weight.shape[0]),)))
             self.block(self.layout(node.outputs[0]), reason)
             return
         if group > 1:
@@ -284,10 +289,10 @@ class _Builder:
         if problem:
             self.block(data, f"{where}: {problem}")
             return
-        for output in node.outputs[:1]:
-            self.set_layout(output, data)
-        for output in node.outputs[1:]:
-            self.block(self.layout(output), f"{where}: second output")
+        # Every output (MaxPool's indices, Dropout's mask) has the data's channels.
+        for output in node.outputs:
+            if output is not None:
+                self.set_layout(output, data)
 
     def through_problem(self, node: ir.Node, data: Layout) -> str | None:
         """Why channels do not pass ``node`` unchanged, though its op type usually lets them."""

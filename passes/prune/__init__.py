@@ -96,7 +96,7 @@ class Prune(Pass):
             return PassResult(model, False)
         before = (compute_costs(model, input_shapes).total_macs, parameter_count(model))
         overrides, biases, refits = self._reconstruction(model, groups, kept)
-        remove_channels(model, groups, kept, overrides)
+        details["tensors_cut"] = remove_channels(model, groups, kept, overrides)
         shift_biases(model, biases, {key: member_indices(groups, member, kept)
                                      for key, member in _producers(groups, biases).items()})
         after = (compute_costs(model, input_shapes).total_macs, parameter_count(model))

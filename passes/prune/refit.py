@@ -24,6 +24,8 @@ from onnxc.reconstruct import refit
 
 # Gram matrices (float64) held at once while collecting.
 GRAM_BYTES = 1 << 30
+# Widest input row refitted: its float64 Gram is 512 MiB.
+MAX_WIDTH = 8192
 
 
 def _rows_width(node: ir.Node, weight: np.ndarray) -> int:
@@ -32,6 +34,9 @@ def _rows_width(node: ir.Node, weight: np.ndarray) -> int:
 
 
 def _skip_reason(node: ir.Node, weight: np.ndarray) -> str | None:
+    width = _rows_width(node, weight)
+    if width > MAX_WIDTH:
+        return f"rows of {width} values: a {8 * width * width >> 20} MiB Gram"
     if node.op_type == "ConvTranspose":
         return "ConvTranspose is not refitted"
     if node.op_type == "Conv" and node.attributes.get_int("group", 1) != 1:

@@ -90,3 +90,15 @@ def mixing(seed: int = 0) -> ir.Model:
     nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Transpose", ["a"], ["y1"], name="tr", perm=[0, 2, 3, 1]),
              conv("conv_b", "x", "wb", "y2")]
     return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 8, 8, 4], "y2": [1, 4, 8, 8]})
+
+
+def constant_node_weight(seed: int = 0) -> ir.Model:
+    """conv_a(8) with its weight in a Constant node -> Relu -> GlobalAveragePool -> Flatten -> Gemm(5)."""
+    rng = np.random.default_rng(seed)
+    wa = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "wa_value")
+    nodes = [helper.make_node("Constant", [], ["wa"], name="wa_const", value=wa), conv("conv_a", "x", "wa", "a"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="fc", transB=1)]
+    return model(nodes, {"wg": rng.normal(size=(5, 8)), "bg": rng.normal(size=5)}, {"x": [1, 3, 8, 8]}, {"y": [1, 5]})

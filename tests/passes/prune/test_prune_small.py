@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from onnxc.context import Context
 from onnxc.errors import PipelineError
 from onnxc.registry import create_pass
-from prune_models import concat, conv_bn_relu_conv, depthwise, mixing, residual
+from prune_models import concat, constant_node_weight, conv_bn_relu_conv, depthwise, mixing, residual
 
 
 def prune(model: ir.Model, **options):
@@ -156,3 +156,19 @@ def test_every_group_keeps_a_channel():
 def test_bad_options_are_refused(options):
     with pytest.raises(PipelineError, match="prune"):
         create_pass("prune", options)
+
+
+def test_constant_node_weights_and_flatten_into_gemm():
+    original = constant_node_weight()
+    pruned, pass_ = prune(original, ratio=0.5)
+    assert not any(n.op_type == "Constant" for n in pruned.graph)  # replaced by a sliced initializer
+    assert weight(pruned, "conv_a").shape == (4, 3, 3, 3) and weight(pruned, "fc").shape == (5, 4)
+    wa = next(n for n in original.graph if n.name == "wa_const").attributes["value"].value.numpy()
+    removed = sorted(np.argsort(-np.abs(wa).reshape(8, -1).sum(1), kind="stable")[4:])
+    reference = ir.to_proto(original)
+    for node in reference.graph.node:
+        if node.name == "wa_const":
+            array = numpy_helper.to_array(node.attribute[0].t).copy()
+            array[removed] = 0
+            node.attribute[0].t.CopyFrom(numpy_helper.from_array(array, "wa_value"))
+    np.testing.assert_allclose(run(pruned, X)[0], run(reference, X)[0], rtol=1e-5, atol=1e-5)
