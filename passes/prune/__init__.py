@@ -8,6 +8,11 @@ Channels are removed densely (weights sliced, not zeroed) from the dependency gr
 module each: ``importance`` (per-channel scores), ``select`` (how many each group keeps: uniform
 ``ratio`` or a global ranking to a ``macs`` target), ``refit`` (least-squares reconstruction of
 the consumers on calibration data), ``remove`` (slicing).
+
+Measured with benchmarks/bench_prune.py (224 px, 16 calibration feeds, 32 held out, ORT CPU with 2
+threads on a shared 2-core machine): ``prune(macs=0.5)`` kept 0.499 of ResNet-50's MACs and 0.500
+of its parameters at 0.54x its latency (logit cosine 0.9990, RMS error 4.8% of the logits' spread),
+MobileNetV2 0.498 / 0.499 at 0.36x (cosine 1.0000); followed by ``quantize``: 0.20x and 0.31x.
 """
 from __future__ import annotations
 
