@@ -4,7 +4,9 @@ One module or package per family: ``cleanup``, ``constant_folding``, ``fusion``,
 lossless; ``quantize`` is lossy. Families never import each other: what two share is in the core
 (:mod:`onnxc.graph`, :mod:`onnxc.shapes`, :mod:`onnxc.irutil`); ``tests/compiler/test_pass_imports.py`` checks it.
 """
-from onnxc.passes import cleanup, constant_folding, fusion, lowrank, opset, quantize, sparsify, weights  # noqa: F401 - imported to register the passes
+from onnxc.passes import (  # noqa: F401 - imported to register the passes
+    cleanup, constant_folding, fusion, lowrank, opset, prune, quantize, sparsify, weights,
+)
 
 # The default pipeline: these run together until none changes the model, then the final ones once.
 DEFAULT_FIXED_POINT: tuple[str, ...] = (

@@ -1,0 +1,108 @@
+"""Structured pruning: ``prune(macs=...)`` on zoo CNNs, alone and followed by ``quantize``, timed on ORT CPU.
+
+    python benchmarks/bench_prune.py                                   # resnet50 and mobilenetv2 at 224
+    python benchmarks/bench_prune.py --models mobilenetv2 --image 128 --macs 0.5 --calib 16 --test 32
+
+For each model, from the same FP32 file (the model after onnxc's default lossless pipeline, so BN is
+already folded and the comparison is about pruning alone):
+
+* pruned: ``prune(macs=M)`` with reconstruction on the calibration feeds;
+* pruned+int8: the same followed by ``quantize`` (static, accuracy guard on, same feeds).
+
+Columns: MACs and parameters kept (``onnxc.costs`` / initializer elements), ORT CPU latency ratio
+to the FP32 file (2 intra-op threads, batch 1, the three models interleaved, min over rounds of
+the per-round median: ``onnxc.timing.ort_latencies``), and fidelity on held-out inputs: top-1
+agreement and logit cosine / RMS error over the logits' spread against FP32. The zoo weights are
+random, so fidelity says how much of the function survives, not accuracy; calibration and test
+inputs are disjoint draws of smooth image-like noise.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import onnx_ir as ir
+
+import onnxc
+from onnxc.analysis import parameter_count
+from onnxc.context import Context
+from onnxc.costs import compute_costs
+from onnxc.models_zoo import build
+from onnxc.runtime import OrtRunner
+from onnxc.search.errors import output_errors
+from onnxc.timing import ort_latencies
+
+
+def image_feeds(count: int, seed: int, size: int) -> list[dict[str, np.ndarray]]:
+    """Smooth image-like inputs: random low-resolution fields upsampled, then normalized."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        cells = rng.normal(size=(1, 3, 8, 8))
+        image = np.kron(cells, np.ones((1, 1, -(-size // 8), -(-size // 8))))[:, :, :size, :size]
+        image += 0.1 * rng.normal(size=image.shape)
+        feeds.append({"input": ((image - image.mean()) / image.std()).astype(np.float32)})
+    return feeds
+
+
+def compiled(proto, pipeline: str, calib: list[dict]) -> tuple[ir.Model, float]:
+    """``proto`` compiled through ``pipeline`` with ``calib`` as calibration data, and the seconds it took."""
+    model = ir.serde.deserialize_model(proto)
+    start = time.perf_counter()
+    onnxc.compile(model, pipeline, context=Context(calibration_data=calib, seed=0))
+    return model, time.perf_counter() - start
+
+
+def fidelity(reference: ir.Model, candidate: ir.Model, feeds: list[dict]) -> str:
+    a, b = OrtRunner(reference, label="fp32"), OrtRunner(candidate, label="candidate")
+    try:
+        ref = [a.run(f) for f in feeds]
+        out = [b.run(f) for f in feeds]
+    finally:
+        a.close()
+        b.close()
+    top1 = np.mean([np.argmax(next(iter(r.values()))) == np.argmax(next(iter(c.values()))) for r, c in zip(ref, out)])
+    errors = output_errors(ref, out)
+    return f"top1 {top1:.0%} cos {errors.min_cosine:.4f} rel {errors.max_rel_error:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet50", "mobilenetv2"])
+    parser.add_argument("--image", type=int, default=224, help="input side (default 224)")
+    parser.add_argument("--macs", type=float, default=0.5, help="fraction of MACs to keep (default 0.5)")
+    parser.add_argument("--calib", type=int, default=16, help="calibration feeds (default 16)")
+    parser.add_argument("--test", type=int, default=32, help="held-out feeds for fidelity (default 32)")
+    parser.add_argument("--rounds", type=int, default=7, help="latency rounds (default 7)")
+    parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (default 2)")
+    args = parser.parse_args()
+
+    header = ["model", "variant", "MACs kept", "params kept", "latency", "compile s", "fidelity"]
+    rows = []
+    for name in args.models:
+        proto = build(name, image=args.image)
+        calib, test = image_feeds(args.calib, 0, args.image), image_feeds(args.test, 1, args.image)
+        fp32, _ = compiled(proto, "default", calib)
+        fp32_proto = ir.to_proto(fp32)
+        base_macs, base_params = compute_costs(fp32).total_macs, parameter_count(fp32)
+        variants = {"pruned": f"prune(macs={args.macs})", "pruned+int8": f"prune(macs={args.macs}),quantize"}
+        models, seconds = {"fp32": fp32}, {}
+        for label, pipeline in variants.items():
+            models[label], seconds[label] = compiled(fp32_proto, pipeline, calib)
+        latency = ort_latencies(models, test[0], rounds=args.rounds, calls_per_round=10, threads=args.threads)
+        rows.append([name, f"fp32 {args.image}px", f"{base_macs / 1e9:.2f} G", f"{base_params / 1e6:.2f} M",
+                     f"{latency['fp32'] * 1e3:.1f} ms", "", ""])
+        for label in variants:
+            model = models[label]
+            rows.append([name, label, f"{compute_costs(model).total_macs / base_macs:.3f}",
+                         f"{parameter_count(model) / base_params:.3f}", f"{latency[label] / latency['fp32']:.3f}x",
+                         f"{seconds[label]:.1f}", fidelity(fp32, model, test)])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Reconstruction: refit each consumer of removed channels so its outputs on calibration data match.
+
+One Gram accumulator per consumer, on its input in the original model
+(the removed channels are columns of that input, so the original Gram holds everything the least
+squares needs: :func:`onnxc.reconstruct.refit`). Grams are collected a few at a time so their
+memory stays under :data:`GRAM_BYTES`. Conv (group 1, im2col rows), Gemm and MatMul with a 2-D
+weight are refitted; the intercept goes into the bias (added when a Conv or Gemm has none). The
+Grams are compensated sums (:mod:`onnxc.calibration.compensated`) so that the same data gives
+byte-identical weights whatever the engine's streams did.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.calibration import collect_activations, rows_for
+from onnxc.calibration.compensated import CompensatedGramAccumulator
+from onnxc.graph.channels import weight_axis, weight_input_axis
+from onnxc.graph.edit import add_initializer
+from onnxc.graph.groups import Groups, Member
+from onnxc.irutil import constant_array
+from onnxc.passes.prune.remove import drop_unused
+from onnxc.reconstruct import refit
+
+# Gram matrices (float64) held at once while collecting.
+GRAM_BYTES = 1 << 30
+# Widest input row refitted: its float64 Gram is 512 MiB.
+MAX_WIDTH = 8192
+
+
+def _rows_width(node: ir.Node, weight: np.ndarray) -> int:
+    return int(weight.shape[weight_input_axis(node, weight)] * math.prod(weight.shape[2:])) if node.op_type == "Conv" \
+        else int(weight.shape[weight_input_axis(node, weight)])
+
+
+def _skip_reason(node: ir.Node, weight: np.ndarray) -> str | None:
+    width = _rows_width(node, weight)
+    if width > MAX_WIDTH:
+        return f"rows of {width} values: a {8 * width * width >> 20} MiB Gram"
+    if node.op_type == "ConvTranspose":
+        return "ConvTranspose is not refitted"
+    if node.op_type == "Conv" and node.attributes.get_int("group", 1) != 1:
+        return "grouped Conv is not refitted"
+    if node.op_type == "Gemm" and node.attributes.get_int("transA", 0):
+        return "Gemm with transA is not refitted"
+    if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        bias = constant_array(node.inputs[2])
+        if bias is None or bias.ndim > 1 and bias.shape[0] != 1:
+            return "Gemm bias is not per output channel"
+    return None
+
+
+def reconstruct(model: ir.Model, consumers: Mapping[tuple[int, int], tuple[Member, np.ndarray]], data,
+                ridge: float, progress: bool | None) -> tuple[dict, dict, dict[str, str]]:
+    """Refitted weights as removal overrides, the bias changes (full output width), and per layer what was done.
+
+    ``consumers``: (id(node), 1) -> (consumer member, kept input channels). The model is not changed.
+    """
+    report: dict[str, str] = {}
+    todo: list[tuple[Member, np.ndarray, np.ndarray]] = []
+    for member, kept in consumers.values():
+        node = member.node
+        weight = constant_array(node.inputs[1])
+        reason = _skip_reason(node, weight)
+        if reason:
+            report[node.name] = f"skipped: {reason}"
+        else:
+            todo.append((member, kept, weight))
+    overrides: dict = {}
+    biases: dict[int, tuple[ir.Node, np.ndarray]] = {}
+    chunk: list = []
+    used = 0
+    for item in todo + [None]:
+        width = 0 if item is None else _rows_width(item[0].node, item[2])
+        if item is None or (chunk and used + 8 * width * width > GRAM_BYTES):
+            _refit_chunk(model, chunk, data, ridge, progress, overrides, biases, report)
+            chunk, used = [], 0
+        if item is not None:
+            chunk.append(item)
+            used += 8 * width * width
+    return overrides, biases, report
+
+
+def _refit_chunk(model, chunk, data, ridge, progress, overrides, biases, report) -> None:
+    """Collect the chunk's Grams and refit its layers; the engine takes one accumulator per tensor,
+    so consumers reading one tensor through different row layouts (a 3x3 and a 1x1 Conv) take turns."""
+    while chunk:
+        accumulators, now, later = {}, [], []
+        for item in chunk:
+            name, rows = item[0].node.inputs[0].name, rows_for(item[0].node)
+            if accumulators.setdefault(name, CompensatedGramAccumulator(rows)).state().rows == rows:
+                now.append(item)
+            else:
+                later.append(item)
+        states = {name: acc.state().resolved() for name, acc in
+                  collect_activations(model, accumulators, data, progress=progress).items()}
+        _refit_layers(now, states, ridge, overrides, biases, report)
+        chunk = later
+
+
+def _refit_layers(chunk, states, ridge, overrides, biases, report) -> None:
+    for member, kept, weight in chunk:
+        node = member.node
+        state = states[node.inputs[0].name]
+        if state.count == 0:
+            report[node.name] = "skipped: no calibration rows"
+            continue
+        in_axis, out_axis = weight_input_axis(node, weight), weight_axis(node, weight)
+        if node.op_type == "Conv":
+            taps = math.prod(weight.shape[2:])
+            matrix = weight.reshape(weight.shape[0], -1).T
+            rows = (kept[:, None] * taps + np.arange(taps)[None]).reshape(-1)
+        else:
+            matrix = np.moveaxis(weight, (in_axis, out_axis), (0, 1))
+            rows = kept
+        has_bias = node.op_type != "MatMul"
+        new, shift = refit(state, matrix, rows, ridge=ridge, intercept=has_bias)
+        if node.op_type == "Conv":
+            refitted = new.T.reshape(weight.shape[0], len(kept), *weight.shape[2:])
+        else:
+            refitted = np.moveaxis(new, (0, 1), (in_axis, out_axis))
+        overrides[(id(node), 1)] = (refitted.astype(weight.dtype), frozenset({in_axis}))
+        if has_bias:
+            alpha = node.attributes.get_float("alpha", 1.0) if node.op_type == "Gemm" else 1.0
+            beta = node.attributes.get_float("beta", 1.0) if node.op_type == "Gemm" else 1.0
+            biases[id(node)] = (node, alpha * shift / (beta or 1.0))
+        report[node.name] = f"refit on {state.count} rows ({len(rows)} of {matrix.shape[0]} inputs kept)"
+
+
+def shift_biases(model: ir.Model, biases: Mapping[int, tuple[ir.Node, np.ndarray]],
+                 kept_outputs: Mapping[int, np.ndarray]) -> None:
+    """Add each refit's intercept to its node's (already sliced) bias, adding a bias where there is
+    none; ``kept_outputs``: id(node) -> the output channels it kept."""
+    for node, shift in biases.values():
+        shift = shift[kept_outputs[id(node)]]
+        bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+        bias = constant_array(bias_value)
+        if bias is None:
+            new = shift.astype(constant_array(node.inputs[1]).dtype)
+            node.resize_inputs(3)
+        else:
+            new = (bias.astype(np.float64) + (shift if bias.ndim <= 1 else shift[None])).astype(bias.dtype)
+        node.replace_input_with(2, add_initializer(model.graph, f"{node.name or node.op_type}_bias", new))
+        if bias_value is not None:
+            drop_unused(model.graph, [bias_value])

@@ -1,0 +1,97 @@
+"""Dense channel removal: slice every member tensor of the pruned groups, fix shapes and groups.
+
+Each sliced tensor becomes a new initializer (a weight shared by two nodes may be sliced two ways);
+weights and Constant nodes nothing reads any more are dropped. A depthwise Conv's ``group`` follows
+its channel count.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxc.graph.edit import add_initializer, drop_initializer
+from onnxc.graph.groups import Groups, Member
+from onnxc.irutil import constant_array
+
+# (id(node), input index) -> the tensor to slice instead of the node's own, and the axes already cut.
+Overrides = Mapping[tuple[int, int], tuple[np.ndarray, frozenset[int]]]
+
+
+def member_indices(groups: Groups, member: Member, kept: Mapping[int, np.ndarray]) -> np.ndarray:
+    """The kept positions along ``member``'s axis (its segments laid end to end)."""
+    parts, offset = [], 0
+    for space, length in member.segments:
+        gid = groups.group_of_space[space]
+        parts.append(offset + (kept[gid] if gid in kept else np.arange(length)))
+        offset += length
+    return np.concatenate(parts)
+
+
+def all_members(groups: Groups) -> list[Member]:
+    """Every member once, in the order groups list them."""
+    seen: dict[int, Member] = {}
+    for group in groups.groups:
+        for member in group.members:
+            seen.setdefault(id(member), member)
+    return list(seen.values())
+
+
+def cuts(groups: Groups, kept: Mapping[int, np.ndarray]) -> dict[tuple[int, int], tuple[Member, dict[int, np.ndarray]]]:
+    """Per (node, input) tensor that loses entries: axis -> kept positions."""
+    plans: dict[tuple[int, int], tuple[Member, dict[int, np.ndarray]]] = {}
+    for member in all_members(groups):
+        indices = member_indices(groups, member, kept)
+        size = sum(length for _, length in member.segments)
+        if len(indices) == size:
+            continue
+        _, axes = plans.setdefault((id(member.node), member.input), (member, {}))
+        axes[member.axis] = indices
+    return plans
+
+
+def remove_channels(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarray], overrides: Overrides) -> int:
+    """Slice the model in place; returns how many tensors were cut."""
+    graph = model.graph
+    plans = cuts(groups, kept)
+    replaced: list[ir.Value] = []
+    for key, (member, axes) in plans.items():
+        node = member.node
+        old = node.inputs[member.input]
+        array, done = overrides.get(key, (constant_array(old), frozenset()))
+        for axis, indices in sorted(axes.items()):
+            if axis not in done:
+                array = np.take(array, indices, axis=axis)
+        new = add_initializer(graph, old.name or f"{node.name}_input{member.input}", np.ascontiguousarray(array))
+        node.replace_input_with(member.input, new)
+        replaced.append(old)
+        if node.op_type == "Conv" and node.attributes.get_int("group", 1) > 1 and member.input == 1:
+            node.attributes["group"] = ir.AttrInt64("group", int(array.shape[0]))
+    _resize_values(groups, kept)
+    drop_unused(graph, replaced)
+    return len(plans)
+
+
+def _resize_values(groups: Groups, kept: Mapping[int, np.ndarray]) -> None:
+    """Declared shapes follow the new channel counts."""
+    for key, layout in groups.layouts.items():
+        value = groups.values[key]
+        if value.shape is None or layout.axis >= len(value.shape):
+            continue
+        size = sum(len(kept[g]) if (g := groups.group_of_space[s]) in kept else n for s, n in layout.segments)
+        if size != layout.size:
+            dims = list(value.shape)
+            dims[layout.axis] = size
+            value.shape = ir.Shape(dims)
+
+
+def drop_unused(graph: ir.Graph, values: list[ir.Value]) -> None:
+    for value in values:
+        if value.uses() or value.is_graph_output():
+            continue
+        producer = value.producer()
+        if producer is not None and producer.op_type == "Constant":
+            graph.remove(producer, safe=True)
+        elif value.name in graph.initializers and not value.is_graph_input():
+            drop_initializer(graph, value)

@@ -1,0 +1,104 @@
+"""Small models for the prune tests, built with onnx.helper from numpy weights."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+
+def model(nodes: list, weights: dict[str, np.ndarray], inputs: dict[str, list[int]],
+          outputs: dict[str, list[int]]) -> ir.Model:
+    """A checked opset-17 model; ``weights`` become initializers."""
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in weights.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(proto, full_check=True)
+    return ir.serde.deserialize_model(proto)
+
+
+def conv(name: str, x: str, w: str, y: str, *, bias: str | None = None, group: int = 1, pads: int = 1):
+    inputs = [x, w] + ([bias] if bias else [])
+    return helper.make_node("Conv", inputs, [y], name=name, group=group, pads=[pads] * 4)
+
+
+def bn(name: str, x: str, y: str, prefix: str):
+    return helper.make_node("BatchNormalization", [x, f"{prefix}_s", f"{prefix}_b", f"{prefix}_m", f"{prefix}_v"],
+                            [y], name=name)
+
+
+def bn_weights(prefix: str, channels: int, rng: np.random.Generator, scale: np.ndarray | None = None) -> dict:
+    return {f"{prefix}_s": scale if scale is not None else rng.uniform(0.5, 1.5, channels),
+            f"{prefix}_b": rng.normal(0, 0.1, channels), f"{prefix}_m": rng.normal(0, 0.1, channels),
+            f"{prefix}_v": rng.uniform(0.5, 1.5, channels)}
+
+
+def conv_bn_relu_conv(l1_per_channel: np.ndarray, seed: int = 0) -> ir.Model:
+    """x[1,3,8,8] -> Conv(8) -> BN -> Relu -> Conv(4) -> y; channel c of the first Conv has L1 norm
+    ``l1_per_channel[c]``."""
+    rng = np.random.default_rng(seed)
+    w1 = np.abs(rng.normal(size=(8, 3, 3, 3))) + 0.01
+    w1 *= (l1_per_channel / w1.reshape(8, -1).sum(axis=1))[:, None, None, None]
+    w1 *= np.where(rng.random(w1.shape) < 0.5, -1, 1)
+    weights = {"w1": w1, "b1": rng.normal(size=8), **bn_weights("bn", 8, rng), "w2": rng.normal(size=(4, 8, 3, 3))}
+    nodes = [conv("conv1", "x", "w1", "c1", bias="b1"), bn("bn1", "c1", "n1", "bn"),
+             helper.make_node("Relu", ["n1"], ["r1"], name="relu1"), conv("conv2", "r1", "w2", "y")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]})
+
+
+def residual(seed: int = 0) -> ir.Model:
+    """conv_a(8) -> Relu -> conv_b(8); conv_c(8) on x; Add(b, c) -> Relu -> conv_d(4)."""
+    rng = np.random.default_rng(seed)
+    weights = {"wa": rng.normal(size=(8, 3, 3, 3)), "wb": rng.normal(size=(8, 8, 3, 3)),
+               "wc": rng.normal(size=(8, 3, 1, 1)), "wd": rng.normal(size=(4, 8, 3, 3))}
+    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Relu", ["a"], ["ra"], name="relu_a"),
+             conv("conv_b", "ra", "wb", "b"), conv("conv_c", "x", "wc", "c", pads=0),
+             helper.make_node("Add", ["b", "c"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["rs"], name="relu_s"), conv("conv_d", "rs", "wd", "y")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]})
+
+
+def depthwise(seed: int = 0) -> ir.Model:
+    """conv1(8) -> Relu -> depthwise(8, group 8) + bias -> PRelu(slope [8,1,1]) -> conv2(4)."""
+    rng = np.random.default_rng(seed)
+    weights = {"w1": rng.normal(size=(8, 3, 3, 3)), "wd": rng.normal(size=(8, 1, 3, 3)), "bd": rng.normal(size=8),
+               "slope": rng.uniform(0, 0.3, (8, 1, 1)), "w2": rng.normal(size=(4, 8, 1, 1))}
+    nodes = [conv("conv1", "x", "w1", "c1"), helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             conv("dw", "r1", "wd", "d", bias="bd", group=8), helper.make_node("PRelu", ["d", "slope"], ["p"], name="prelu"),
+             conv("conv2", "p", "w2", "y", pads=0)]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]})
+
+
+def concat(seed: int = 0) -> ir.Model:
+    """conv_a(4) and conv_b(6) on x -> Concat(axis 1) -> Relu -> conv_c(3, reads 10)."""
+    rng = np.random.default_rng(seed)
+    weights = {"wa": rng.normal(size=(4, 3, 3, 3)), "wb": rng.normal(size=(6, 3, 3, 3)),
+               "wc": rng.normal(size=(3, 10, 3, 3))}
+    nodes = [conv("conv_a", "x", "wa", "a"), conv("conv_b", "x", "wb", "b"),
+             helper.make_node("Concat", ["a", "b"], ["cat"], name="cat", axis=1),
+             helper.make_node("Relu", ["cat"], ["r"], name="relu"), conv("conv_c", "r", "wc", "y")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 3, 8, 8]})
+
+
+def mixing(seed: int = 0) -> ir.Model:
+    """conv_a(4) -> Transpose -> y1 (channels mixed away); conv_b(4) -> y2 (a graph output)."""
+    rng = np.random.default_rng(seed)
+    weights = {"wa": rng.normal(size=(4, 3, 3, 3)), "wb": rng.normal(size=(4, 3, 3, 3))}
+    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Transpose", ["a"], ["y1"], name="tr", perm=[0, 2, 3, 1]),
+             conv("conv_b", "x", "wb", "y2")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 8, 8, 4], "y2": [1, 4, 8, 8]})
+
+
+def constant_node_weight(seed: int = 0) -> ir.Model:
+    """conv_a(8) with its weight in a Constant node -> Relu -> GlobalAveragePool -> Flatten -> Gemm(5)."""
+    rng = np.random.default_rng(seed)
+    wa = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "wa_value")
+    nodes = [helper.make_node("Constant", [], ["wa"], name="wa_const", value=wa), conv("conv_a", "x", "wa", "a"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="fc", transB=1)]
+    return model(nodes, {"wg": rng.normal(size=(5, 8)), "bg": rng.normal(size=5)}, {"x": [1, 3, 8, 8]}, {"y": [1, 5]})
