@@ -11,9 +11,16 @@
 The rows (see :mod:`onnxc.calibration.rows`) are made and multiplied a block at a time, so memory
 is the ``groups × K × K`` result plus one fixed-size block of rows, whatever the number of inputs.
 Beside ``XᵀX`` the accumulator keeps the row count and the column sums ``Xᵀ1``, so means,
-covariances and ridges can be formed. Each float32 product is exact in float64 and the blocks'
-sums are added in float64, so batch order, batch size and merges change results only by float64
-rounding (about 1e-15 relative).
+covariances and ridges can be formed.
+
+The sums are compensated (TwoSum): each is kept as ``gram`` plus the rounding error ``gram_low``
+not yet in it, renormalized after every addition so that ``gram`` is the float64 rounding of the
+pair. The engine's two streams take whichever batch comes next and are merged at the end; with
+plain float64 sums that changes the last bits from run to run, and a least-squares refit or a
+whitened SVD amplifies them past float32 rounding, so a pass's output would differ between two
+runs on the same data. The pair holds the sum to about 2⁻¹⁰⁶ relative, so ``gram`` is the same
+whatever the order and split of the additions, but for sums within that distance of a rounding
+boundary. Merging a pickled state keeps the pair.
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ class GramState:
     count: int
     gram: np.ndarray | None = field(repr=False)
     sums: np.ndarray | None = field(repr=False)
+    gram_low: np.ndarray | None = field(default=None, repr=False)
+    sums_low: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def mean(self) -> np.ndarray:
@@ -85,8 +94,27 @@ class GramAccumulator(StateAccumulator[GramState]):
         if b.count == 0:
             return
         if a.gram is None or a.sums is None:
-            self._state = GramState(rows=a.rows, count=b.count, gram=np.array(b.gram), sums=np.array(b.sums))
+            self._state = GramState(rows=a.rows, count=b.count, gram=np.array(b.gram), sums=np.array(b.sums),
+                                    gram_low=_low(b.gram_low, b.gram), sums_low=_low(b.sums_low, b.sums))
             return
         if a.gram.shape != b.gram.shape:
             raise ValueError(f"a Gram of shape {a.gram.shape} cannot take one of {b.gram.shape}")
-        self._state = GramState(rows=a.rows, count=a.count + b.count, gram=a.gram + b.gram, sums=a.sums + b.sums)
+        gram, gram_low = _compensated_sum(a.gram, a.gram_low, b.gram, b.gram_low)
+        sums, sums_low = _compensated_sum(a.sums, a.sums_low, b.sums, b.sums_low)
+        self._state = GramState(rows=a.rows, count=a.count + b.count, gram=gram, sums=sums,
+                                gram_low=gram_low, sums_low=sums_low)
+
+
+def _low(low: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    return np.zeros_like(like) if low is None else np.array(low)
+
+
+def _compensated_sum(a: np.ndarray, a_low: np.ndarray | None, b: np.ndarray,
+                     b_low: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(a + a_low) + (b + b_low)`` as a renormalized pair: its float64 rounding and what is left."""
+    total = a + b
+    b_part = total - a
+    error = (a - (total - b_part)) + (b - b_part)  # Knuth's TwoSum: the exact rounding error of a + b
+    error = error + _low(a_low, a) + _low(b_low, b)
+    high = total + error
+    return high, error - (high - total)  # Fast2Sum (|total| >= |error|): the pair's rounding and remainder

@@ -5,7 +5,7 @@ One Gram accumulator per consumer, on its input in the original model
 squares needs: :func:`onnxc.reconstruct.refit`). Grams are collected a few at a time so their
 memory stays under :data:`GRAM_BYTES`. Conv (group 1, im2col rows), Gemm and MatMul with a 2-D
 weight are refitted; the intercept goes into the bias (added when a Conv or Gemm has none). The
-Grams are compensated sums (:mod:`onnxc.calibration.compensated`) so that the same data gives
+Grams are compensated sums (:mod:`onnxc.calibration.gram`) so that the same data gives
 byte-identical weights whatever the engine's streams did.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.calibration import collect_activations, rows_for
-from onnxc.calibration.compensated import CompensatedGramAccumulator
+from onnxc.calibration import GramAccumulator, collect_activations, rows_for
 from onnxc.graph.channels import weight_axis, weight_input_axis
 from onnxc.graph.edit import add_initializer
 from onnxc.graph.groups import Groups, Member
@@ -91,11 +90,11 @@ def _refit_chunk(model, chunk, data, ridge, progress, overrides, biases, report)
         accumulators, now, later = {}, [], []
         for item in chunk:
             name, rows = item[0].node.inputs[0].name, rows_for(item[0].node)
-            if accumulators.setdefault(name, CompensatedGramAccumulator(rows)).state().rows == rows:
+            if accumulators.setdefault(name, GramAccumulator(rows)).state().rows == rows:
                 now.append(item)
             else:
                 later.append(item)
-        states = {name: acc.state().resolved() for name, acc in
+        states = {name: acc.state() for name, acc in
                   collect_activations(model, accumulators, data, progress=progress).items()}
         _refit_layers(now, states, ridge, overrides, biases, report)
         chunk = later
