@@ -5,10 +5,11 @@
 default-domain op through ``onnx.reference.ReferenceEvaluator``, its output types checked
 against ONNX type inference. :func:`evaluate_partial` follows the shape arithmetic exporters
 emit (``Shape -> Gather -> Unsqueeze -> Concat``) on :class:`PartialVector` values whose entries
-are known only in part. Constant folding decides what to fold with them; nothing here changes a model.
+are known only in part (ints, ``DimOf`` a dim of some value, or unknown). Constant folding decides what to fold with them; nothing here changes a model.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -39,8 +40,24 @@ NATIVE_DTYPES = frozenset(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class DimOf:
+    """An entry of a shape vector that is dim ``axis`` of ``value``, whose size is not static.
+
+    Its number is unknown, but a rewrite can still prove a Reshape target copies its input's dims.
+    """
+
+    value: ir.Value
+    axis: int
+
+
+# What an entry of a shape vector is known to be: a number, a dim of some value, or unknown.
+PartialEntry = int | DimOf | None
+
+
 class PartialVector:
-    """A 0-D or 1-D integer shape vector whose entries are ints where known and None elsewhere.
+    """A 0-D or 1-D integer shape vector whose entries are ints where known, :class:`DimOf` where
+    only their origin is known, and None elsewhere.
 
     Exporters compute Reshape targets from ``Shape(x)``: dim 1 of ``x`` may be static while dim 0
     (the batch) is not, so ``Gather(Shape(x), 1)`` is known though ``Shape(x)`` is not.
@@ -48,13 +65,26 @@ class PartialVector:
 
     __slots__ = ("dims", "scalar", "dtype")
 
-    def __init__(self, dims: Sequence[int | None], scalar: bool = False, dtype: np.dtype = np.dtype(np.int64)):
+    def __init__(self, dims: Sequence[PartialEntry], scalar: bool = False, dtype: np.dtype = np.dtype(np.int64)):
         self.dims = tuple(dims)
         self.scalar = scalar
         self.dtype = dtype
 
+    @classmethod
+    def unknown(cls, value: ir.Value) -> PartialVector | None:
+        """As many unknown entries as the 0-D or 1-D integer ``value`` of static length has, else None."""
+        shape = value.shape
+        if shape is None or len(shape) > 1:
+            return None
+        dtype = value.dtype.numpy() if value.dtype in (ir.DataType.INT32, ir.DataType.INT64) else np.dtype(np.int64)
+        if len(shape) == 0:
+            return cls([None], scalar=True, dtype=dtype)
+        length = known_dim(shape[0])
+        return None if length is None else cls([None] * length, dtype=dtype)
+
     def complete(self) -> np.ndarray | None:
-        if any(d is None for d in self.dims):
+        """The vector as an array when every entry is a number, else None."""
+        if not all(isinstance(d, int) for d in self.dims):
             return None
         array = np.array(self.dims, dtype=self.dtype)
         return array.reshape(()) if self.scalar else array
@@ -397,7 +427,10 @@ def _partial_shape(node, known, opset):
     value = node.inputs[0]
     if value.shape is None:
         return None
-    dims = [known_dim(d) for d in value.shape]
+    dims: list[PartialEntry] = []
+    for axis, dim in enumerate(value.shape):
+        size = known_dim(dim)
+        dims.append(size if size is not None else DimOf(value, axis))
     rank = len(dims)
     bounds = _slice_bounds(rank, _attr(node, "start", 0), _attr(node, "end", rank), 1)
     return PartialVector(dims[bounds])

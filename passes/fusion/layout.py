@@ -4,11 +4,10 @@
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.evaluate import PARTIAL_OPS, DimOf, PartialVector, evaluate_partial
 from onnxc.graph.edit import add_initializer
 from onnxc.graph.ops import known_dim
 from onnxc.irutil import constant_array
@@ -161,13 +160,13 @@ class FoldReshape(FusionRewrite):
         if len(node.inputs) < 2 or node.inputs[1] is None or node.attributes.get_int("allowzero", 0):
             return False
         x = node.inputs[0]
-        entries = shape_entries(node.inputs[1], x)
-        if entries is None:
+        vector = _shape_vector(node.inputs[1], self.opset)
+        if not isinstance(vector, PartialVector):
             return False
         target: list[int | None] = []
-        for position, entry in enumerate(entries):
-            if isinstance(entry, InputDim):
-                target.append(0 if entry.axis == position else None)
+        for position, entry in enumerate(vector.dims):
+            if isinstance(entry, DimOf):
+                target.append(0 if entry.value is x and entry.axis == position else None)
             else:
                 target.append(entry)
         unknown = [position for position, entry in enumerate(target) if entry is None]
@@ -218,90 +217,30 @@ class FoldReshape(FusionRewrite):
         return True
 
 
-@dataclasses.dataclass(frozen=True)
-class InputDim:
-    """An entry of a shape vector that is dim ``axis`` of the tensor being reshaped."""
-
-    axis: int
-
-
-# What an entry of a shape vector is known to be: a number, a dim of the reshaped tensor, or unknown.
-ShapeEntry = int | InputDim | None
-
 # Shape arithmetic is a handful of nodes deep; the walk stops beyond this.
 _SHAPE_WALK_DEPTH = 8
 
 
-def shape_entries(value: ir.Value, x: ir.Value, depth: int = 0) -> list[ShapeEntry] | None:
-    """The entries of the integer shape vector ``value`` as far as they are known without running
-    the model; None when not even their count is known.
-
-    Follows the shape arithmetic exporters emit (Shape, Gather, Slice, Concat, Unsqueeze, Squeeze,
-    integer Casts); entries that are dims of ``x`` are ``InputDim``s, any other value is unknown.
+def _shape_vector(value: ir.Value, opset: int, depth: int = 0) -> np.ndarray | PartialVector | None:
+    """What is known of the integer shape vector ``value`` without running the model: its array
+    when constant, else the core evaluator's :class:`PartialVector` over its producers (entries that
+    are dims of a value are ``DimOf``s), else unknown entries; None when not even their count is known.
     """
-    constant = int_list(value)
-    if constant is not None:
-        return list(constant)
-    node = producer_of(value, ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast"))
-    if node is None or depth >= _SHAPE_WALK_DEPTH:
-        return _unknown_entries(value)
-    op = node.op_type
-    if op == "Shape":
-        source = node.inputs[0]
-        if source.shape is None:
-            return None
-        rank = len(source.shape)
-        dims: list[ShapeEntry] = []
-        for axis, dim in enumerate(source.shape):
-            size = known_dim(dim)
-            dims.append(size if size is not None else (InputDim(axis) if source is x else None))
-        return dims[node.attributes.get_int("start", 0):node.attributes.get_int("end", rank)]
-    if op == "Cast":
-        if node.attributes.get_int("to", 0) not in (ir.DataType.INT32.value, ir.DataType.INT64.value):
-            return _unknown_entries(value)
-        return shape_entries(node.inputs[0], x, depth + 1)
-    if op in ("Unsqueeze", "Squeeze"):
-        inner = shape_entries(node.inputs[0], x, depth + 1)
-        if inner is not None and len(inner) == 1:
-            return inner
-        # A Concat input of a shape vector is 1-D, so an Unsqueeze feeding one reads a scalar.
-        return [None] if op == "Unsqueeze" and rank_of(node.inputs[0]) == 0 else _unknown_entries(value)
-    if op == "Gather":
-        data = shape_entries(node.inputs[0], x, depth + 1)
-        indices = int_list(input_at(node, 1))
-        if data is None or indices is None or node.attributes.get_int("axis", 0) not in (0, -1):
-            return _unknown_entries(value)
-        if any(not -len(data) <= index < len(data) for index in indices):
-            return None
-        return [data[index] for index in indices]
-    if op == "Slice":
-        data = shape_entries(node.inputs[0], x, depth + 1)
-        starts, ends = int_list(input_at(node, 1)), int_list(input_at(node, 2))
-        axes = int_list(input_at(node, 3)) if input_at(node, 3) is not None else [0]
-        steps = int_list(input_at(node, 4)) if input_at(node, 4) is not None else [1]
-        if data is None or starts is None or ends is None or len(starts) != 1 or len(ends) != 1:
-            return _unknown_entries(value)
-        if axes not in ([0], [-1]) or steps != [1]:
-            return _unknown_entries(value)
-        return data[starts[0]:ends[0]]
-    # Concat
-    if node.attributes.get_int("axis", 0) not in (0, -1):
-        return _unknown_entries(value)
-    parts = [shape_entries(part, x, depth + 1) for part in node.inputs]
-    if any(part is None for part in parts):
-        return None
-    return [entry for part in parts for entry in part]
-
-
-def _unknown_entries(value: ir.Value) -> list[ShapeEntry] | None:
-    """As many unknown entries as a 0-D or 1-D value of static length has, else None."""
-    shape = value.shape
-    if shape is None or len(shape) > 1:
-        return None
-    if len(shape) == 0:
-        return [None]
-    length = known_dim(shape[0])
-    return None if length is None else [None] * length
+    array = constant_array(value)
+    if array is not None:
+        return array
+    node = producer_of(value, tuple(PARTIAL_OPS))
+    if node is not None and depth < _SHAPE_WALK_DEPTH:
+        # Shape and Size read their input's static shape, not its contents: nothing to walk there.
+        reads_contents = node.op_type not in ("Shape", "Size")
+        known = [
+            _shape_vector(part, opset, depth + 1) if part is not None and reads_contents else None
+            for part in node.inputs
+        ]
+        vector = evaluate_partial(node, known, opset)
+        if vector is not None:
+            return vector
+    return PartialVector.unknown(value)
 
 
 def reshaped_shape(source: ir.Shape | None, target: list[int]) -> ir.Shape:
