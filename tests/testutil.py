@@ -66,3 +66,20 @@ def stored_bytes(model: ir.Model) -> int:
             if node.op_type == "Constant" and "value" in node.attributes:
                 total += node.attributes["value"].as_tensor().nbytes
     return total
+
+
+def float_model(nodes, inputs, outputs, initializers) -> ir.Model:
+    """A checked opset-17 model from helper nodes, float inputs/outputs ``(name, shape)`` and float
+    initializers ``{name: array}``."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in outputs],
+        [numpy_helper.from_array(np.asarray(array, dtype=np.float32), name) for name, array in initializers.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto, full_check=True)
+    return ir.serde.deserialize_model(proto)

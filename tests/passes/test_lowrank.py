@@ -4,29 +4,16 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from testutil import checked, op_count
+from onnx import helper
+from testutil import checked, float_model, op_count
 
 import onnxc
 from onnxc import Context
 from onnxc.errors import OnnxcError, PipelineError
 from onnxc.factorize import break_even_rank, rank_for_ratio, spectrum
 from onnxc.verify import run_feeds
-
-
-def build(nodes, inputs, outputs, initializers) -> ir.Model:
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in outputs],
-        [numpy_helper.from_array(np.asarray(array, dtype=np.float32), name) for name, array in initializers.items()],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(proto, full_check=True)
-    return ir.serde.deserialize_model(proto)
 
 
 def copy_model(model: ir.Model) -> ir.Model:
@@ -60,7 +47,7 @@ def matmul_model(w: np.ndarray, bias: np.ndarray | None = None, batch=(2, 5)) ->
     if bias is not None:
         nodes.append(helper.make_node("Add", ["m", "b"], ["y"], name="fc_bias"))
         inits["b"] = bias
-    return build(nodes, [("x", [*batch, k])], [("y", [*batch, n])], inits)
+    return float_model(nodes, [("x", [*batch, k])], [("y", [*batch, n])], inits)
 
 
 def test_matmul_with_batch_dims_matches_numpys_truncated_svd_product():
@@ -86,7 +73,7 @@ def test_matmul_with_batch_dims_matches_numpys_truncated_svd_product():
 
 def test_gemm_keeps_transB_alpha_beta_and_bias_on_the_second_gemm():
     w, c = gaussian(48, 80), gaussian(48, seed=1)  # transB=1: W stored [N, K]
-    model = build([helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="gemm", transB=1, alpha=0.5, beta=2.0)],
+    model = float_model([helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="gemm", transB=1, alpha=0.5, beta=2.0)],
                   [("x", [3, 80])], [("y", [3, 48])], {"w": w, "c": c})
     details = lowrank(model, "ratio=0.4,whiten=false,min_size=0")
 
@@ -125,7 +112,7 @@ def test_full_rank_factors_reproduce_the_weight_plain_and_whitened():
 
 def test_rank_rule_skips_layers_where_factorizing_saves_nothing():
     # A Gaussian square weight's energy is spread out: 95% needs far more than the break-even rank.
-    model = build([helper.make_node("MatMul", ["x", "w"], ["h"], name="big"),
+    model = float_model([helper.make_node("MatMul", ["x", "w"], ["h"], name="big"),
                    helper.make_node("MatMul", ["h", "v"], ["y"], name="small"),
                    helper.make_node("Conv", ["img", "k"], ["z"], name="conv3x3", pads=[1, 1, 1, 1])],
                   [("x", [4, 96]), ("img", [1, 32, 6, 6])], [("y", [4, 8]), ("z", [1, 32, 6, 6])],
@@ -143,7 +130,7 @@ def test_rank_rule_skips_layers_where_factorizing_saves_nothing():
 
 def test_exclude_takes_node_and_weight_globs():
     def model() -> ir.Model:
-        return build([helper.make_node("MatMul", ["x", "w1"], ["h"], name="layer.attention.q"),
+        return float_model([helper.make_node("MatMul", ["x", "w1"], ["h"], name="layer.attention.q"),
                       helper.make_node("MatMul", ["h", "w2"], ["y"], name="layer.ffn")],
                      [("x", [2, 128])], [("y", [2, 128])], {"w1": gaussian(128, 128), "w2": gaussian(128, 128, seed=1)})
 
@@ -155,7 +142,7 @@ def test_exclude_takes_node_and_weight_globs():
 
 def test_pointwise_conv_becomes_two_pointwise_convs_with_the_geometry_on_the_first():
     w, b = gaussian(64, 48, 1, 1), gaussian(64, seed=1)
-    model = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="pw", strides=[2, 2], pads=[1, 1, 1, 1])],
+    model = float_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="pw", strides=[2, 2], pads=[1, 1, 1, 1])],
                   [("x", [1, 48, 7, 7])], [("y", [1, 64, 5, 5])], {"w": w, "b": b})
     details = lowrank(model, "ratio=0.5,whiten=false,min_size=0")
     rank = details["layers"][0]["rank"]
@@ -165,7 +152,7 @@ def test_pointwise_conv_becomes_two_pointwise_convs_with_the_geometry_on_the_fir
     assert "strides" not in second.attributes and second.inputs[2].name == "b"
     # The reference: the same Conv with the truncated weight.
     w_r = truncated(w.reshape(64, 48).T, rank).T.reshape(64, 48, 1, 1)
-    reference = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])],
+    reference = float_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])],
                       [("x", [1, 48, 7, 7])], [("y", [1, 64, 5, 5])], {"w": w_r, "b": b})
     feeds = [{"x": gaussian(1, 48, 7, 7, seed=s)} for s in range(2)]
     for got, want in zip(run(model, feeds), run(reference, feeds)):
@@ -177,7 +164,7 @@ def test_kxk_conv_becomes_kx1_then_1xk_matching_the_conv_with_the_truncated_weig
     w, b = gaussian(24, 16, 3, 5), gaussian(24, seed=1)
     pads = [1, 2, 3, 0]
     attrs = dict(strides=list(strides), dilations=list(dilations), pads=pads)
-    model = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **attrs)],
+    model = float_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **attrs)],
                   [("x", [2, 16, 11, 13])], [("y", ["n", "c", "h", "w"])], {"w": w, "b": b})
     details = lowrank(model, "ratio=0.5,whiten=false,min_size=0")
     rank = details["layers"][0]["rank"]
@@ -190,7 +177,7 @@ def test_kxk_conv_becomes_kx1_then_1xk_matching_the_conv_with_the_truncated_weig
     # The reference: the Conv with the weight read as [C·kh, O·kw], truncated, read back.
     matrix = truncated(w.transpose(1, 2, 0, 3).reshape(48, 120), rank)
     w_r = matrix.reshape(16, 3, 24, 5).transpose(2, 0, 1, 3)
-    reference = build([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
+    reference = float_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
                       [("x", [2, 16, 11, 13])], [("y", ["n", "c", "h", "w"])], {"w": w_r, "b": b})
     feeds = [{"x": gaussian(2, 16, 11, 13, seed=s)} for s in range(2)]
     for got, want in zip(run(model, feeds), run(reference, feeds)):
@@ -198,7 +185,7 @@ def test_kxk_conv_becomes_kx1_then_1xk_matching_the_conv_with_the_truncated_weig
 
 
 def test_kxk_conv_with_same_padding_or_groups_is_left_with_a_reason():
-    model = build([helper.make_node("Conv", ["x", "w"], ["c"], name="same", auto_pad="SAME_UPPER"),
+    model = float_model([helper.make_node("Conv", ["x", "w"], ["c"], name="same", auto_pad="SAME_UPPER"),
                    helper.make_node("Conv", ["c", "g"], ["y"], name="grouped", group=2, pads=[1, 1, 1, 1])],
                   [("x", [1, 16, 8, 8])], [("y", ["n", "c", "h", "w"])], {"w": gaussian(16, 16, 3, 3), "g": gaussian(16, 8, 3, 3)})
     details = lowrank(model, "ratio=0.5,whiten=false,min_size=0")

@@ -4,27 +4,14 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from testutil import checked
+from onnx import helper
+from testutil import checked, float_model
 
 import onnxc
 from onnxc.errors import PipelineError
 from onnxc.verify import run_feeds
-
-
-def build(nodes, inputs, outputs, initializers) -> ir.Model:
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in inputs],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in outputs],
-        [numpy_helper.from_array(np.asarray(array, dtype=np.float32), name) for name, array in initializers.items()],
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(proto, full_check=True)
-    return ir.serde.deserialize_model(proto)
 
 
 def gaussian(*shape, seed=0) -> np.ndarray:
@@ -43,7 +30,7 @@ def weight(model: ir.Model, name: str) -> np.ndarray:
 
 def three_ops() -> ir.Model:
     """A Conv [16, 8, 3, 3], a Gemm with transB=1 (weight [32, 16·4·4]) and a MatMul [32, 24]."""
-    return build([helper.make_node("Conv", ["x", "cw"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+    return float_model([helper.make_node("Conv", ["x", "cw"], ["c"], name="conv", pads=[1, 1, 1, 1]),
                   helper.make_node("Flatten", ["c"], ["f"]),
                   helper.make_node("Gemm", ["f", "gw"], ["g"], name="gemm", transB=1),
                   helper.make_node("MatMul", ["g", "mw"], ["y"], name="matmul")],
@@ -96,7 +83,7 @@ def test_outputs_match_ort_on_the_same_zeroed_weights(options):
     sparse = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(model)))
     sparsify(sparse, options + ",min_size=0")
     # The reference: the original graph holding the zeroed weights, built separately.
-    reference = build([helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]),
+    reference = float_model([helper.make_node("Conv", ["x", "cw"], ["c"], pads=[1, 1, 1, 1]),
                        helper.make_node("Flatten", ["c"], ["f"]),
                        helper.make_node("Gemm", ["f", "gw"], ["g"], transB=1),
                        helper.make_node("MatMul", ["g", "mw"], ["y"])],
@@ -109,7 +96,7 @@ def test_outputs_match_ort_on_the_same_zeroed_weights(options):
 
 
 def test_two_four_skips_a_reduction_axis_not_a_multiple_of_four_and_small_or_excluded_weights():
-    model = build([helper.make_node("MatMul", ["x", "a"], ["h"], name="odd"),
+    model = float_model([helper.make_node("MatMul", ["x", "a"], ["h"], name="odd"),
                    helper.make_node("MatMul", ["h", "b"], ["k"], name="tiny"),
                    helper.make_node("MatMul", ["h", "c"], ["y"], name="kept")],
                   [("x", [2, 30])], [("k", [2, 2]), ("y", [2, 16])],
@@ -118,7 +105,7 @@ def test_two_four_skips_a_reduction_axis_not_a_multiple_of_four_and_small_or_exc
     assert "not a multiple of 4" in details["skipped"]["odd"]
     assert "min_size" in details["skipped"]["tiny"]
     assert list(details["layers"]) == ["kept"]
-    details = sparsify(build([helper.make_node("MatMul", ["x", "c"], ["y"], name="kept")], [("x", [2, 4])],
+    details = sparsify(float_model([helper.make_node("MatMul", ["x", "c"], ["y"], name="kept")], [("x", [2, 4])],
                              [("y", [2, 64])], {"c": gaussian(4, 64)}), "pattern=2:4,min_size=0,exclude=[kept]")
     assert details["skipped"] == {"kept": "excluded"} and details["layers"] == {}
 
