@@ -14,7 +14,7 @@ data, save; then
   1.0 = no difference the user sees), over ``--feeds`` inputs;
 - size: written bytes / original bytes;
 - latency: compiled / original ORT CPU time per call (2 threads, calls interleaved, min over
-  rounds of the median; < 1 is faster);
+  rounds of the median, each round at least 10 calls and about 0.1 s of the original's; < 1 is faster);
 - compile: load + compile + save seconds.
 
 ``--peer ort-quantize`` adds a row per model for onnxruntime.quantization.quantize_static (QDQ,
@@ -42,6 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("ort-quantize", "nncf")
+ROUND_SECONDS = 0.1
 
 
 def _one_line(error: BaseException) -> str:
@@ -148,7 +149,11 @@ def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int
         # corpus model is one self-contained file.
         row["size_ratio"] = sum(f.stat().st_size for f in Path(tmp).iterdir()) / source.stat().st_size
         if latency_rounds:
-            before, after = ort_latency(source, target, feeds[0], rounds=latency_rounds, calls_per_round=10)
+            # A round of a sub-millisecond model's 10 calls is shorter than the machine's bursts of
+            # noise: size each round to about ROUND_SECONDS of the original's time instead.
+            probe, _ = ort_latency(source, target, feeds[0], rounds=1, calls_per_round=3)
+            calls = max(10, math.ceil(ROUND_SECONDS / max(probe, 1e-6)))
+            before, after = ort_latency(source, target, feeds[0], rounds=latency_rounds, calls_per_round=calls)
             row["latency_ratio"] = after / before
     return row
 
