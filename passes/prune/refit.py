@@ -19,7 +19,7 @@ import onnx_ir as ir
 from onnxc.calibration import GramAccumulator, collect_activations, rows_for
 from onnxc.graph.channels import weight_axis, weight_input_axis
 from onnxc.graph.edit import add_initializer
-from onnxc.graph.groups import Groups, Member
+from onnxc.graph.groups import Member
 from onnxc.irutil import constant_array
 from onnxc.passes.prune.remove import drop_unused
 from onnxc.reconstruct import refit
