@@ -147,3 +147,19 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_clear_error(tmp_path):
     path.write_bytes(data[:at] + b"sma\xacl_out" + data[at + len(b"small_out"):])
     with pytest.raises(InvalidModelError, match="not valid UTF-8"):
         onnxc.load(path)
+
+
+def test_save_writes_only_the_value_types_the_input_declared(tmp_path):
+    """load infers every intermediate shape for the passes; written out they would grow the file."""
+    bare = build("mobilenetv2", image=64)
+    declared = onnx.shape_inference.infer_shapes(bare)
+    kept = {info.name for info in declared.graph.value_info[:5]}
+    del declared.graph.value_info[5:]
+    for proto, expected in ((bare, set()), (declared, kept)):
+        onnx.save(proto, tmp_path / "in.onnx")
+        model = onnxc.load(tmp_path / "in.onnx")
+        assert sum(v.shape is not None for n in model.graph for v in n.outputs) > 50
+        onnxc.save(model, tmp_path / "out.onnx")
+        assert {info.name for info in onnx.load(str(tmp_path / "out.onnx")).graph.value_info} == expected
+        # the shapes the passes read are still on the model after saving
+        assert sum(v.shape is not None for n in model.graph for v in n.outputs) > 50
