@@ -345,7 +345,7 @@ def _timing_feed(model: ir.Model, options) -> dict:
     random data (timing hardly depends on the values, and these modes need no data otherwise)."""
     from onnxc.errors import OnnxcError
     from onnxc.inputs import random_feeds, resolve_input_shapes
-    from onnxc.passes.quantize.static import verification_feeds
+    from onnxc.search.feeds import verification_feeds
 
     context = options.context
     if context.verification_inputs or context.calibration_data is not None:

@@ -14,7 +14,7 @@
    then the plan is written into the model.
 
 The guard is on by default: it judges candidates on feeds the calibration never saw
-(:func:`split_feeds`: the last quarter of the calibration data, 2 to 8 feeds, taken out of it
+(:func:`onnxc.search.feeds.split_feeds`: the last quarter of the calibration data, 2 to 8 feeds, taken out of it
 before any statistics are collected; the Context's verification inputs instead when it has
 some). When only the float model meets the bound, the model is left as it came and
 ``details["reason"]`` says why.
@@ -22,7 +22,6 @@ some). When only the float model meets the bound, the model is left as it came a
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 from typing import Any
 
@@ -45,18 +44,12 @@ from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
 from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, guard
 from onnxc.search.bound import Bound
+from onnxc.search.feeds import split_feeds, verification_feeds
 from onnxc.shapes import infer_shapes
 
 logger = logging.getLogger(__name__)
 
 MIN_QDQ_OPSET = 13
-# Feeds the accuracy guard and measure use when the Context has no verification inputs: at most
-# GUARD_FEEDS, a quarter of the calibration data, and at least MIN_GUARD_FEEDS. Data of fewer than
-# MIN_SPLIT feeds is not split (calibrating on 1-3 feeds would cost more than an unbiased guard
-# gains): the guard then runs on the calibration feeds themselves, and says so.
-GUARD_FEEDS = 8
-MIN_GUARD_FEEDS = 2
-MIN_SPLIT = 6
 # float_head: the head stays float only while it is at most this share of the model's MACs
 # (ResNet-50 0.05%, ViT-tiny 0.02%: no measurable cost).
 FLOAT_HEAD_MAX_SHARE = 0.001
@@ -181,47 +174,6 @@ def guard_bound(options, context: Context) -> Bound:
 def _describe(bound: Bound) -> str:
     names = {"max_error": "max_abs <= {}", "min_cosine": "cosine >= {}", "max_rel_error": "rel_error <= {}"}
     return ", ".join(names[k].format(v) for k, v in bound.as_dict().items())
-
-
-@dataclasses.dataclass
-class Split:
-    """Which feeds calibrate and which judge: the first ``calibration_limit`` feeds of the data
-    (None: all of them) calibrate; ``guard`` are the feeds the guard runs on."""
-
-    calibration_limit: int | None
-    guard: list
-    note: str
-
-
-def split_feeds(model: ir.Model, context: Context, limit: int | None) -> Split:
-    """The guard's feeds, held apart from the calibration feeds; see the module docstring.
-
-    Calibration reads the first feeds of the data (``open_data`` with a smaller limit, so the
-    calibration cache's key names exactly the feeds used) and the guard the last ones: the same
-    data always splits the same way."""
-    if context.verification_inputs:
-        # Every candidate runs on every guard feed: GUARD_FEEDS of them keep the ranking's cost bounded.
-        feeds = list(context.verification_inputs)[:GUARD_FEEDS]
-        return Split(limit, feeds, f"the first {len(feeds)} of the Context's {len(context.verification_inputs)} "
-                                   "verification inputs")
-    data = open_data(model, context, limit)
-    # A source that does not know its length ahead (a reader, a callable) is counted by reading it.
-    count = data.length if data.length is not None else sum(1 for _ in data)
-    if count < MIN_SPLIT:
-        return Split(limit, list(open_data(model, context, limit)),
-                     f"the {count} calibration feed(s) themselves, not held apart: fewer than {MIN_SPLIT}")
-    held = min(GUARD_FEEDS, max(MIN_GUARD_FEEDS, count // 4))
-    feeds = list(itertools.islice(open_data(model, context, limit), count - held, count))
-    return Split(count - held, feeds,
-                 f"the last {held} of {count} calibration feeds, held apart (calibration used the first {count - held})")
-
-
-def verification_feeds(model: ir.Model, context: Context, limit: int | None) -> list:
-    """The Context's verification inputs, else the first calibration feeds (real data beats
-    generated data for judging accuracy)."""
-    if context.verification_inputs:
-        return list(context.verification_inputs)
-    return list(itertools.islice(open_data(model, context, limit), GUARD_FEEDS))
 
 
 def calibration_shapes(model: ir.Model, context: Context) -> dict[str, list[int]]:
