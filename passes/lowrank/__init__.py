@@ -36,7 +36,6 @@ the float layers before it give, not by those of their factorized versions.
 """
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 from typing import Any
 
@@ -45,33 +44,14 @@ import onnx_ir as ir
 
 from onnxc.calibration import GramAccumulator, collect_activations, rows_for
 from onnxc.errors import PipelineError
-from onnxc.factorize import Spectrum, break_even_rank, rank_for_ratio, spectrum
-from onnxc.graph.edit import ValueNames, replace_value
-from onnxc.irutil import constant_array, use_count
+from onnxc.factorize import Spectrum, rank_for_ratio, spectrum
+from onnxc.graph.edit import ValueNames
+from onnxc.irutil import constant_array
 from onnxc.pass_base import Pass, PassResult, option
+from onnxc.passes.lowrank.rewrite import Layer, factorize_layer, weight_matrix
 from onnxc.registry import register_pass
 
 DEFAULT_ENERGY = 0.95
-
-
-@dataclasses.dataclass
-class _Layer:
-    """A contraction to factorize: ``node`` computes ``X W`` with ``matrix`` as ``W`` ``[K, N]``."""
-
-    node: ir.Node
-    name: str
-    weight: np.ndarray
-    matrix: np.ndarray
-    spatial: bool = False
-
-    def break_even(self) -> float:
-        """The rank below which both the parameters and the multiply-accumulates drop."""
-        k, n = self.matrix.shape
-        if not self.spatial:
-            return break_even_rank(k, n)
-        out, _, _, kw = self.weight.shape
-        stride = self.node.attributes.get_ints("strides", (1, 1))[1]
-        return k * n / (k * stride + out * kw)
 
 
 @register_pass
@@ -135,7 +115,7 @@ class LowRank(Pass):
                 skipped[layer.name] = reason
                 continue
             first, second = spec.factors(rank)
-            _rewrite(model.graph, layer, first, second, names)
+            factorize_layer(model.graph, layer, first, second, names)
             k, n = layer.matrix.shape
             factorized.append({"node": layer.name, "op": layer.node.op_type, "shape": [k, n], "rank": rank,
                                "params_before": k * n, "params_after": rank * (k + n),
@@ -150,7 +130,7 @@ class LowRank(Pass):
         }
         return PassResult(model, bool(factorized))
 
-    def _plan(self, model: ir.Model) -> tuple[list[_Layer], dict[str, str]]:
+    def _plan(self, model: ir.Model) -> tuple[list[Layer], dict[str, str]]:
         """The main graph's contractions with a constant weight, and why each left out was left out."""
         layers, skipped = [], {}
         for position, node in enumerate(model.graph):
@@ -165,7 +145,7 @@ class LowRank(Pass):
             if any(fnmatch.fnmatchcase(item, pattern) for pattern in self.exclude for item in patterns):
                 skipped[name] = "excluded"
                 continue
-            matrix, spatial, reason = _matrix(node, weight)
+            matrix, spatial, reason = weight_matrix(node, weight)
             if reason is None and weight.size < self.min_size:
                 reason = f"{weight.size} weights, fewer than min_size={self.min_size}"
             if reason is None and weight.dtype.kind != "f":
@@ -173,10 +153,10 @@ class LowRank(Pass):
             if reason:
                 skipped[name] = reason
                 continue
-            layers.append(_Layer(node, name, weight, matrix, spatial))
+            layers.append(Layer(node, position, name, weight, matrix, spatial))
         return layers, skipped
 
-    def _rank(self, layer: _Layer, spec: Spectrum) -> tuple[int, str | None]:
+    def _rank(self, layer: Layer, spec: Spectrum) -> tuple[int, str | None]:
         k, n = layer.matrix.shape
         even = layer.break_even()
         if self.ratio is not None:
@@ -190,7 +170,7 @@ class LowRank(Pass):
             return rank, f"rank {rank} for energy={energy} saves nothing (break-even rank {even:.1f})"
         return rank, None
 
-    def _grams(self, model: ir.Model, layers: list[_Layer]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _grams(self, model: ir.Model, layers: list[Layer]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``XᵀX / n`` and the covariance of each layer's input rows over the calibration data, by layer name."""
         self.require("calibration")
         accumulators: dict[str, GramAccumulator] = {}
@@ -215,110 +195,3 @@ class LowRank(Pass):
                 continue
             grams[layer.name] = (state.gram[0] / state.count, state.covariance()[0])
         return grams
-
-
-def _matrix(node: ir.Node, weight: np.ndarray) -> tuple[np.ndarray, bool, str | None]:
-    """The node's weight as the matrix to factorize, whether it is a spatial SVD, or why it cannot be
-    factorized. ``W`` ``[K, N]`` of ``Y = X W``; for a k×k Conv ``[C·kh, O·kw]``."""
-    attrs = node.attributes
-    if node.op_type == "MatMul":
-        if weight.ndim != 2:
-            return weight, False, f"weight of rank {weight.ndim} (only 2-D MatMul weights are factorized)"
-        return weight, False, None
-    if node.op_type == "Gemm":
-        if attrs.get_int("transA", 0):
-            return weight, False, "Gemm with transA=1"
-        return (weight.T if attrs.get_int("transB", 0) else weight), False, None
-    if attrs.get_int("group", 1) != 1:
-        return weight, False, "grouped Conv"
-    if weight.ndim < 3:
-        return weight, False, f"Conv weight of rank {weight.ndim}"
-    if all(size == 1 for size in weight.shape[2:]):
-        return weight.reshape(weight.shape[0], weight.shape[1]).T, False, None
-    kernel = "x".join(str(size) for size in weight.shape[2:])
-    if weight.ndim != 4:
-        return weight, False, f"{kernel} Conv: spatial SVD is implemented for 2-D Convs only"
-    if attrs.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        return weight, False, f"{kernel} Conv with auto_pad={attrs.get_string('auto_pad')}: spatial SVD needs explicit pads"
-    out, channels, kh, kw = weight.shape
-    return weight.transpose(1, 2, 0, 3).reshape(channels * kh, out * kw), True, None
-
-
-def _rewrite(graph: ir.Graph, layer: _Layer, first: np.ndarray, second: np.ndarray, names: ValueNames) -> None:
-    """Put ``X A`` then ``· B`` (same op type) in place of ``layer.node``; drop its weight if unread."""
-    node = layer.node
-    weight = node.inputs[1]
-    dtype = layer.weight.dtype
-    output = node.outputs[0]
-    base = node.name or layer.name
-    hidden = ir.Value(name=names.fresh(f"{output.name}_lowrank"), type=output.type)
-    result = ir.Value(name=names.fresh(f"{output.name}_lowrank_out"), type=output.type, shape=output.shape)
-    rank = first.shape[1]
-    attrs = node.attributes
-    if node.op_type == "MatMul":
-        nodes = [ir.node("MatMul", [node.inputs[0], _constant(graph, names, weight, "a", first, dtype)],
-                         outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
-                 ir.node("MatMul", [hidden, _constant(graph, names, weight, "b", second, dtype)],
-                         outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
-    elif node.op_type == "Gemm":
-        transposed = attrs.get_int("transB", 0)
-        stored = (first.T, second.T) if transposed else (first, second)
-        tail = {key: attrs[key].value for key in ("alpha", "beta") if key in attrs}
-        bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
-        nodes = [ir.node("Gemm", [node.inputs[0], _constant(graph, names, weight, "a", stored[0], dtype)],
-                         {"transB": transposed}, outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
-                 ir.node("Gemm", [hidden, _constant(graph, names, weight, "b", stored[1], dtype), *bias],
-                         {"transB": transposed, **tail}, outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
-    elif layer.spatial:
-        nodes = _spatial(graph, layer, first, second, names, dtype, hidden, result, base)
-    else:
-        spatial = layer.weight.shape[2:]
-        ones = (1,) * len(spatial)
-        # The first Conv keeps the original's geometry (strides, pads, dilations): a 1x1 kernel
-        # maps output positions to input positions alone, so the second needs none of it.
-        kept = {key: attr.value for key, attr in attrs.items()}
-        a = first.T.reshape(rank, first.shape[0], *ones)
-        b = second.T.reshape(second.shape[1], rank, *ones)
-        bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
-        nodes = [ir.node("Conv", [node.inputs[0], _constant(graph, names, weight, "a", a, dtype)], kept,
-                         outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
-                 ir.node("Conv", [hidden, _constant(graph, names, weight, "b", b, dtype), *bias],
-                         {"kernel_shape": list(ones)}, outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
-    graph.insert_before(node, nodes)
-    replace_value(output, result, names)
-    graph.remove(node, safe=True)
-    if use_count(weight) == 0 and weight.is_initializer() and not weight.is_graph_output() and not weight.is_graph_input():
-        graph.initializers.pop(weight.name)
-
-
-def _spatial(graph: ir.Graph, layer: _Layer, first: np.ndarray, second: np.ndarray, names: ValueNames,
-             dtype: np.dtype, hidden: ir.Value, result: ir.Value, base: str) -> list[ir.Node]:
-    """A kh×1 Conv (vertical geometry) then a 1×kw Conv (horizontal geometry and the bias)."""
-    node, weight = layer.node, layer.node.inputs[1]
-    out, channels, kh, kw = layer.weight.shape
-    rank = first.shape[1]
-    attrs = node.attributes
-    strides = attrs.get_ints("strides", (1, 1))
-    dilations = attrs.get_ints("dilations", (1, 1))
-    pads = (0, 0, 0, 0) if attrs.get_string("auto_pad", "NOTSET") == "VALID" else attrs.get_ints("pads", (0, 0, 0, 0))
-    vertical = first.T.reshape(rank, channels, kh, 1)
-    horizontal = second.reshape(rank, out, kw).transpose(1, 0, 2).reshape(out, rank, 1, kw)
-    bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
-    return [
-        ir.node("Conv", [node.inputs[0], _constant(graph, names, weight, "v", vertical, dtype)],
-                {"kernel_shape": [kh, 1], "strides": [strides[0], 1], "dilations": [dilations[0], 1],
-                 "pads": [pads[0], 0, pads[2], 0]}, outputs=[hidden], name=names.fresh(f"{base}_lowrank_v")),
-        ir.node("Conv", [hidden, _constant(graph, names, weight, "h", horizontal, dtype), *bias],
-                {"kernel_shape": [1, kw], "strides": [1, strides[1]], "dilations": [1, dilations[1]],
-                 "pads": [0, pads[1], 0, pads[3]]}, outputs=[result], name=names.fresh(f"{base}_lowrank_h")),
-    ]
-
-
-def _constant(graph: ir.Graph, names: ValueNames, weight: ir.Value, suffix: str, array: np.ndarray,
-              dtype: np.dtype) -> ir.Value:
-    data = np.ascontiguousarray(array.astype(dtype))
-    value = ir.Value(name=names.fresh(f"{weight.name}_lowrank_{suffix}"), shape=ir.Shape(data.shape),
-                     type=ir.TensorType(ir.DataType.from_numpy(data.dtype)))
-    value.const_value = ir.Tensor(data, name=value.name)
-    graph.register_initializer(value)
-    return value
