@@ -3,6 +3,7 @@
     onnxc compile model.onnx -o small.onnx --passes "default,lowrank(ratio=0.5)"
     onnxc compile bert.onnx -o small.onnx --passes "default,lowrank(energy=0.9)" --calib-data calib/
     onnxc compile bert.onnx ... --passes "lowrank(ratio=0.5,exclude=[*attention*,*pooler*])" --calib-random
+    onnxc compile model.onnx -o small.onnx --passes "default,lowrank(max_rel_error=0.05)" --calib-data calib/
 
 What is factorized (main graph): ``MatMul`` with a constant 2-D weight as its second input (the
 first may have any batch dims), ``Gemm`` with ``transA=0`` (``transB``, ``alpha``, ``beta`` and the
@@ -29,6 +30,14 @@ zoo encoder's feed-forward layers at half their parameters (4 layers, hidden 256
 pooled output's cosine to FP32 from 0.505 (plain) to 0.976 at the same ranks
 (``benchmarks/bench_lowrank.py``).
 
+The rank by an output error budget: with ``max_rel_error``, ``min_cosine`` or ``max_error`` (the
+bound quantize's guard uses, :mod:`onnxc.search`) the ranks are searched instead (:mod:`.search`):
+candidates of the whole model are judged on calibration feeds held apart from those the Gram
+matrices came from, first at one energy for every layer, then lowering layers one by one while
+the bound holds. On two parallel branches of the same spectrum, one 16x louder at the output,
+``max_rel_error=0.05`` kept 0.41 of the parameters where the best uniform energy meeting the same
+bound (0.999) kept 0.69 (tests/passes/test_lowrank.py).
+
 The report (``details``) gives each factorized layer's rank, parameters before and after and the
 energy kept, each skipped layer with its reason, and the totals. Every layer's Gram matrix is
 measured on the model as it came in, in one pass over the data: a layer is whitened by the inputs
@@ -36,6 +45,7 @@ the float layers before it give, not by those of their factorized versions.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from typing import Any
 
@@ -49,6 +59,11 @@ from onnxc.graph.edit import ValueNames
 from onnxc.irutil import constant_array
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.lowrank.rewrite import Layer, factorize_layer, weight_matrix
+from onnxc.passes.lowrank.search import LEVELS, Assignment, Ladder, search_levels
+from onnxc.search.bound import Bound
+from onnxc.search.errors import Measured
+from onnxc.search.feeds import Split, split_feeds
+from onnxc.search.variants import Variants
 from onnxc.registry import register_pass
 
 DEFAULT_ENERGY = 0.95
@@ -72,6 +87,12 @@ class LowRank(Pass):
                                        "(default: true when calibration data is given)")
     ridge: float = option(1e-3, "whitening: added to the input Gram's eigenvalues, relative to their mean")
     calib_samples: int | None = option(None, "whitening: use at most this many calibration feeds")
+    max_rel_error: float | None = option(None, "rank search: every float output's RMS error over its spread "
+                                               "stays at most this (needs calibration data)")
+    min_cosine: float | None = option(None, "rank search: every float output's cosine to the original stays "
+                                            "at least this")
+    max_error: float | None = option(None, "rank search: largest absolute output error allowed")
+    max_evaluations: int = option(64, "rank search: candidates tried when lowering layers one by one")
 
     def __post_init__(self) -> None:
         self._details: dict[str, Any] = {}
@@ -87,9 +108,17 @@ class LowRank(Pass):
             raise PipelineError(f"lowrank: min_size must be >= 0, got {self.min_size}")
         if self.calib_samples is not None and self.calib_samples < 1:
             raise PipelineError(f"lowrank: calib_samples must be positive, got {self.calib_samples}")
+        if self._bound().active and (self.energy is not None or self.ratio is not None):
+            raise PipelineError("lowrank: a rank search (max_rel_error, min_cosine or max_error) chooses the ranks; "
+                                "give it without energy or ratio")
+        if self.max_evaluations < 0:
+            raise PipelineError(f"lowrank: max_evaluations must be >= 0, got {self.max_evaluations}")
 
     def needs(self) -> tuple[str, ...]:
-        return ("calibration",) if self.whiten else ()
+        return ("calibration",) if self.whiten or self._bound().active else ()
+
+    def _bound(self) -> Bound:
+        return Bound(self.max_error, self.min_cosine, self.max_rel_error)
 
     def details(self) -> dict[str, Any]:
         return dict(self._details)
@@ -101,25 +130,35 @@ class LowRank(Pass):
 
     def call(self, model: ir.Model) -> PassResult:
         layers, skipped = self._plan(model)
-        grams = self._grams(model, layers) if self._whitened() and layers else {}
-        names = ValueNames(model)
-        factorized = []
+        bound = self._bound()
+        split = split_feeds(model, self.context, self.calib_samples) if bound.active and layers else None
+        limit = self.calib_samples if split is None else split.calibration_limit
+        grams = self._grams(model, layers, limit) if self._whitened() and layers else {}
+        spectra = {}
         for layer in layers:
             gram, covariance = grams.get(layer.name, (None, None))
             spec = spectrum(layer.matrix, gram, self.ridge)
             # Energy counts the outputs' variance: with the mean in it (the uncentred Gram), inputs
             # far from zero (after a ReLU) put most of it in one direction and energy=0.9 keeps rank 1.
             measure = spec if covariance is None else spectrum(layer.matrix, covariance, self.ridge)
-            rank, reason = self._rank(layer, measure)
+            spectra[layer.name] = (spec, measure, gram is not None)
+        if split is not None:
+            ranks, search = self._searched_ranks(model, layers, spectra, bound, split)
+        else:
+            ranks, search = {layer.name: self._rank(layer, spectra[layer.name][1]) for layer in layers}, None
+        names = ValueNames(model)
+        factorized = []
+        for layer in layers:
+            rank, reason = ranks[layer.name]
             if reason:
                 skipped[layer.name] = reason
                 continue
-            first, second = spec.factors(rank)
-            factorize_layer(model.graph, layer, first, second, names)
+            spec, measure, whitened = spectra[layer.name]
+            factorize_layer(model.graph, layer, *spec.factors(rank), names)
             k, n = layer.matrix.shape
             factorized.append({"node": layer.name, "op": layer.node.op_type, "shape": [k, n], "rank": rank,
                                "params_before": k * n, "params_after": rank * (k + n),
-                               "energy": round(measure.energy(rank), 6), "whitened": gram is not None})
+                               "energy": round(measure.energy(rank), 6), "whitened": whitened})
         before = sum(item["params_before"] for item in factorized)
         after = sum(item["params_after"] for item in factorized)
         self._details = {
@@ -127,6 +166,7 @@ class LowRank(Pass):
             "skipped": skipped,
             "totals": {"layers": len(factorized), "params_before": before, "params_after": after,
                        "params_kept": round(after / before, 6) if before else 1.0},
+            **({"search": search} if search is not None else {}),
         }
         return PassResult(model, bool(factorized))
 
@@ -170,7 +210,43 @@ class LowRank(Pass):
             return rank, f"rank {rank} for energy={energy} saves nothing (break-even rank {even:.1f})"
         return rank, None
 
-    def _grams(self, model: ir.Model, layers: list[Layer]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _searched_ranks(self, model: ir.Model, layers: list[Layer], spectra: dict, bound: Bound,
+                        split: Split) -> tuple[dict[str, tuple[int, str | None]], dict]:
+        """Each layer's rank from the output error budget (:mod:`.search`), judged on held-apart feeds."""
+        ladders = []
+        for layer in layers:
+            k, n = layer.matrix.shape
+            even = layer.break_even()
+            level_ranks = (spectra[layer.name][1].rank_for_energy(level) for level in LEVELS)
+            ladders.append(Ladder(tuple(r if r < even else None for r in level_ranks), k * n, k + n))
+
+        def write(candidate: ir.Model, keep: set[int] | None) -> None:
+            nodes = list(candidate.graph)
+            names = ValueNames(candidate)
+            for code in sorted(keep or ()):
+                index, level = divmod(code, len(LEVELS))
+                layer = dataclasses.replace(layers[index], node=nodes[layers[index].position])
+                factorize_layer(candidate.graph, layer, *spectra[layer.name][0].factors(ladders[index].ranks[level]), names)
+
+        variants = Variants(model, write, split.guard, label="low-rank candidate")
+
+        def error(levels: Assignment) -> Measured:
+            return variants.error({i * len(LEVELS) + level for i, level in enumerate(levels)
+                                   if level is not None and ladders[i].ranks[level] is not None})
+
+        outcome = search_levels(ladders, error, bound, max_evaluations=self.max_evaluations,
+                                progress=self.context.progress)
+        ranks = {}
+        for layer, ladder, level in zip(layers, ladders, outcome.levels):
+            rank = None if level is None else ladder.ranks[level]
+            if rank is None:
+                ranks[layer.name] = (0, "kept whole: the output error bound needs it" if level is None
+                                     else f"no rank saves anything at the energy the bound needs ({LEVELS[level]})")
+            else:
+                ranks[layer.name] = (rank, None)
+        return ranks, {**outcome.record, "feeds": split.note}
+
+    def _grams(self, model: ir.Model, layers: list[Layer], limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``XᵀX / n`` and the covariance of each layer's input rows over the calibration data, by layer name."""
         self.require("calibration")
         accumulators: dict[str, GramAccumulator] = {}
@@ -185,7 +261,7 @@ class LowRank(Pass):
             # Convs of one input with other strides or pads see other rows: those are factorized plainly.
             if accumulators[source].state().rows == rows:
                 readers[layer.name] = source
-        data = self.context.calibration(model, self.calib_samples)
+        data = self.context.calibration(model, limit)
         states = {name: acc.state() for name, acc in
                   collect_activations(model, accumulators, data, progress=self.context.progress).items()}
         grams = {}

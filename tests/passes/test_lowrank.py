@@ -13,6 +13,7 @@ import onnxc
 from onnxc import Context
 from onnxc.errors import OnnxcError, PipelineError
 from onnxc.factorize import break_even_rank, rank_for_ratio, spectrum
+from onnxc.search.errors import output_errors
 from onnxc.verify import run_feeds
 
 
@@ -275,3 +276,49 @@ def test_whitened_energy_counts_the_outputs_variance_not_the_inputs_mean():
     ranks = [lowrank(copy_model(model), "energy=0.9", Context(calibration_data=data))["layers"][0]["rank"]
              for data in (feeds, shifted)]
     assert ranks[0] > 1 and abs(ranks[0] - ranks[1]) <= 1, ranks
+
+
+def two_branch_model() -> ir.Model:
+    """y = x W_loud + x W_quiet: the same spectrum shape, one branch 16x louder than the other."""
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((96, 96)))
+    v, _ = np.linalg.qr(rng.standard_normal((96, 96)))
+    decay = 0.9 ** np.arange(96)
+    nodes = [helper.make_node("MatMul", ["x", "w_loud"], ["a"], name="loud"),
+             helper.make_node("MatMul", ["x", "w_quiet"], ["b"], name="quiet"),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    weights = {"w_loud": ((u * decay) @ v.T * 4).astype(np.float32), "w_quiet": ((v * decay) @ u.T / 4).astype(np.float32)}
+    return float_model(nodes, [("x", [32, 96])], [("y", [32, 96])], weights)
+
+
+def gaussian_feeds(count: int, seed: int) -> list[dict]:
+    return [{"x": gaussian(32, 96, seed=seed + i)} for i in range(count)]
+
+
+def test_rank_search_meets_its_bound_with_fewer_parameters_than_any_uniform_energy_that_does():
+    calibration, held_out = gaussian_feeds(16, seed=0), gaussian_feeds(8, seed=1000)
+    reference = run_feeds(two_branch_model(), held_out)
+    bound = 0.05
+
+    def compiled(options: str) -> tuple[float, float, dict]:
+        model = two_branch_model()
+        details = lowrank(model, options, Context(calibration_data=calibration))
+        error = output_errors(reference, run_feeds(model, held_out)).max_rel_error
+        return details["totals"]["params_kept"], error, details
+
+    kept, error, details = compiled(f"max_rel_error={bound}")
+    ranks = {layer["node"]: layer["rank"] for layer in details["layers"]}
+    assert error <= bound and details["search"]["measured"]["max_rel_error"] <= bound
+    # The quiet branch's error reaches the output 16x smaller: it can lose far more rank.
+    assert ranks["quiet"] < ranks["loud"] / 2, ranks
+    uniform = [compiled(f"energy={level}") for level in (0.95, 0.98, 0.99, 0.995, 0.999)]
+    meeting = [params for params, err, _ in uniform if err <= bound]
+    assert meeting and kept < 0.8 * min(meeting), (kept, uniform)
+    assert details["search"]["evaluations"] <= 64 + 10 and "held apart" in details["search"]["feeds"]
+
+
+def test_rank_search_refuses_energy_or_ratio_and_needs_data():
+    with pytest.raises(PipelineError, match="rank search"):
+        onnxc.create_pass("lowrank", {"max_rel_error": "0.05", "energy": "0.9"})
+    with pytest.raises(OnnxcError, match="lowrank needs calibration data"):
+        onnxc.compile(two_branch_model(), "lowrank(min_cosine=0.99)")
