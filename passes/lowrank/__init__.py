@@ -16,9 +16,11 @@ A 2-D kh×kw ``Conv`` (``group=1``, explicit pads) becomes a kh×1 Conv to ``r``
 1×kw Conv (spatial SVD, Jaderberg et al. 2014 / Tai et al. 2016): the weight ``[O, C, kh, kw]`` read
 as the matrix ``[C·kh, O·kw]`` is factorized, the first Conv takes the vertical stride, dilation and
 pads, the second the horizontal ones and the bias. The first runs on every input column, so with
-a horizontal stride ``sw`` the break-even rank is ``O C kh kw / (C kh sw + O kw)``. Whitening does
-not apply to it (its factors are not a product of matrices over the same input rows): k×k Convs
-are factorized plainly.
+a horizontal stride ``sw`` the break-even rank is ``O C kh kw / (C kh sw + O kw)``. Whitened, the
+matrix's rows are the kh×1 column patches the first Conv reads: the output error is then exact up
+to the correlation between patches ``kw`` columns apart, which the metric leaves out. A 3×3 Conv
+(16→32 channels) over images whose channels mostly move together, at half its parameters:
+relative output error 0.60 plain, 0.09 whitened (tests/passes/test_lowrank.py).
 
 The rank: ``energy`` keeps the smallest rank holding that fraction of the squared singular values
 (default 0.95); ``ratio`` keeps the largest rank whose factors hold at most that fraction of the
@@ -52,7 +54,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.calibration import GramAccumulator, collect_activations, rows_for
+from onnxc.calibration import GramAccumulator, collect_activations
 from onnxc.errors import PipelineError
 from onnxc.factorize import Spectrum, rank_for_ratio, spectrum
 from onnxc.graph.edit import ValueNames
@@ -252,9 +254,7 @@ class LowRank(Pass):
         accumulators: dict[str, GramAccumulator] = {}
         readers: dict[str, str] = {}
         for layer in layers:
-            if layer.spatial:
-                continue
-            rows = rows_for(layer.node)
+            rows = layer.rows()
             source = layer.node.inputs[0].name
             if source not in accumulators:
                 accumulators[source] = GramAccumulator(rows)

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.calibration.rows import ConvRows, MatMulRows, rows_for
 from onnxc.factorize import break_even_rank
 from onnxc.graph.edit import ValueNames, replace_value
 from onnxc.irutil import use_count
@@ -30,6 +31,18 @@ class Layer:
         out, _, _, kw = self.weight.shape
         stride = self.node.attributes.get_ints("strides", (1, 1))[1]
         return k * n / (k * stride + out * kw)
+
+    def rows(self) -> MatMulRows | ConvRows:
+        """The input rows ``matrix`` multiplies: for a spatial SVD, the kh×1 column patches the
+        vertical Conv reads (the ``[C·kh]`` rows of ``matrix``, at every input column)."""
+        if not self.spatial:
+            return rows_for(self.node)
+        attrs = self.node.attributes
+        _, _, kh, _ = self.weight.shape
+        auto_pad = attrs.get_string("auto_pad", "NOTSET")
+        pads = (0, 0, 0, 0) if auto_pad == "VALID" else attrs.get_ints("pads", (0, 0, 0, 0))
+        return ConvRows(kernel=(kh, 1), strides=(attrs.get_ints("strides", (1, 1))[0], 1),
+                        dilations=(attrs.get_ints("dilations", (1, 1))[0], 1), pads=(pads[0], 0, pads[2], 0))
 
 
 def weight_matrix(node: ir.Node, weight: np.ndarray) -> tuple[np.ndarray, bool, str | None]:
