@@ -27,6 +27,7 @@ import ctypes
 import importlib
 import importlib.util
 import os
+import re
 import shlex
 import threading
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
 INSTALL = ("pip install 'onnxc[tensorrt]' on a machine with an NVIDIA GPU, "
            "or pip install 'onnxc[tensorrt-rtx]' to build engines without one")
 DEFAULT_MAX_BATCH = 16
+# Where in TensorRT's sources a logged error was raised: noise to a user.
+_SOURCE_LOCATION = re.compile(r"\s*In \w+ at /\S+")
 MODEL_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
 TRTEXEC_FILE = "trtexec.txt"
@@ -253,7 +256,8 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile]) -> tuple[byte
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, log)
         if not parser.parse_from_file(str(onnx_path)):
-            details = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+            logged = log.at_least(messages, trt.ILogger.Severity.ERROR)
+            details = [_parser_error(parser.get_error(i), logged) for i in range(parser.num_errors)]
             raise TensorRtBuildError(f"{trt.__name__}'s ONNX parser refused the model: " + "; ".join(details))
         config = builder.create_builder_config()
         if shapes:
@@ -269,9 +273,15 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile]) -> tuple[byte
     return bytes(memoryview(engine)), warnings
 
 
-def _parser_error(error) -> str:
-    where = f"node {error.node_name()!r} ({error.node_operator()})" if error.node_name() else "model"
-    return f"{where}: {error.desc().strip().splitlines()[0]}"
+def _parser_error(error, logged: list[str]) -> str:
+    """The parser's error on one node, with the reason the builder logged for it: for an invalid
+    node the parser's own text says only "Invalid Node"."""
+    node = error.node_name()
+    where = f"node {node!r} ({error.node_operator()})" if node else "model"
+    text = error.desc().strip().splitlines()[0]
+    reasons = [_SOURCE_LOCATION.sub("", line).strip() for message in logged for line in message.splitlines()
+               if node and node in line and "Error Code" in line]
+    return f"{where}: {text}" + "".join(f" ({reason})" for reason in dict.fromkeys(reasons) if reason not in text)
 
 
 def trtexec_command(onnx_file: str, engine_file: str, shapes: dict[str, Profile]) -> str:
@@ -341,6 +351,7 @@ class TensorRtRunner:
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         trt, cudart = self._trt, self._cudart
+        # The host copies must outlive the asynchronous uploads, until the stream is synchronized.
         hosts = {}
         for name in self.input_names:
             array = np.ascontiguousarray(feeds[name], dtype=trt.nptype(self._engine.get_tensor_dtype(name)))
