@@ -223,9 +223,9 @@ def profile_shapes(model: ir.Model, shapes: dict[str, tuple[int, ...]] | None) -
     for value in model.graph.inputs:
         if value.const_value is not None:
             continue
-        dims = [] if value.shape is None else [d if isinstance(d, int) else None for d in value.shape]
         if value.shape is None:
             raise OnnxcError(f"input {value.name!r} has no shape; TensorRT needs its rank (give --shapes)")
+        dims = [d if isinstance(d, int) else None for d in value.shape]
         given = shapes.get(value.name)
         if given is not None:
             given = tuple(int(d) for d in given)

@@ -34,7 +34,8 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.graph.channels import weight_axis
-from onnxc.irutil import all_nodes, constant_array
+from onnxc.graph.ops import DEFAULT_DOMAINS
+from onnxc.irutil import all_nodes, constant_array, static_shape
 
 ERROR = "error"
 WARNING = "warning"
@@ -90,7 +91,8 @@ _OP_TYPES: dict[str, tuple[str, ...]] = {
         "Split", "Squeeze", "Tile", "Transpose", "Trilu", "Unsqueeze"), _ANY),
     "Where": _ANY,  # input 0 is the BOOL condition
     **dict.fromkeys(("And", "Not", "Or", "Xor"), ("BOOL",)),
-    **dict.fromkeys(("Cast", "CastLike"), (*_ANY, "UINT8", "DOUBLE")),
+    # The matrix lists no quantized types for Cast; tensorrt_rtx 1.7 imports Cast from INT8 all the same.
+    **dict.fromkeys(("Cast", "CastLike"), (*_ANY, "UINT8", "DOUBLE", "INT8", "INT4", "FP8")),
     "DequantizeLinear": ("INT8", "INT4", "FP8", "UINT8", "INT32"),  # the Q/DQ rules say more about these
     "Gelu": (*_INDEXING, "INT8"),
     "Mean": (*_INDEXING, "FP8"),
@@ -120,24 +122,40 @@ _RESIZE_COORDINATES = frozenset({"half_pixel", "pytorch_half_pixel", "tf_half_pi
                                  "align_corners"})
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _INT4_BLOCKS = (64, 128)
-DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def check(model: ir.Model) -> list[Finding]:
     """Every TensorRT rule ``model`` breaks, node by node in graph order (errors and warnings)."""
     findings: list[Finding] = []
+    constant = _build_time_constants(model)
     for node in all_nodes(model):
         name = node.name or (node.outputs[0].name if node.outputs else node.op_type)
-        for rule, message, severity in _node_findings(node):
+        for rule, message, severity in _node_findings(node, constant):
             findings.append(Finding(name, node.op_type, rule, message, severity))
     return findings
 
 
+def _build_time_constants(model: ir.Model) -> set[ir.Value]:
+    """Values TensorRT knows when it builds: initializers, and what is computed from them alone (its
+    parser folds such subgraphs), including the shape of a tensor whose shape is static."""
+    constant: set[ir.Value] = set()
+    for node in all_nodes(model):
+        inputs = [value for value in node.inputs if value is not None]
+        if node.op_type in ("Shape", "Size") and inputs and static_shape(inputs[0]) is not None:
+            known = True
+        else:
+            known = all(value in constant or constant_array(value) is not None for value in inputs)
+        if known:
+            constant.update(node.outputs)
+    return constant
+
+
 def errors(findings: list[Finding]) -> list[Finding]:
+    """The findings TensorRT refuses or computes wrongly (the lowerer stops on these)."""
     return [f for f in findings if f.severity == ERROR]
 
 
-def _node_findings(node: ir.Node) -> Iterator[tuple[str, str, str]]:
+def _node_findings(node: ir.Node, constant: set[ir.Value]) -> Iterator[tuple[str, str, str]]:
     if node.domain not in DEFAULT_DOMAINS:
         yield ("op-custom-domain", f"operator {node.domain}::{node.op_type} is not ONNX: TensorRT imports it only "
                "through a registered plugin of that name", ERROR)
@@ -154,7 +172,7 @@ def _node_findings(node: ir.Node) -> Iterator[tuple[str, str, str]]:
         yield from _qdq_findings(node)
     else:
         yield from _type_findings(node, _OP_TYPES[op])
-    yield from _restriction_findings(node)
+    yield from _restriction_findings(node, constant)
 
 
 def _type_name(value: ir.Value | None) -> str | None:
@@ -179,11 +197,12 @@ def _type_findings(node: ir.Node, allowed: tuple[str, ...]) -> Iterator[tuple[st
                ERROR)
 
 
-def _restriction_findings(node: ir.Node) -> Iterator[tuple[str, str, str]]:
+def _restriction_findings(node: ir.Node, constant: set[ir.Value]) -> Iterator[tuple[str, str, str]]:
     op = node.op_type
     attrs = node.attributes
     for slot, what in _CONSTANT_INPUTS.get(op, {}).items():
-        if slot < len(node.inputs) and node.inputs[slot] is not None and constant_array(node.inputs[slot]) is None:
+        value = node.inputs[slot] if slot < len(node.inputs) else None
+        if value is not None and value not in constant and constant_array(value) is None:
             yield "op-restriction", f"{op}'s `{what}` must be a build-time constant for TensorRT", ERROR
     if op in ("MaxPool", "AveragePool", "LpPool"):
         if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].name:
@@ -194,11 +213,13 @@ def _restriction_findings(node: ir.Node) -> Iterator[tuple[str, str, str]]:
     if op == "Resize":
         mode = attrs.get_string("mode", "nearest")
         coordinates = attrs.get_string("coordinate_transformation_mode", "half_pixel")
+        # The matrix (TensorRT 10.1) lists these; tensorrt_rtx 1.7 imports cubic too: newer parsers do more.
         if mode not in ("nearest", "linear"):
-            yield "op-restriction", f"Resize mode {mode!r}: TensorRT resizes nearest or linear only", ERROR
+            yield ("op-restriction", f"Resize mode {mode!r}: TensorRT 10.1's parser resizes nearest or linear only; "
+                   "newer ones may accept it", WARNING)
         if coordinates not in _RESIZE_COORDINATES:
             yield ("op-restriction", f"Resize coordinate_transformation_mode {coordinates!r} is not one TensorRT "
-                   "supports", ERROR)
+                   "10.1's parser supports; newer ones may accept it", WARNING)
     if op == "TopK" and attrs.get_int("sorted", 1) != 1:
         yield "op-restriction", "TopK with sorted=0: TensorRT returns sorted results only", ERROR
     if op == "ScatterND" and attrs.get_string("reduction", "none") != "none":
