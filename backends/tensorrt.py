@@ -366,7 +366,7 @@ class TensorRtRunner:
             self._buffers.append(pointer)
             self._context.set_tensor_address(name, pointer)
         try:
-            if not self._context.execute_async_v3(self._stream):
+            if not self._context.execute_async_v3(int(self._stream)):
                 raise OnnxcError("TensorRT failed to run the engine")
             for name, array in outputs.items():
                 self._check(cudart.cudaMemcpyAsync(array.ctypes.data, self._context.get_tensor_address(name),

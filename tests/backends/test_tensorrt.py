@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxc
 from onnxc import models_zoo
+from onnxc.models_zoo import realworld
 from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions
 from onnxc.backends.tensorrt import (
     ENGINE_FILE,
@@ -30,6 +31,7 @@ from onnxc.backends.tensorrt import (
 )
 from onnxc.backends.tensorrt_rules import ERROR, WARNING, check
 from onnxc.context import Context
+from onnxc.io import load
 from onnxc.irutil import constant_array
 from onnxc.targets import get_target
 
@@ -311,3 +313,27 @@ def test_loading_without_a_gpu_says_why(trt, tmp_path):
     assert "built without a GPU" in artifact.metadata["note"]
     with pytest.raises(BackendUnavailableError, match="running a TensorRT engine needs an NVIDIA GPU: "):
         backend.load(Artifact.read(tmp_path))
+
+
+# ---- real exported models: the checker and TensorRT's parser agree -----------------------------------------
+
+REAL_MODELS = [model.name for model in realworld.list_real_models()]
+
+
+@pytest.mark.parametrize("name", REAL_MODELS)
+def test_checker_agrees_with_the_rtx_parser_on_real_models(trt, name):
+    """A model the parser imports has no checker error; in one it refuses, the node it stops at is
+    among the checker's errors (the checker lists the rest too)."""
+    path = realworld.locate(name)
+    if path is None:
+        pytest.skip(realworld.missing_reason(name))
+    refused = {f.node for f in check(load(path)) if f.severity == ERROR}
+    log = _logger(trt)
+    with log.collect():
+        network = trt.Builder(log).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, log)
+        imported = parser.parse_from_file(str(path))
+    if imported:
+        assert refused == set()
+    else:
+        assert parser.get_error(0).node_name() in refused
