@@ -64,6 +64,7 @@ _TRT_TYPE = {
 _FLOATS = ("FP32", "FP16", "BF16")
 _INDEXING = (*_FLOATS, "INT32", "INT64")
 _ANY = (*_INDEXING, "BOOL")
+_QUANTIZED = ("INT8", "INT4", "FP8")
 
 # Types of the data input (input 0) each operator imports, from the support matrix of
 # onnx-tensorrt's docs/operators.md (TensorRT 10.x). Operators missing here are unlisted.
@@ -91,8 +92,7 @@ _OP_TYPES: dict[str, tuple[str, ...]] = {
         "Split", "Squeeze", "Tile", "Transpose", "Trilu", "Unsqueeze"), _ANY),
     "Where": _ANY,  # input 0 is the BOOL condition
     **dict.fromkeys(("And", "Not", "Or", "Xor"), ("BOOL",)),
-    # The matrix lists no quantized types for Cast; tensorrt_rtx 1.7 imports Cast from INT8 all the same.
-    **dict.fromkeys(("Cast", "CastLike"), (*_ANY, "UINT8", "DOUBLE", "INT8", "INT4", "FP8")),
+    **dict.fromkeys(("Cast", "CastLike"), (*_ANY, "UINT8", "DOUBLE")),
     "DequantizeLinear": ("INT8", "INT4", "FP8", "UINT8", "INT32"),  # the Q/DQ rules say more about these
     "Gelu": (*_INDEXING, "INT8"),
     "Mean": (*_INDEXING, "FP8"),
@@ -189,6 +189,10 @@ def _type_findings(node: ir.Node, allowed: tuple[str, ...]) -> Iterator[tuple[st
     if dtype == "DOUBLE":
         yield ("dtype-double", f"input {data.name!r} is float64: TensorRT casts DOUBLE down to FLOAT (clamped to "
                "±FLT_MAX); export the model in float32", WARNING)
+    elif dtype in _QUANTIZED:
+        yield ("dtype-quantized", f"input {data.name!r} is {dtype}, which the support matrix does not list for "
+               f"{node.op_type}: TensorRT treats it as a quantized type that only some layers carry (tensorrt_rtx 1.7 "
+               "imports a Gather of INT8); the builder decides", WARNING)
     elif dtype == "UINT8":
         yield ("dtype-uint8", f"input {data.name!r} is uint8: TensorRT has UINT8 only for network inputs and "
                "outputs (Cast it to float first)", ERROR)

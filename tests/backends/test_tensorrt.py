@@ -191,6 +191,9 @@ RULE_CASES = {
     "custom domain op": (_single("FastGelu", domain="com.microsoft"), {("n", "op-custom-domain", ERROR)}),
     "float64 data": (_single("Relu", x_type=TensorProto.DOUBLE), {("n", "dtype-double", WARNING)}),
     "uint8 inside the network": (_single("Relu", x_type=TensorProto.UINT8), {("n", "dtype-uint8", ERROR)}),
+    "int8 Gather data": (_graph([helper.make_node("Gather", ["t", "x"], ["y"], name="n")],
+                                {"t": np.ones((8, 4), np.int8)}, inputs=(("x", TensorProto.INT64, [3]),)),
+                         {("n", "dtype-quantized", WARNING)}),
     "int32 MatMul": (_graph([helper.make_node("MatMul", ["x", "x"], ["y"], name="n")], {},
                             inputs=(("x", TensorProto.INT32, [4, 4]),)), {("n", "dtype", ERROR)}),
     "dilated MaxPool": (_single("MaxPool", kernel_shape=[2, 2], dilations=[2, 2]), {("n", "op-restriction", ERROR)}),
@@ -337,3 +340,23 @@ def test_checker_agrees_with_the_rtx_parser_on_real_models(trt, name):
         assert refused == set()
     else:
         assert parser.get_error(0).node_name() in refused
+
+
+# Cases tensorrt_rtx's parser refuses too; the other error cases break rules from TensorRT's documentation that
+# TensorRT-RTX does not enforce (an infinite scale, INT4 blocks of 32) or computes differently from ONNX without a
+# word (a QuantizeLinear without zero point: uint8 in ONNX, INT8 in TensorRT).
+RTX_REFUSES = {"negative activation scale", "unsupported op", "custom domain op", "uint8 inside the network",
+               "int32 MatMul", "dilated MaxPool"}
+
+
+@pytest.mark.parametrize("case", list(RULE_CASES))
+def test_rtx_parser_on_the_rule_cases(trt, case):
+    model, expected = RULE_CASES[case]
+    log = _logger(trt)
+    with log.collect():
+        network = trt.Builder(log).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, log)
+        imported = parser.parse(ir.to_proto(model).SerializeToString())
+    assert imported == (case not in RTX_REFUSES)
+    if not imported:
+        assert (parser.get_error(0).node_name(), ERROR) in {(node, severity) for node, _, severity in expected}
