@@ -47,6 +47,8 @@ BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
 INSTALL = ("pip install 'onnxc[tensorrt]' on a machine with an NVIDIA GPU, "
            "or pip install 'onnxc[tensorrt-rtx]' to build engines without one")
 DEFAULT_MAX_BATCH = 16
+# How FP32 math runs; anything else (fp16, bf16) is a property of the model in a strongly typed engine.
+PRECISIONS = ("f32", "tf32")
 # Where in TensorRT's sources a logged error was raised: noise to a user.
 _SOURCE_LOCATION = re.compile(r"\s*In \w+ at /\S+")
 MODEL_FILE = "model.onnx"
@@ -157,10 +159,12 @@ class TensorRtBackend:
 
     def lower(self, model: ir.Model, out_dir: Path, options: LowerOptions | None = None) -> Artifact:
         options = options or LowerOptions()
-        if options.precision not in (None, "f32", "fp32"):
+        precision = (options.precision or "f32").lower().replace("fp32", "f32")
+        if precision not in PRECISIONS:
             raise FeatureNotImplementedError(
                 f"precision {options.precision!r} for TensorRT: the engine is strongly typed and runs the types the "
-                "model has; convert the model to that precision before lowering")
+                f"model has ({', '.join(PRECISIONS)} choose how FP32 math runs); convert the model to that precision "
+                "before lowering")
         findings = check(model)
         refused = errors(findings)
         if refused:
@@ -170,16 +174,17 @@ class TensorRtBackend:
         out_dir.mkdir(parents=True, exist_ok=True)
         onnx_files = save(model, out_dir / MODEL_FILE)
         shapes = profile_shapes(model, options.shapes)
-        engine, messages = build_engine(trt, out_dir / MODEL_FILE, shapes)
+        engine, messages = build_engine(trt, out_dir / MODEL_FILE, shapes, tf32=precision == "tf32")
         engine_path = out_dir / ENGINE_FILE
         _write_bytes_atomically(engine_path, engine)
-        command = trtexec_command(MODEL_FILE, ENGINE_FILE, shapes)
+        command = trtexec_command(MODEL_FILE, ENGINE_FILE, shapes, tf32=precision == "tf32")
         write_text_atomically(out_dir / TRTEXEC_FILE, command + "\n")
         has_gpu, gpu = gpu_status()
         metadata: dict[str, Any] = {
             "builder_module": trt.__name__,
             "builder_version": trt.__version__,
             "strongly_typed": True,
+            "precision_ran": precision,
             "gpu": gpu,
             "engine_bytes": len(engine),
             "profile": {name: {k: list(v) for k, v in zip(("min", "opt", "max"), dims)} for name, dims in shapes.items()},
@@ -243,10 +248,11 @@ def profile_shapes(model: ir.Model, shapes: dict[str, tuple[int, ...]] | None) -
     return profiles
 
 
-def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile]) -> tuple[bytes, list[str]]:
+def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile], *, tf32: bool = False) -> tuple[bytes, list[str]]:
     """Parse ``onnx_path`` into a strongly typed network and build its serialized engine; the
-    engine and the builder's warnings. Raises TensorRtBuildError with the parser's or builder's
-    errors."""
+    engine and the builder's warnings. FP32 math stays FP32 unless ``tf32`` (TensorRT's default is
+    TF32 on GPUs that have it, 10 mantissa bits: too coarse to verify against ORT at 1e-3).
+    Raises TensorRtBuildError with the parser's or builder's errors."""
     log = _Log.of(trt)
     with log.collect() as messages:
         builder = trt.Builder(log)
@@ -260,6 +266,8 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile]) -> tuple[byte
             details = [_parser_error(parser.get_error(i), logged) for i in range(parser.num_errors)]
             raise TensorRtBuildError(f"{trt.__name__}'s ONNX parser refused the model: " + "; ".join(details))
         config = builder.create_builder_config()
+        if not tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)
         if shapes:
             profile = builder.create_optimization_profile()
             for name, (smallest, best, largest) in shapes.items():
@@ -284,9 +292,11 @@ def _parser_error(error, logged: list[str]) -> str:
     return f"{where}: {text}" + "".join(f" ({reason})" for reason in dict.fromkeys(reasons) if reason not in text)
 
 
-def trtexec_command(onnx_file: str, engine_file: str, shapes: dict[str, Profile]) -> str:
+def trtexec_command(onnx_file: str, engine_file: str, shapes: dict[str, Profile], *, tf32: bool = False) -> str:
     """The ``trtexec`` invocation that builds the same engine on a machine with TensorRT."""
     parts = ["trtexec", f"--onnx={onnx_file}", "--stronglyTyped", f"--saveEngine={engine_file}"]
+    if not tf32:
+        parts.append("--noTF32")
     if shapes:
         for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
             spec = ",".join(f"{name}:{'x'.join(str(d) for d in dims[index])}" for name, dims in shapes.items())

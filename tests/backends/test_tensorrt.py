@@ -242,7 +242,7 @@ def test_rtx_builds_engines(trt, name, precision, tmp_path):
     assert engine.stat().st_size == artifact.metadata["engine_bytes"] > 100_000
     assert artifact.metadata["builder_module"] == "tensorrt_rtx" and artifact.metadata["builder_warnings"] == []
     assert (tmp_path / TRTEXEC_FILE).read_text() == (
-        f"trtexec --onnx={MODEL_FILE} --stronglyTyped --saveEngine={ENGINE_FILE} --minShapes=input:1x3x32x32 "
+        f"trtexec --onnx={MODEL_FILE} --stronglyTyped --saveEngine={ENGINE_FILE} --noTF32 --minShapes=input:1x3x32x32 "
         "--optShapes=input:8x3x32x32 --maxShapes=input:8x3x32x32\n")
     saved = ir.serde.deserialize_model(onnx.load(str(tmp_path / MODEL_FILE)))
     assert sum(n.op_type == "QuantizeLinear" for n in saved.graph) == sum(n.op_type == "QuantizeLinear" for n in model.graph)
@@ -360,3 +360,12 @@ def test_rtx_parser_on_the_rule_cases(trt, case):
     assert imported == (case not in RTX_REFUSES)
     if not imported:
         assert (parser.get_error(0).node_name(), ERROR) in {(node, severity) for node, _, severity in expected}
+
+
+def test_precision_options(trt, tmp_path):
+    model = zoo_model("resnet18")
+    artifact = TensorRtBackend().lower(model, tmp_path / "tf32", LowerOptions(precision="tf32"))
+    assert artifact.metadata["precision_ran"] == "tf32" and "--noTF32" not in artifact.metadata["trtexec"]
+    with pytest.raises(onnxc.errors.FeatureNotImplementedError, match="precision 'fp16' for TensorRT: the engine is "
+                                                                        "strongly typed"):
+        TensorRtBackend().lower(model, tmp_path / "fp16", LowerOptions(precision="fp16"))
