@@ -169,11 +169,11 @@ class TensorRtBackend:
         refused = errors(findings)
         if refused:
             raise TensorRtRuleError(rule_report(refused))
+        shapes = profile_shapes(model, options.shapes)
         trt = _import_builder()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         onnx_files = save(model, out_dir / MODEL_FILE)
-        shapes = profile_shapes(model, options.shapes)
         engine, messages = build_engine(trt, out_dir / MODEL_FILE, shapes, tf32=precision == "tf32")
         engine_path = out_dir / ENGINE_FILE
         _write_bytes_atomically(engine_path, engine)
@@ -183,7 +183,7 @@ class TensorRtBackend:
         metadata: dict[str, Any] = {
             "builder_module": trt.__name__,
             "builder_version": trt.__version__,
-            "strongly_typed": True,
+            "strongly_typed": _strongly_typed(trt),
             "precision_ran": precision,
             "gpu": gpu,
             "engine_bytes": len(engine),
@@ -192,7 +192,7 @@ class TensorRtBackend:
             "warnings": [str(f) for f in findings],
             "builder_warnings": messages,
             "outputs": [value.name for value in model.graph.outputs],
-            "ignored_options": [name for name in ("threads", "tune_trials") if getattr(options, name)],
+            "ignored_options": [name for name in ("threads", "tune_trials", "cache_dir") if getattr(options, name)],
         }
         if trt.__name__ == "tensorrt_rtx" and not has_gpu:
             metadata["note"] = NO_GPU_NOTE
@@ -256,9 +256,7 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile], *, tf32: bool
     log = _Log.of(trt)
     with log.collect() as messages:
         builder = trt.Builder(log)
-        flags = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if _strongly_typed(trt) else 0
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, log)
         if not parser.parse_from_file(str(onnx_path)):
@@ -279,6 +277,11 @@ def build_engine(trt, onnx_path: Path, shapes: dict[str, Profile], *, tf32: bool
             raise TensorRtBuildError(f"{trt.__name__} could not build the engine: " + "; ".join(failures[-3:]))
         warnings = log.at_least(messages, trt.ILogger.Severity.WARNING)
     return bytes(memoryview(engine)), warnings
+
+
+def _strongly_typed(trt) -> bool:
+    """Whether this TensorRT builds strongly typed networks (TensorRT 9 and later, TensorRT-RTX)."""
+    return hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
 
 
 def _parser_error(error, logged: list[str]) -> str:

@@ -31,9 +31,11 @@ from onnxc.backends.tensorrt import (
 )
 from onnxc.backends.tensorrt_rules import ERROR, WARNING, check
 from onnxc.context import Context
+from onnxc.errors import FeatureNotImplementedError, OnnxcError
 from onnxc.io import load
 from onnxc.irutil import constant_array
 from onnxc.targets import get_target
+from onnxc.verify import run_feeds
 
 IMAGE = 32
 ZOO = {"resnet18": dict(width=8), "mobilenetv2": dict(width_mult=0.25)}
@@ -214,9 +216,9 @@ def test_profile_shapes_symbolic_batch_fixed_and_given():
     assert profile_shapes(dynamic, {"input": (4, 3, 32, 32)}) == {"input": ((1, 3, 32, 32), (4, 3, 32, 32),
                                                                             (4, 3, 32, 32))}
     assert profile_shapes(zoo_model("resnet18"), None) == {}
-    with pytest.raises(onnxc.errors.OnnxcError, match=r"shape \[4, 3, 64, 64\] for input 'input' does not fit"):
+    with pytest.raises(OnnxcError, match=r"shape \[4, 3, 64, 64\] for input 'input' does not fit"):
         profile_shapes(dynamic, {"input": (4, 3, 64, 64)})
-    with pytest.raises(onnxc.errors.OnnxcError, match="no input named"):
+    with pytest.raises(OnnxcError, match="no input named"):
         profile_shapes(dynamic, {"image": (1, 3, 32, 32)})
 
 
@@ -303,7 +305,7 @@ def test_runner_matches_ort_on_a_gpu(tmp_path):
         outputs = runner.run(CALIB[0])
     finally:
         runner.close()
-    expected = onnxc.verify.run_feeds(model, [CALIB[0]])[0]
+    expected = run_feeds(model, [CALIB[0]])[0]
     for name, value in expected.items():
         np.testing.assert_allclose(outputs[name], value, rtol=1e-3, atol=1e-3)
 
@@ -366,6 +368,6 @@ def test_precision_options(trt, tmp_path):
     model = zoo_model("resnet18")
     artifact = TensorRtBackend().lower(model, tmp_path / "tf32", LowerOptions(precision="tf32"))
     assert artifact.metadata["precision_ran"] == "tf32" and "--noTF32" not in artifact.metadata["trtexec"]
-    with pytest.raises(onnxc.errors.FeatureNotImplementedError, match="precision 'fp16' for TensorRT: the engine is "
+    with pytest.raises(FeatureNotImplementedError, match="precision 'fp16' for TensorRT: the engine is "
                                                                         "strongly typed"):
         TensorRtBackend().lower(model, tmp_path / "fp16", LowerOptions(precision="fp16"))
