@@ -45,10 +45,11 @@ from onnxc.shapes import apply_inferred, infer_proto
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
-# model.meta key: the names of the intermediate values whose type the file declared (value_info).
-# ``save`` writes types for those only: the shapes ``load`` infers serve the passes, and written
-# out they made a speech model that came back unchanged 14 KB larger than its input.
-DECLARED_TYPES = "onnxc.declared_value_info"
+# model.meta key: the type and shape the file declared for each value it typed (value_info and
+# graph outputs, subgraphs included), by name. ``save`` writes those, not what ``load`` inferred:
+# inferred shapes serve the passes, and written out they made a speech model that came back
+# unchanged 14 KB larger than its input.
+DECLARED_TYPES = "onnxc.declared_types"
 
 
 def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = True) -> ir.Model:
@@ -94,7 +95,7 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
         raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
     if has_external:
         ir.external_data.set_base_dir(model.graph, str(base_dir))
-    model.meta[DECLARED_TYPES] = frozenset(_declared_value_info(proto.graph))
+    model.meta[DECLARED_TYPES] = _declared_types(model)
     if infer_shapes:
         inferred = infer_proto(weightless)
         if inferred is not None:
@@ -328,35 +329,54 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
         raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
 
 
-def _declared_value_info(graph: onnx.GraphProto) -> Iterator[str]:
-    yield from (info.name for info in graph.value_info)
-    for node in graph.node:
-        for attr in node.attribute:
-            for subgraph in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
-                yield from _declared_value_info(subgraph)
+def _declared_types(model: ir.Model) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
+    """What the file said of each value it typed: a graph output, or an intermediate value with
+    a type or shape (only value_info gives those before inference)."""
+    declared = {}
+    for graph in all_graphs(model):
+        for value in graph.outputs:
+            declared[value.name] = (value.type, None if value.shape is None else value.shape.copy())
+        for node in graph:
+            for value in node.outputs:
+                if value.name and (value.type is not None or value.shape is not None):
+                    declared[value.name] = (value.type, None if value.shape is None else value.shape.copy())
+    return declared
 
 
 @contextlib.contextmanager
 def _undeclared_types_hidden(model: ir.Model) -> Iterator[None]:
-    """While saving a model ``load`` read, clear the types and shapes of intermediate values the
-    file did not declare, so they are not written as value_info; they are restored afterwards.
-    A model built in memory (no record of what was declared) is written with every type it has."""
+    """While saving a model ``load`` read, give each value the type and shape its file declared
+    (none for an intermediate value it did not type), so what inference found is not written;
+    everything is restored afterwards. A value whose element type a pass changed keeps its own,
+    as do values the passes made and graphs built in memory (no record of what was declared)."""
     declared = model.meta.get(DECLARED_TYPES)
     if declared is None:
         yield
         return
-    hidden = []
+    changed = []
     for graph in all_graphs(model):
         outputs = {id(value) for value in graph.outputs}
-        for node in graph:
-            for value in node.outputs:
-                if id(value) not in outputs and value.name not in declared and (value.type or value.shape):
-                    hidden.append((value, value.type, value.shape))
-                    value.type, value.shape = None, None
+        inputs = {id(value) for value in graph.inputs}
+        values = [value for node in graph for value in node.outputs]
+        values += [value for value in graph.outputs if value.producer() is None]
+        # A tensor holds its own type and shape: a value_info for an initializer repeats them.
+        values += [value for value in graph.initializers.values() if id(value) not in inputs | outputs]
+        for value in values:
+            was = declared.get(value.name)
+            if was is None:
+                if id(value) in outputs or (value.type is None and value.shape is None):
+                    continue
+                written = (None, None)
+            elif was[0] is None or value.type is None or was[0] == value.type:
+                written = (was[0] or value.type, was[1])
+            else:
+                continue
+            changed.append((value, value.type, value.shape))
+            value.type, value.shape = written
     try:
         yield
     finally:
-        for value, type_, shape in hidden:
+        for value, type_, shape in changed:
             value.type, value.shape = type_, shape
 
 
@@ -435,7 +455,8 @@ def _write_single_file(model: ir.Model, path: Path) -> None:
     header, in the wire format protobuf readers merge into the same ModelProto.
     """
     graph = model.graph
-    streamed = [v for v in graph.initializers.values() if v.const_value is not None and v.const_value.dtype != ir.DataType.STRING]
+    streamed = [v for v in graph.initializers.values() if v.const_value is not None
+                and v.const_value.dtype != ir.DataType.STRING and not _small_integers(v.const_value)]
     streamed_ids = {id(v) for v in streamed}
     view = ir.GraphView(
         graph.inputs, graph.outputs, nodes=graph,
@@ -445,6 +466,8 @@ def _write_single_file(model: ir.Model, path: Path) -> None:
     shell = copy.copy(model)
     shell.graph = view
     proto = ir.serde.serialize_model(shell)
+    for tensor in proto.graph.initializer:
+        _pack_integers(tensor)
     graph_bytes = proto.graph.SerializeToString(deterministic=True)
     proto.ClearField("graph")
     headers = []
@@ -470,6 +493,30 @@ def _write_single_file(model: ir.Model, path: Path) -> None:
             file.write(_TAG_INITIALIZER + _varint(length))
             file.write(header)
             file.write(raw)
+
+
+# Shapes, axes and zero points: small integer tensors exporters write as varints (int64_data),
+# which for small values take a byte or two where raw_data takes eight. Such tensors are not
+# streamed but written in whichever encoding is shorter, so a model does not grow by passing through.
+_SMALL_INTEGER_ELEMENTS = 64
+_PACKED_FIELDS = {ir.DataType.INT64.value: "int64_data", ir.DataType.INT32.value: "int32_data"}
+
+
+def _small_integers(tensor: ir.TensorProtocol) -> bool:
+    return tensor.dtype.value in _PACKED_FIELDS and tensor.size <= _SMALL_INTEGER_ELEMENTS
+
+
+def _pack_integers(tensor: onnx.TensorProto) -> None:
+    """Move a small integer tensor's raw_data into its packed varint field where that is shorter."""
+    field = _PACKED_FIELDS.get(tensor.data_type)
+    if field is None or not tensor.HasField("raw_data") or tensor.external_data:
+        return
+    values = np.frombuffer(tensor.raw_data, dtype="<i8" if field == "int64_data" else "<i4")
+    packed = onnx.TensorProto()
+    getattr(packed, field).extend(int(v) for v in values)
+    if len(packed.SerializeToString()) < len(tensor.raw_data) + 2:
+        tensor.ClearField("raw_data")
+        getattr(tensor, field).extend(int(v) for v in values)
 
 
 def _preallocate(fd: int, size: int) -> None:

@@ -163,3 +163,23 @@ def test_save_writes_only_the_value_types_the_input_declared(tmp_path):
         assert {info.name for info in onnx.load(str(tmp_path / "out.onnx")).graph.value_info} == expected
         # the shapes the passes read are still on the model after saving
         assert sum(v.shape is not None for n in model.graph for v in n.outputs) > 50
+
+
+@pytest.mark.parametrize("name", ["silero-vad", "magika", "tashkeel-rawi-v3-int8", "romanizer-encoder"])
+def test_an_exported_model_does_not_grow_by_passing_through_load_and_save(tmp_path, name):
+    """Inferred types, value_info for initializers and raw_data for small int64 shapes had each
+    made the unchanged model larger than its file; only the producer fields may add bytes."""
+    from onnxc.models_zoo import realworld
+
+    reason = realworld.missing_reason(name)
+    if reason:
+        pytest.skip(reason)
+    source = realworld.locate(name)
+    onnxc.save(onnxc.load(source), tmp_path / "out.onnx")
+    before, after = onnx.load(str(source)), onnx.load(str(tmp_path / "out.onnx"))
+    producer = len(after.producer_name) + len(after.producer_version) + 4
+    assert (tmp_path / "out.onnx").stat().st_size <= source.stat().st_size + producer
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in before.graph.initializer}
+    for tensor in after.graph.initializer:
+        array = onnx.numpy_helper.to_array(tensor)
+        assert array.dtype == weights[tensor.name].dtype and np.array_equal(array, weights[tensor.name]), tensor.name
