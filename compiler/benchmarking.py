@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -199,10 +200,8 @@ def check_plot_path(path: str | os.PathLike) -> None:
     """Refuse a plot format onnxc does not write, or a missing matplotlib, before any timing."""
     if Path(path).suffix.lower() not in PLOT_FORMATS:
         raise OnnxcError(f"cannot plot to {path}: give a .png or .svg file name")
-    try:
-        import matplotlib  # noqa: F401 - only whether it is installed
-    except ImportError:
-        raise OnnxcError(f"plotting needs matplotlib: {PLOT_INSTALL}") from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise OnnxcError(f"plotting needs matplotlib: {PLOT_INSTALL}")
 
 
 def bench(
