@@ -238,24 +238,29 @@ def bench(
     facts: dict[str, BenchedModel] = {}
     runnable: dict[str, ir.Model | Artifact] = {}
     batches_of: dict[str, list[int]] = {}
+    axes = {name: dynamic_batch(source, shapes=shapes, seed=seed)
+            for name, source in opened.items() if isinstance(source, ir.Model)}
+    # Prebuilt artifacts are fed like the first ONNX model, at the batches it runs at.
+    feed_axis = None
+    if len(axes) < len(opened):
+        feed_axis = next(iter(axes.values()), None) or dynamic_batch(_onnx_in_artifacts(opened), shapes=shapes, seed=seed)
     for name, source in opened.items():
         where = str(models[name]) if isinstance(models[name], (str, os.PathLike)) else "<memory>"
+        axis = axes.get(name, feed_axis)
+        batches_of[name] = sorted(set(batches)) if axis.dynamic else [axis.fixed_batch]
         if isinstance(source, Artifact):
             facts[name] = BenchedModel(where, "artifact", "prebuilt", artifact=source.metadata)
-            runnable[name], batches_of[name] = source, sorted(set(batches))
-            continue
-        axis = dynamic_batch(source, shapes=shapes, seed=seed)
-        if axis.dynamic:
+            runnable[name] = source
+        elif axis.dynamic:
             notes = ["exported with batch 1: its batch axis was made symbolic (at batch 2 each sample's outputs "
                      "match the sample run alone)"] if axis.changed else []
             facts[name] = BenchedModel(where, "onnx", "made dynamic" if axis.changed else "dynamic", notes)
-            batches_of[name] = sorted(set(batches))
+            runnable[name] = axis.model
         else:
             facts[name] = BenchedModel(where, "onnx", "fixed", [
                 f"timed at batch {axis.fixed_batch} only: the batch axis cannot be made symbolic ({axis.reason})"])
-            batches_of[name] = [axis.fixed_batch]
-        runnable[name] = axis.model
-    feed_model = _feed_model(opened)
+            runnable[name] = axis.model
+    feed_model = feed_axis.model if feed_axis is not None else None
     all_batches = sorted({b for bs in batches_of.values() for b in bs})
     total = sum(len(bs) for bs in batches_of.values())
 
@@ -302,7 +307,7 @@ def bench(
                     for name in contenders:
                         measurements.append(Measurement(name, batch, medians[name],
                                                         float(np.percentile(samples[name], 90)), len(samples[name])))
-                    done += len(contenders)
+                    done += sum(batch in bs for bs in batches_of.values())
                     report(f"timed batch {batch}", done)
                 finally:
                     for runner in built:
@@ -360,12 +365,8 @@ def _open(source: ModelSource) -> ir.Model | Artifact:
     return Artifact.read(path) if path.is_dir() else load(path)
 
 
-def _feed_model(opened: Mapping[str, ir.Model | Artifact]) -> ir.Model | None:
-    """The ONNX model whose inputs prebuilt artifacts are fed like: the first .onnx given, else
-    one an artifact holds (an ORT build is its .onnx)."""
-    models = [m for m in opened.values() if isinstance(m, ir.Model)]
-    if models:
-        return models[0]
+def _onnx_in_artifacts(opened: Mapping[str, ir.Model | Artifact]) -> ir.Model:
+    """The ONNX model a prebuilt artifact holds (an ORT build is its .onnx), when no .onnx is given."""
     from onnxc.io import load
 
     for artifact in opened.values():

@@ -149,12 +149,20 @@ def test_hard_coded_batch_is_named_and_benched_at_batch_1_only(models, tmp_path,
 
 
 def test_prebuilt_artifact_folder_in_place_of_a_model(models, tmp_path, capsys):
+    """An ORT build of the batch-1 export keeps its fixed input shape: batch 1 runs, batch 2 is a note."""
     built = OnnxRuntimeBackend().lower(onnxc.io.load(models[1]), tmp_path / "int8-build")
     report = tmp_path / "bench.json"
-    assert main(["bench", str(models[0]), str(built.directory), "--batch", "1", *FAST, "--json", str(report)]) == 0
+    assert main(["bench", str(models[0]), str(built.directory), "--batch", "1,2", *FAST, "--json", str(report)]) == 0
+    assert "int8-build: batch 2 skipped: the prebuilt artifact does not run it" in capsys.readouterr().out
     data = json.loads(report.read_text())
     assert data["models"]["int8-build"]["kind"] == "artifact"
-    assert {(r["model"], r["batch"]) for r in data["results"]} == {("fp32", 1), ("int8-build", 1)}
+    assert {(r["model"], r["batch"]) for r in data["results"]} == {("fp32", 1), ("fp32", 2), ("int8-build", 1)}
+
+
+def test_prebuilt_artifacts_alone_are_fed_like_the_onnx_they_hold(models, tmp_path):
+    built = OnnxRuntimeBackend().lower(onnxc.io.load(models[0]), tmp_path / "fp32-build")
+    result = bench({"fp32-build": built.directory}, "onnxruntime", (1,), rounds=1, warmup=1)
+    assert [(m.model, m.batch) for m in result.measurements] == [("fp32-build", 1)]
 
 
 def test_timing_loop_hands_back_every_timed_call():
