@@ -269,56 +269,76 @@ def bench(
             progress(what, done, total)
 
     measurements: list[Measurement] = []
-    prebuilt_runners: dict[str, Runner] = {}
+    prebuilt: dict[str, Runner] = {}
     done = 0
     try:
         with tempfile.TemporaryDirectory(prefix="onnxc-bench-") as scratch:
             for batch in all_batches:
-                contenders: dict[str, tuple[Runner, Feeds]] = {}
                 built: list[Runner] = []
                 try:
+                    contenders: dict[str, tuple[Runner, Feeds]] = {}
                     for index, (name, source) in enumerate(runnable.items()):
                         if batch not in batches_of[name]:
                             continue
                         if isinstance(source, Artifact):
-                            if name not in prebuilt_runners:
-                                prebuilt_runners[name] = backend.load(source)
-                            runner = prebuilt_runners[name]
-                            feeds = _feeds(feed_model, shapes, batch, seed)
+                            if name not in prebuilt:
+                                prebuilt[name] = backend.load(source)
+                            runner, feeds = prebuilt[name], _feeds(feed_model, shapes, batch, seed)
                             why = _cannot_run(runner, feeds)
-                            if why:
-                                facts[name].notes.append(f"batch {batch} skipped: the prebuilt artifact does not run it ({why})")
-                                continue
                         else:
                             report(f"lowering {name} at batch {batch}", done)
                             feeds = _feeds(source, shapes, batch, seed)
                             options = LowerOptions(shapes={k: tuple(v.shape) for k, v in feeds.items()},
                                                    precision=precision, threads=threads)
-                            artifact = backend.lower(source, Path(scratch) / f"{index}-batch{batch}", options)
-                            facts[name].artifact = facts[name].artifact or artifact.metadata
-                            runner = backend.load(artifact)
-                            built.append(runner)
-                        contenders[name] = (runner, feeds)
+                            runner, why = _lower_and_load(backend, source, Path(scratch) / f"{index}-batch{batch}",
+                                                          options, facts[name])
+                            if runner is not None:
+                                built.append(runner)
+                        if why:
+                            facts[name].notes.append(f"batch {batch} skipped: {why}")
+                        else:
+                            contenders[name] = (runner, feeds)
                     report(f"timing {len(contenders)} models at batch {batch}", done)
-                    samples: dict[str, list[float]] = {}
-                    medians = compare_latency({name: (lambda r=runner, f=feeds: r.run(f))
-                                               for name, (runner, feeds) in contenders.items()},
-                                              rounds=rounds, warmup=warmup, samples=samples)
-                    for name in contenders:
-                        measurements.append(Measurement(name, batch, medians[name],
-                                                        float(np.percentile(samples[name], 90)), len(samples[name])))
+                    measurements += _time(contenders, batch, rounds, warmup)
                     done += sum(batch in bs for bs in batches_of.values())
                     report(f"timed batch {batch}", done)
                 finally:
                     for runner in built:
                         runner.close()
     finally:
-        for runner in prebuilt_runners.values():
+        for runner in prebuilt.values():
             runner.close()
+    if not measurements:
+        raise OnnxcError(f"nothing could be timed on {target}: "
+                         + "; ".join(f"{name}: {note}" for name, f in facts.items() for note in f.notes))
     settings = {"rounds": rounds, "warmup": warmup, "threads": threads, "precision": precision, "seed": seed,
                 "shapes": shapes}
     return BenchResult(target, sorted({m.batch for m in measurements}) or all_batches, facts, measurements,
                        settings, machine_facts(target))
+
+
+def _lower_and_load(backend: Backend, model: ir.Model, out_dir: Path, options: LowerOptions,
+                    facts: BenchedModel) -> tuple[Runner | None, str]:
+    """The model lowered and loaded, or why it could not be (the target refuses an op, ...)."""
+    try:
+        artifact = backend.lower(model, out_dir, options)
+        facts.artifact = facts.artifact or artifact.metadata
+        runner = backend.load(artifact)
+    except OnnxcError as error:
+        return None, f"{backend.name} cannot lower or load it ({error})"
+    return runner, ""
+
+
+def _time(contenders: Mapping[str, tuple[Runner, Feeds]], batch: int, rounds: int, warmup: int) -> list[Measurement]:
+    """The contenders at one batch, timed interleaved: the median of onnxc's one timing loop and
+    the p90 over every call it timed."""
+    if not contenders:
+        return []
+    samples: dict[str, list[float]] = {}
+    medians = compare_latency({name: (lambda r=runner, f=feeds: r.run(f)) for name, (runner, feeds) in contenders.items()},
+                              rounds=rounds, warmup=warmup, samples=samples)
+    return [Measurement(name, batch, medians[name], float(np.percentile(samples[name], 90)), len(samples[name]))
+            for name in contenders]
 
 
 def machine_facts(target: str) -> dict[str, Any]:
@@ -402,5 +422,5 @@ def _cannot_run(runner: Runner, feeds: Feeds) -> str:
         runner.run(feeds)
     except Exception as error:  # noqa: BLE001 - each runtime raises its own types for a shape it was not built for
         text = str(error).strip()
-        return text.splitlines()[0] if text else type(error).__name__
+        return f"the prebuilt artifact does not run it ({text.splitlines()[0] if text else type(error).__name__})"
     return ""
