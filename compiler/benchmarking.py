@@ -170,6 +170,7 @@ class BenchResult:
         """Latency and throughput against batch size, one line per model, as PNG or SVG (by suffix)."""
         path = Path(path)
         check_plot_path(path)
+        import matplotlib
         from matplotlib.figure import Figure
 
         figure = Figure(figsize=(10, 4), layout="constrained")
@@ -190,9 +191,10 @@ class BenchResult:
         figure.suptitle(f"{self.target}: {self.machine['cpu']}")
         from onnxc.io import _staged_file
 
-        with _staged_file(path) as staged:
-            # No date in an SVG, so the same figures give the same file.
-            figure.savefig(staged, format=path.suffix[1:], metadata={"Date": None} if path.suffix == ".svg" else None)
+        # No date and fixed element ids in an SVG, so the same figures give the same file.
+        with _staged_file(path) as staged, matplotlib.rc_context({"svg.hashsalt": "onnxc"}):
+            figure.savefig(staged, format=path.suffix[1:].lower(),
+                           metadata={"Date": None} if path.suffix.lower() == ".svg" else None)
             os.replace(staged, path)
 
 

@@ -110,6 +110,9 @@ def test_library_bench_in_memory_models_and_svg(models, tmp_path):
     result.plot(svg)
     root = ElementTree.parse(svg).getroot()
     assert root.tag.endswith("svg") and "<path" in svg.read_text()
+    again = tmp_path / "again.svg"
+    result.plot(again)
+    assert again.read_bytes() == svg.read_bytes(), "the same figures must give the same file"
 
 
 def test_batch_1_model_made_dynamic_gives_each_sample_its_own_outputs():
@@ -198,3 +201,10 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(OnnxcError, match=r"pip install 'onnxc\[plot\]'"):
         check_plot_path("bench.png")
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "examples:" in out and "--latency-budget" in out
