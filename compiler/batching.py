@@ -55,7 +55,8 @@ def dynamic_batch(model: ir.Model, *, shapes: dict[str, list[int]] | None = None
     used for the check's generated inputs."""
     inputs = [v for v in model.graph.inputs if not v.is_initializer()]
     leading = [v.shape[0] if v.shape is not None and len(v.shape) else None for v in inputs]
-    if any(isinstance(dim, ir.SymbolicDim) for dim in leading):
+    # Some exporters write -1 for a dynamic dim.
+    if any(isinstance(dim, ir.SymbolicDim) or (isinstance(dim, int) and dim < 0) for dim in leading):
         return BatchAxis(model, dynamic=True)
     fixed = [dim for dim in leading if isinstance(dim, int)]
     if not fixed:
@@ -101,8 +102,9 @@ def _static_reason(model: ir.Model, symbol: str) -> str:
     for node in model.graph:
         if node.op_type == "Reshape" and node.inputs[0] in batched and len(node.inputs) > 1:
             target = constant_array(node.inputs[1])
-            data_dim = shapes.get(node.inputs[0].name)
-            if target is not None and target.size and int(target.flat[0]) == 1 and data_dim != 1:
+            # Only where the data surely leads with the batch; the run at batch 2 judges the rest.
+            if target is not None and target.size and int(target.flat[0]) == 1 \
+                    and shapes.get(node.inputs[0].name) == symbol:
                 return f"Reshape {node.name!r} hard-codes batch 1 in its shape {target.tolist()}"
     for output in model.graph.outputs:
         if output in batched and shapes.get(output.name) == 1:
@@ -168,7 +170,13 @@ def _runtime_reason(original: ir.Model, candidate: ir.Model, shapes: dict[str, l
 
     single = resolve_input_shapes(original, shapes, batch=1)
     samples = [random_feeds(original, single, seed=seed + i) for i in range(2)]
-    pair = {name: np.concatenate([s[name] for s in samples]) for name in samples[0]}
+    batched = {v.name for v in candidate.graph.inputs if v.shape is not None and len(v.shape)
+               and isinstance(v.shape[0], ir.SymbolicDim)}
+    # An input without the batch axis (a state, a table) is one value both samples share.
+    for name in set(samples[0]) - batched:
+        samples[1][name] = samples[0][name]
+    pair = {name: np.concatenate([s[name] for s in samples]) if name in batched else samples[0][name]
+            for name in samples[0]}
     try:
         with OrtRunner(original, label="batch-1 model") as runner:
             alone = [runner.run(s) for s in samples]
@@ -177,9 +185,11 @@ def _runtime_reason(original: ir.Model, candidate: ir.Model, shapes: dict[str, l
     except OnnxcError as error:
         return f"it does not run at batch 2: {error}"
     for name, value in together.items():
-        expected = np.concatenate([a[name] for a in alone])
-        if value.shape != expected.shape:
-            return f"output {name!r} at batch 2 has shape {list(value.shape)}, not {list(expected.shape)}"
+        parts = [a[name] for a in alone]
+        axis = _batch_axis(parts[0].shape, value.shape)
+        if axis is None:
+            return f"output {name!r} at batch 2 has shape {list(value.shape)}, not batch 1's {list(parts[0].shape)} twice"
+        expected = np.concatenate(parts, axis=axis)
         if np.issubdtype(value.dtype, np.floating):
             scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
             error = float(np.max(np.abs(value.astype(np.float64) - expected))) if value.size else 0.0
@@ -188,6 +198,17 @@ def _runtime_reason(original: ir.Model, candidate: ir.Model, shapes: dict[str, l
         elif not np.array_equal(value, expected):
             return f"output {name!r} at batch 2 differs from the samples run alone"
     return ""
+
+
+def _batch_axis(single: tuple[int, ...], pair: tuple[int, ...]) -> int | None:
+    """The axis an output stacks its samples on (the first, or later in sequence-first layouts):
+    1 at batch 1, 2 at batch 2, every other dim alike; None when there is no such axis."""
+    if len(single) != len(pair):
+        return None
+    differing = [axis for axis, (a, b) in enumerate(zip(single, pair)) if a != b]
+    if len(differing) == 1 and single[differing[0]] == 1 and pair[differing[0]] == 2:
+        return differing[0]
+    return None
 
 
 def _first_line(error: BaseException) -> str:

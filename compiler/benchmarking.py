@@ -412,8 +412,8 @@ def _feeds(model: ir.Model, shapes: Mapping[str, list[int]], batch: int, seed: i
 
     overrides = {name: list(dims) for name, dims in shapes.items()}
     for value in model.graph.inputs:
-        if value.name in overrides and value.shape is not None and len(value.shape) \
-                and not isinstance(value.shape[0], int) and overrides[value.name]:
+        leading = value.shape[0] if value.shape is not None and len(value.shape) else 0
+        if value.name in overrides and overrides[value.name] and not (isinstance(leading, int) and leading >= 0):
             overrides[value.name][0] = batch
     return random_feeds(model, resolve_input_shapes(model, overrides, batch=batch), seed=seed)
 

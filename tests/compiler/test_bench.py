@@ -130,6 +130,29 @@ def test_batch_1_model_made_dynamic_gives_each_sample_its_own_outputs():
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
 
 
+def sequence_first(batch: int | str = 1) -> ir.Model:
+    """[batch, time, features] in, [time, batch, features] out, as recurrent OCR heads write it."""
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], name="to_time_major", perm=[1, 0, 2]),
+         helper.make_node("Relu", ["t"], ["y"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, batch, 8])])
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+
+
+def test_sequence_first_output_stacks_samples_on_its_second_axis():
+    axis = dynamic_batch(sequence_first())
+    assert axis.dynamic and axis.changed, axis.reason
+    x = np.random.default_rng(0).standard_normal((3, 4, 8)).astype(np.float32)
+    with OrtRunner(axis.model) as runner:
+        y = runner.run({"x": x})["y"]
+    np.testing.assert_array_equal(y, np.maximum(x, 0).transpose(1, 0, 2))
+
+
+def test_leading_minus_one_counts_as_dynamic():
+    assert dynamic_batch(sequence_first(batch=-1)).dynamic
+
+
 def test_already_dynamic_model_is_left_alone():
     model = ir.serde.deserialize_model(models_zoo.build("digits"))
     axis = dynamic_batch(model)
