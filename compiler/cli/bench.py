@@ -3,6 +3,7 @@ across batch sizes, interleaved in one run (:mod:`onnxc.benchmarking`)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from onnxc.cli.common import EXIT_OK, SHAPE_HELP, Subparsers, add_command
 from onnxc.errors import OnnxcError
@@ -73,8 +74,6 @@ def _batches(text: str) -> list[int]:
 
 def _named(paths: list[str]) -> dict[str, str]:
     """Models by a short name: the file or folder name, made unique where two are alike."""
-    from pathlib import Path
-
     named: dict[str, str] = {}
     for path in paths:
         base = Path(path).name.removesuffix(".onnx") or path
