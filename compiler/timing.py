@@ -23,11 +23,13 @@ def compare_latency(
     warmup: int = 3,
     min_round_s: float = 0.05,
     settle_s: float = 0.02,
+    samples: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
     """Seconds per call for each contender: min over rounds of the median within a round.
 
     Fast calls get more calls per round (at least ``min_round_s`` per contender and round), so
-    sub-millisecond models are not judged on a handful of noisy samples.
+    sub-millisecond models are not judged on a handful of noisy samples. ``samples``: see
+    :func:`min_of_medians`.
     """
     slowest_call = 0.0
     for function in contenders.values():
@@ -38,16 +40,17 @@ def compare_latency(
     if slowest_call > 0:
         calls_per_round = max(calls_per_round, min(1000, int(min_round_s / slowest_call) + 1))
     return min_of_medians({name: (function, calls_per_round) for name, function in contenders.items()},
-                          rounds, settle_s=settle_s)
+                          rounds, settle_s=settle_s, samples=samples)
 
 
 def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int, *,
-                   settle_s: float = 0.0) -> dict[str, float]:
+                   settle_s: float = 0.0, samples: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Seconds per call for each contender, ``name -> (function, calls per round)``: min over
     rounds of the median within a round; the one timing loop of onnxc and its benchmarks.
 
     With ``settle_s``, each contender's block starts after that idle time and one untimed call;
     without it (a contender whose one call is a whole calibration), the calls are all timed.
+    ``samples``, when given, receives every timed call's seconds by name (for percentiles).
     """
     best = {name: float("inf") for name in contenders}
     order = list(contenders.items())
@@ -58,12 +61,14 @@ def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], roun
             if settle_s > 0:
                 time.sleep(settle_s)
                 function()
-            samples = []
+            round_samples = []
             for _ in range(calls):
                 start = time.perf_counter()
                 function()
-                samples.append(time.perf_counter() - start)
-            best[name] = min(best[name], statistics.median(samples))
+                round_samples.append(time.perf_counter() - start)
+            best[name] = min(best[name], statistics.median(round_samples))
+            if samples is not None:
+                samples.setdefault(name, []).extend(round_samples)
     return best
 
 

@@ -14,13 +14,13 @@ import textwrap
 import traceback
 
 from onnxc._version import __version__
-from onnxc.cli import compare, compile, demo, inspect, passes, run, zoo
+from onnxc.cli import bench, compare, compile, demo, inspect, passes, run, zoo
 from onnxc.cli.common import EPILOG_EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Formatter
 from onnxc.cli.environment import Terminated, command_environment, show_onnxc_warnings
 from onnxc.errors import OnnxcError, PassCrashedError
 
 # In the order ``onnxc --help`` lists them.
-COMMANDS = (inspect, compile, passes, zoo, run, compare, demo)
+COMMANDS = (inspect, compile, passes, zoo, run, compare, bench, demo)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
               onnxc zoo export resnet50 -o resnet50.onnx --batch 1
               onnxc run model.onnx --input x=x.npy --output-dir out/
               onnxc compare model.onnx model.opt.onnx --samples 4
+              onnxc bench model.onnx model.int8.onnx --batch 1,8,16 --json bench.json --plot bench.png
 
             """) + EPILOG_EXIT_CODES,
     )
