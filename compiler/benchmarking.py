@@ -189,13 +189,12 @@ class BenchResult:
             axes.grid(True, alpha=0.3)
         latency.legend()
         figure.suptitle(f"{self.target}: {self.machine['cpu']}")
-        from onnxc.io import _staged_file
+        from onnxc.io import staged_output
 
         # No date and fixed element ids in an SVG, so the same figures give the same file.
-        with _staged_file(path) as staged, matplotlib.rc_context({"svg.hashsalt": "onnxc"}):
+        with staged_output(path) as staged, matplotlib.rc_context({"svg.hashsalt": "onnxc"}):
             figure.savefig(staged, format=path.suffix[1:].lower(),
                            metadata={"Date": None} if path.suffix.lower() == ".svg" else None)
-            os.replace(staged, path)
 
 
 def check_plot_path(path: str | os.PathLike) -> None:

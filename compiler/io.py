@@ -382,10 +382,18 @@ def _undeclared_types_hidden(model: ir.Model) -> Iterator[None]:
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """Write a text file (a report) the way ``save`` writes models: complete or not at all."""
+    with staged_output(path) as staged:
+        staged.write_text(text)
+
+
+@contextlib.contextmanager
+def staged_output(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write into; it becomes ``path`` when the block ends
+    without an error, and is removed otherwise (a plot, a report: never a partial file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _staged_file(path) as staged:
-        staged.write_text(text)
+        yield staged
         os.replace(staged, path)
 
 
