@@ -23,16 +23,20 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.analysis import parameter_count
+from onnxc.calibration import ChannelMoments, collect_activations
 from onnxc.costs import compute_costs, concrete_shapes
 from onnxc.errors import PipelineError
 from onnxc.graph.groups import Group, Groups, find_groups
 from onnxc.inputs import resolve_input_shapes
 from onnxc.pass_base import Pass, PassResult, option
-from onnxc.passes.prune.importance import CRITERIA, group_scores
-from onnxc.passes.prune.refit import reconstruct, shift_biases
-from onnxc.passes.prune.remove import member_indices, remove_channels
-from onnxc.passes.prune.select import MacsModel, by_macs, by_ratio, kept_indices
+from onnxc.passes.prune.apply import consumers_of, prune_model
+from onnxc.passes.prune.importance import CRITERIA, DATA_CRITERIA, group_scores, measured_tensors
+from onnxc.passes.prune.refit import Grams, collect_grams
+from onnxc.passes.prune.search import RATIOS, search_counts
+from onnxc.passes.prune.select import MacsModel, ParamsModel, by_cost, by_ratio, kept_indices
 from onnxc.registry import register_pass
+from onnxc.search.errors import output_errors
+from onnxc.verify import run_feeds
 
 # How many unprunable groups the report spells out.
 _REASONS_SHOWN = 10
@@ -40,15 +44,17 @@ _REASONS_SHOWN = 10
 
 @register_pass
 class Prune(Pass):
-    """Remove whole channels (structured pruning) to a ratio or a MACs target, refitting consumers on calibration data."""
+    """Remove whole channels (structured pruning) to a ratio or a MACs/parameter target, refitting consumers on calibration data."""
 
     name = "prune"
     lossless = False
 
     ratio: float | None = option(None, "fraction of each group's channels removed (uniform)")
-    macs: float | None = option(None, "fraction of the original MACs to keep, reached by a global ranking")
-    max_ratio: float = option(0.8, "with macs: the largest fraction of one group's channels removed")
-    criterion: str = option("l1", "channel importance: l1 | l2 | bn_scale")
+    macs: float | None = option(None, "fraction of the original MACs to keep")
+    params: float | None = option(None, "fraction of the original parameters to keep")
+    max_ratio: float = option(0.8, "with macs/params: the largest fraction of one group's channels removed")
+    criterion: str = option("l1", "channel importance: l1 | l2 | bn_scale | activation | taylor "
+                                  "(the last two measured on calibration data)")
     # ORT's CPU convolutions run channel blocks of 8/16 (NCHWc): MobileNetV2 at 64 px pruned to 50% of
     # its MACs ran 2.7x slower than the original with unrounded counts, 0.35x of it with multiples of 8.
     round_to: int = option(8, "keep a multiple of this many channels per group (1: any count)")
@@ -56,25 +62,41 @@ class Prune(Pass):
     reconstruct: bool | None = option(None, "refit consumers by least squares on calibration data "
                                             "(default: when calibration data is given)")
     ridge: float = option(1e-3, "reconstruction ridge, relative to the mean input energy")
-    calib_samples: int | None = option(32, "calibration feeds read for reconstruction")
+    calib_samples: int | None = option(32, "calibration feeds read for reconstruction and data criteria")
+    search: bool | None = option(None, "with macs/params: search per-group ratios by their measured output error "
+                                       "(default: when calibration data is given)")
+    search_ratios: list[float] = option(list(RATIOS), "with search: the ratios each group's sensitivity is measured at")
+    search_samples: int = option(8, "with search: calibration feeds held apart to measure output errors on")
+    max_evaluations: int = option(96, "with search: the most sensitivity candidates run (fewer ratios per group past it)")
+    search_refit: bool = option(False, "with search and reconstruction: refit every sensitivity candidate too "
+                                       "(holds every consumer's Gram at once; slower)")
 
     def __post_init__(self) -> None:
         self._details: dict[str, Any] = {}
-        if (self.ratio is None) == (self.macs is None):
-            raise PipelineError("prune: give exactly one of ratio= or macs=")
+        if sum(t is not None for t in (self.ratio, self.macs, self.params)) != 1:
+            raise PipelineError("prune: give exactly one of ratio=, macs= or params=")
         if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
             raise PipelineError(f"prune: ratio must be in [0, 1), got {self.ratio}")
-        if self.macs is not None and not 0.0 < self.macs <= 1.0:
-            raise PipelineError(f"prune: macs must be in (0, 1], got {self.macs}")
+        for name in ("macs", "params"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise PipelineError(f"prune: {name} must be in (0, 1], got {value}")
         if not 0.0 <= self.max_ratio < 1.0:
             raise PipelineError(f"prune: max_ratio must be in [0, 1), got {self.max_ratio}")
         if self.criterion not in CRITERIA:
             raise PipelineError(f"prune: criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}")
         if self.round_to < 1:
             raise PipelineError(f"prune: round_to must be positive, got {self.round_to}")
+        if self.search and self.ratio is not None:
+            raise PipelineError("prune: search needs a macs= or params= target (ratio= prunes every group alike)")
+        if not self.search_ratios or not all(0.0 < r < 1.0 for r in self.search_ratios):
+            raise PipelineError(f"prune: search_ratios must be in (0, 1), got {self.search_ratios}")
+        if self.search_samples < 1 or self.max_evaluations < 1:
+            raise PipelineError("prune: search_samples and max_evaluations must be positive")
 
     def needs(self) -> tuple[str, ...]:
-        return ("calibration",) if self.reconstruct else ()
+        wanted = self.reconstruct or self.search or self.criterion in DATA_CRITERIA
+        return ("calibration",) if wanted else ()
 
     def details(self) -> dict[str, Any]:
         return dict(self._details)
@@ -84,26 +106,45 @@ class Prune(Pass):
             return self.reconstruct
         return self.context.calibration_data is not None
 
+    def _searches(self) -> bool:
+        if self.search is not None:
+            return self.search
+        return self.ratio is None and self.context.calibration_data is not None
+
     def call(self, model: ir.Model) -> PassResult:
         input_shapes = resolve_input_shapes(model, self.context.input_shapes)
         shapes = concrete_shapes(model, input_shapes)
         groups = find_groups(model, shapes)
         self._protect(groups)
-        scores = group_scores(groups, self.criterion)
-        if self.ratio is not None:
+        calibration, held_out, note = self._feeds(model)
+        scores = group_scores(groups, self.criterion, self._moments(model, groups, calibration),
+                              centred=self._reconstructs())
+        details: dict[str, Any] = {}
+        grams: Grams | None = None
+        if self._searches():
+            if self._reconstructs() and self.search_refit:
+                grams, details["reconstruction_skipped"] = self._grams(model, groups, calibration, scores)
+            found = search_counts(
+                model, groups, scores, self._cost_model(model, groups, shapes), self.macs or self.params, held_out,
+                shapes=shapes, ratios=self.search_ratios, max_ratio=self.max_ratio, round_to=self.round_to,
+                max_evaluations=self.max_evaluations, grams=grams, ridge=self.ridge, progress=self.context.progress)
+            keep = found.keep
+            details["search"] = {"feeds": note, **found.report(groups)}
+        elif self.ratio is not None:
             keep = by_ratio(scores, self.ratio, self.round_to)
         else:
-            keep = by_macs(scores, MacsModel(model, groups, shapes), self.macs, self.max_ratio, self.round_to)
+            keep = by_cost(scores, self._cost_model(model, groups, shapes), self.macs or self.params, self.max_ratio,
+                           self.round_to)
         kept = {gid: kept_indices(scores[gid], count) for gid, count in keep.items() if count < len(scores[gid])}
-        details = self._group_details(groups, kept)
+        details = {**self._group_details(groups, kept), **details}
         if not kept:
             self._details = details
             return PassResult(model, False)
         before = (compute_costs(model, input_shapes).total_macs, parameter_count(model))
-        overrides, biases, refits = self._reconstruction(model, groups, kept)
-        details["tensors_cut"] = remove_channels(model, groups, kept, overrides)
-        shift_biases(model, biases, {key: member_indices(groups, member, kept)
-                                     for key, member in _producers(groups, biases).items()})
+        if self._reconstructs() and grams is None:
+            needed = [member.node for member, _ in consumers_of(groups, kept).values()]
+            grams, details["reconstruction_skipped"] = collect_grams(model, needed, calibration, self.context.progress)
+        details["tensors_cut"], refits = prune_model(model, groups, kept, grams, self.ridge)
         after = (compute_costs(model, input_shapes).total_macs, parameter_count(model))
         details.update({
             "macs": f"{before[0]} -> {after[0]} ({after[0] / max(before[0], 1):.3f})",
@@ -113,8 +154,49 @@ class Prune(Pass):
         })
         if refits:
             details["reconstruction"] = refits
+        if self._searches():
+            measured = output_errors(found.reference, run_feeds(model, held_out, label="pruned model"))
+            details["search"]["rel_error"] = round(measured.max_rel_error, 5)
+        if not details.get("reconstruction_skipped"):
+            details.pop("reconstruction_skipped", None)
         self._details = details
         return PassResult(model, True)
+
+    def _cost_model(self, model: ir.Model, groups: Groups, shapes) -> MacsModel | ParamsModel:
+        return MacsModel(model, groups, shapes) if self.macs is not None else ParamsModel(model, groups)
+
+    def _feeds(self, model: ir.Model) -> tuple[Any, list, str]:
+        """The calibration feeds (for Grams and data criteria) and the search's held-out feeds:
+        without search the first ``calib_samples``; with it, the last ``search_samples`` of the first
+        ``calib_samples + search_samples`` are held apart (all of them judge when there are too few)."""
+        searching = self._searches()
+        if not (searching or self._reconstructs() or self.criterion in DATA_CRITERIA):
+            return None, [], ""
+        self.require("calibration")
+        if not searching:
+            return self.context.calibration(model, self.calib_samples), [], ""
+        limit = None if self.calib_samples is None else self.calib_samples + self.search_samples
+        feeds = list(self.context.calibration(model, limit))
+        if len(feeds) < 2 * self.search_samples:
+            return feeds, feeds, f"the {len(feeds)} calibration feeds themselves, not held apart: fewer than " \
+                                 f"{2 * self.search_samples}"
+        held = len(feeds) - self.search_samples
+        return feeds[:held], feeds[held:], f"the last {self.search_samples} of {len(feeds)} calibration feeds, " \
+                                           f"held apart (calibration used the first {held})"
+
+    def _moments(self, model: ir.Model, groups: Groups, calibration) -> dict | None:
+        if self.criterion not in DATA_CRITERIA:
+            return None
+        wanted = {name: ChannelMoments(axis) for name, axis in measured_tensors(groups).items()}
+        found = collect_activations(model, wanted, calibration, progress=self.context.progress)
+        return {name: accumulator.state() for name, accumulator in found.items()}
+
+    def _grams(self, model: ir.Model, groups: Groups, calibration, scores) -> tuple[Grams, dict[str, str]]:
+        """Grams of every consumer of a group the search may cut, collected once for every
+        candidate and the final refit (``search_refit``: all of them are held at once)."""
+        nodes = [member.node for gid in sorted(scores) for member in groups.groups[gid].members
+                 if member.role == "consumer"]
+        return collect_grams(model, nodes, calibration, self.context.progress)
 
     def _protect(self, groups: Groups) -> None:
         """Groups whose producer (or its output) matches a ``protect`` pattern become unprunable."""
@@ -125,21 +207,6 @@ class Prune(Pass):
                 if pattern is not None:
                     group.reasons.append(f"protected by {pattern!r}")
                     break
-
-    def _reconstruction(self, model: ir.Model, groups: Groups, kept: dict[int, np.ndarray]):
-        if not self._reconstructs():
-            return {}, {}, {}
-        self.require("calibration")
-        consumers = {}
-        for group in groups.groups:
-            for member in group.members:
-                if member.role != "consumer" or (id(member.node), 1) in consumers:
-                    continue
-                indices = member_indices(groups, member, kept)
-                if len(indices) < sum(n for _, n in member.segments):
-                    consumers[(id(member.node), 1)] = (member, indices)
-        data = self.context.calibration(model, self.calib_samples)
-        return reconstruct(model, consumers, data, self.ridge, self.context.progress)
 
     def _group_details(self, groups: Groups, kept: dict[int, np.ndarray]) -> dict[str, Any]:
         unprunable = [g for g in groups.groups if not g.prunable]
@@ -157,13 +224,3 @@ class Prune(Pass):
 
 def _label(group: Group) -> str:
     return f"{group.name} ({group.size} channels)"
-
-
-def _producers(groups: Groups, biases: dict) -> dict:
-    """id(node) -> its output-channel (producer) member, for the nodes whose bias a refit shifts."""
-    found = {}
-    for group in groups.groups:
-        for member in group.members:
-            if member.role == "producer" and id(member.node) in biases and member.input == 1:
-                found.setdefault(id(member.node), member)
-    return found
