@@ -67,6 +67,6 @@ def conv_shapes(model: ir.Model) -> list[tuple[int, ...]]:
 
 def test_same_input_gives_byte_identical_output():
     context = lambda: Context(calibration_data=feeds(4, 1, 32))  # noqa: E731 - a fresh context per run
-    _, first = compiled("mobilenetv2", "prune(macs=0.6)", 32, context())
-    _, second = compiled("mobilenetv2", "prune(macs=0.6)", 32, context())
+    _, first = compiled("mobilenetv2", "prune(macs=0.6,max_evaluations=24)", 32, context())
+    _, second = compiled("mobilenetv2", "prune(macs=0.6,max_evaluations=24)", 32, context())
     assert ir.to_proto(first).SerializeToString() == ir.to_proto(second).SerializeToString()
