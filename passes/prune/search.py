@@ -50,6 +50,7 @@ class Searched:
     predicted_error: float
     sensitivity: dict[int, list[tuple[int, float]]]  # group id -> (kept count, error alone), by count
     reference: list[dict[str, np.ndarray]]  # the original model's outputs on the feeds
+    refitted: bool  # whether the candidates were refitted (else the prediction is for removal alone)
 
     def report(self, groups: Groups) -> dict:
         per_group = {}
@@ -59,8 +60,8 @@ class Searched:
             per_group[f"{group.name} ({group.size} channels)"] = {
                 "kept": count, "removed": round(1 - count / group.size, 4),
                 "sensitivity": {f"{1 - c / group.size:.3f}": round(e, 5) for c, e in levels}}
-        return {"evaluations": self.evaluations, "predicted_rel_error": round(self.predicted_error, 5),
-                "per_group": per_group}
+        return {"evaluations": self.evaluations, "candidates_refitted": self.refitted,
+                "predicted_rel_error": round(self.predicted_error, 5), "per_group": per_group}
 
 
 def search_counts(model: ir.Model, groups: Groups, scores: Mapping[int, np.ndarray], cost_model: CostModel,
@@ -91,7 +92,8 @@ def search_counts(model: ir.Model, groups: Groups, scores: Mapping[int, np.ndarr
                                 {gid: groups.groups[gid].size for gid in levels})
     keep = {gid: count for gid, count in keep.items() if count < groups.groups[gid].size}
     return Searched(keep, variants.runs - 1, predicted,
-                    {gid: sorted(found, reverse=True) for gid, found in sensitivity.items()}, variants.reference())
+                    {gid: sorted(found, reverse=True) for gid, found in sensitivity.items()}, variants.reference(),
+                    grams is not None)
 
 
 def _changes(groups: Groups, scores: Mapping[int, np.ndarray], ratios: Sequence[float], max_ratio: float,
@@ -123,8 +125,8 @@ def _allocate(levels: Mapping[int, list[tuple[int, float]]], cost_model: CostMod
     """Greedy: kept counts per group and the predicted error; see the module docstring."""
     at = {gid: 0 for gid in levels}
 
-    def counts(changed: Mapping[int, int] = {}) -> dict[int, int]:
-        return {gid: changed.get(gid, levels[gid][at[gid]][0]) for gid in levels}
+    def counts(changed: Mapping[int, int] | None = None) -> dict[int, int]:
+        return {gid: (changed or {}).get(gid, levels[gid][at[gid]][0]) for gid in levels}
 
     power = {gid: [e * e for _, e in found] for gid, found in levels.items()}
     last: tuple[int, int, int] | None = None
