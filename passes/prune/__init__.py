@@ -23,6 +23,12 @@ px, 16 calibration feeds, 32 held out, ORT CPU with 2 threads on a shared 2-core
 latency (logit cosine 0.9990, RMS error 4.8% of the logits' spread), MobileNetV2 0.498 / 0.499 at
 0.36x (cosine 1.0000); followed by ``quantize``: 0.20x and 0.31x.
 
+Allocation, benchmarks/bench_prune_search.py (zoo ResNet-18 of width 16 with random weights, 32
+px, ``macs=0.5``, 24 random calibration feeds, RMS error over the logits' spread on 16 other
+feeds): global l1 ranking 0.874 without reconstruction, 0.324 with; global taylor 0.213; searched
+ratios 0.161 (36 candidates; 0.166 with refitted candidates, whose prediction 0.165 matched),
+searched with taylor 0.231, with activation 0.237 (all with reconstruction).
+
 Real accuracy, benchmarks/bench_prune_digits.py (the zoo's digits CNN, 450 held-out test digits,
 128 calibration digits, no fine-tuning; MACs counted by onnxc on each evaluated model; only conv1
 is prunable here, conv2's channels reach the classifier through a Flatten of 4x4 maps that the
