@@ -22,7 +22,7 @@ top-1 on the 450 held-out test digits), no fine-tuning anywhere:
 Every row's MACs are counted by ``onnxc.costs`` on the ONNX model evaluated (``MACs kept``), so
 rows at one target are comparable even when channel counts cannot hit it exactly. ``round_to=1``:
 the net has 16 and 32 channels. Calibration: the zoo's "calib" split (128 training digits) in
-feeds of 4; the search holds the last 8 feeds apart to measure errors on.
+feeds of 4; the search judges on the last 8 feeds, held apart.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Every row prunes the same zoo model (random weights, so the measure is fidelity 
 accuracy) to ``--macs`` with ``round_to=1``: the global ranking (``search=false``) without and
 with reconstruction, and the searched per-group ratios (the default with calibration data) with
 each criterion, and with refitted sensitivity candidates (``search_refit=true``). Calibration:
-``--calib`` random-normal feeds (the search holds the last 8 apart); the error is measured on
+``--calib`` random-normal feeds (the search judges on the last quarter, held apart); the error is measured on
 ``--test`` other feeds: RMS error over the logits' spread (``onnxc.search.errors``). Time is the
 pass's wall time on this machine (noisy on a shared one).
 """

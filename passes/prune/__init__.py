@@ -12,9 +12,10 @@ uniform ``ratio``, or a global ranking to a ``macs``/``params`` target), ``searc
 calibration data and a ``macs``/``params`` target, by default: per-group ratios chosen by each
 group's measured output error, AIMET's greedy selection; ``search=false`` for the global
 ranking), ``refit`` (least-squares reconstruction of the consumers on calibration data),
-``apply`` and ``remove`` (refit, then slicing). With the search, the last ``search_samples``
-calibration feeds are held apart to measure errors on (when there are at least twice as many),
-and the report has each group's ratio and sensitivities, the number of candidates run, and the
+``apply`` and ``remove`` (refit, then slicing). With the search, candidates are judged on feeds
+held apart from the fitting ones: the Context's verification inputs, else the last quarter (2 to
+8 feeds) of the calibration feeds (all of them, not held apart, below 6 feeds), as the other
+lossy searches split them; the report has each group's ratio and sensitivities, the number of candidates run, and the
 final model's error on those feeds beside the predicted one.
 
 Measured with benchmarks/bench_prune.py before the search existed (as ``search=false`` now; 224
@@ -78,6 +79,10 @@ from onnxc.verify import run_feeds
 
 # How many unprunable groups the report spells out.
 _REASONS_SHOWN = 10
+# The search's judging feeds, as quantize's guard and lowrank's budget split them (every candidate
+# runs on each); data of fewer than _MIN_SPLIT feeds is judged on itself.
+_JUDGING_FEEDS = 8
+_MIN_SPLIT = 6
 
 
 @register_pass
@@ -104,7 +109,6 @@ class Prune(Pass):
     search: bool | None = option(None, "with macs/params: search per-group ratios by their measured output error "
                                        "(default: when calibration data is given)")
     search_ratios: list[float] = option(list(RATIOS), "with search: the ratios each group's sensitivity is measured at")
-    search_samples: int = option(8, "with search: calibration feeds held apart to measure output errors on")
     max_evaluations: int = option(96, "with search: the most sensitivity candidates run (fewer ratios per group past it)")
     search_refit: bool = option(False, "with search and reconstruction: refit every sensitivity candidate too "
                                        "(holds every consumer's Gram at once; slower)")
@@ -129,8 +133,8 @@ class Prune(Pass):
             raise PipelineError("prune: search needs a macs= or params= target (ratio= prunes every group alike)")
         if not self.search_ratios or not all(0.0 < r < 1.0 for r in self.search_ratios):
             raise PipelineError(f"prune: search_ratios must be in (0, 1), got {self.search_ratios}")
-        if self.search_samples < 1 or self.max_evaluations < 1:
-            raise PipelineError("prune: search_samples and max_evaluations must be positive")
+        if self.max_evaluations < 1:
+            raise PipelineError(f"prune: max_evaluations must be positive, got {self.max_evaluations}")
 
     def needs(self) -> tuple[str, ...]:
         wanted = self.reconstruct or self.search or self.criterion in DATA_CRITERIA
@@ -204,22 +208,23 @@ class Prune(Pass):
         return MacsModel(model, groups, shapes) if self.macs is not None else ParamsModel(model, groups)
 
     def _feeds(self, model: ir.Model) -> tuple[Any, list, str]:
-        """The calibration feeds (for Grams and data criteria) and the search's held-out feeds:
-        without search the first ``calib_samples``; with it, the last ``search_samples`` of the first
-        ``calib_samples + search_samples`` are held apart (all of them judge when there are too few)."""
+        """The fitting feeds (Grams, data criteria), the search's judging feeds and which they are:
+        without search the first ``calib_samples``; with it, see the module docstring."""
         searching = self._searches()
         if not (searching or self._reconstructs() or self.criterion in DATA_CRITERIA):
             return None, [], ""
         self.require("calibration")
         if not searching:
             return self.context.calibration(model, self.calib_samples), [], ""
-        limit = None if self.calib_samples is None else self.calib_samples + self.search_samples
-        feeds = list(self.context.calibration(model, limit))
-        if len(feeds) < 2 * self.search_samples:
-            return feeds, feeds, f"the {len(feeds)} calibration feeds themselves, not held apart: fewer than " \
-                                 f"{2 * self.search_samples}"
-        held = len(feeds) - self.search_samples
-        return feeds[:held], feeds[held:], f"the last {self.search_samples} of {len(feeds)} calibration feeds, " \
+        feeds = list(self.context.calibration(model, self.calib_samples))
+        if self.context.verification_inputs:
+            judging = list(self.context.verification_inputs)[:_JUDGING_FEEDS]
+            return feeds, judging, f"the first {len(judging)} of the Context's verification inputs"
+        if len(feeds) < _MIN_SPLIT:
+            return feeds, feeds, f"the {len(feeds)} calibration feed(s) themselves, not held apart: " \
+                                 f"fewer than {_MIN_SPLIT}"
+        held = len(feeds) - min(_JUDGING_FEEDS, max(2, len(feeds) // 4))
+        return feeds[:held], feeds[held:], f"the last {len(feeds) - held} of {len(feeds)} calibration feeds, " \
                                            f"held apart (calibration used the first {held})"
 
     def _moments(self, model: ir.Model, groups: Groups, calibration) -> dict | None:

@@ -82,7 +82,7 @@ def held_out_error(original: ir.Model, candidate: ir.Model, feeds) -> float:
 def test_searched_ratios_meet_the_macs_target_with_less_error_than_fixed_allocations():
     original = small_resnet()
     calibration, test = image_feeds(16, 1, (1, 3, 32, 32), "input"), image_feeds(16, 2, (1, 3, 32, 32), "input")
-    searched, details = pruned(original, calibration, macs=0.5, reconstruct=False, search_samples=4)
+    searched, details = pruned(original, calibration, macs=0.5, reconstruct=False)
     ranked, ranked_details = pruned(original, calibration, macs=0.5, reconstruct=False, search=False)
     uniform, uniform_details = pruned(original, calibration, ratio=0.35, reconstruct=False)
     for kept in (details["macs_kept"], ranked_details["macs_kept"], uniform_details["macs_kept"]):
@@ -99,8 +99,7 @@ def test_searched_ratios_meet_the_macs_target_with_less_error_than_fixed_allocat
 @pytest.mark.slow
 def test_evaluations_are_capped_and_the_report_says_how_many_ran():
     calibration = image_feeds(8, 1, (1, 3, 32, 32), "input")
-    _, details = pruned(small_resnet(), calibration, macs=0.6, reconstruct=False, max_evaluations=20,
-                        search_samples=4)
+    _, details = pruned(small_resnet(), calibration, macs=0.6, reconstruct=False, max_evaluations=20)
     # 20 candidates for 12 groups: one ratio each (the middle one, 0.5).
     assert details["search"]["evaluations"] == 12
     assert all(list(group["sensitivity"]) == ["0.500"] for group in details["search"]["per_group"].values())
