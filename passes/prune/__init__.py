@@ -25,10 +25,10 @@ latency (logit cosine 0.9990, RMS error 4.8% of the logits' spread), MobileNetV2
 0.36x (cosine 1.0000); followed by ``quantize``: 0.20x and 0.31x.
 
 Allocation, benchmarks/bench_prune_search.py (zoo ResNet-18 of width 16 with random weights, 32
-px, ``macs=0.5``, 24 random calibration feeds, RMS error over the logits' spread on 16 other
-feeds): global l1 ranking 0.874 without reconstruction, 0.324 with; global taylor 0.213; searched
-ratios 0.161 (36 candidates; 0.166 with refitted candidates, whose prediction 0.165 matched),
-searched with taylor 0.231, with activation 0.237 (all with reconstruction).
+px, ``macs=0.5``, 24 random calibration feeds of which the search judges on 6, RMS error over the
+logits' spread on 16 other feeds): global l1 ranking 0.874 without reconstruction, 0.324 with;
+global taylor 0.213; searched ratios 0.162 (36 candidates; 0.159 with refitted candidates, whose
+prediction was 0.170), searched with taylor 0.209, with activation 0.205 (all with reconstruction).
 
 Real accuracy, benchmarks/bench_prune_digits.py (the zoo's digits CNN, 450 held-out test digits,
 128 calibration digits, no fine-tuning; MACs counted by onnxc on each evaluated model; only conv1
