@@ -8,16 +8,21 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from onnx import helper
 
 import onnxc
 from onnxc.analysis import parameter_count
+from onnxc.calibration import ChannelMoments, collect_activations
 from onnxc.context import Context
 from onnxc.errors import OnnxcError
+from onnxc.graph.groups import find_groups
 from onnxc.models_zoo import build, digits
+from onnxc.passes.prune.importance import group_scores, measured_tensors
 from onnxc.registry import create_pass
 from onnxc.search.errors import output_errors
 from onnxc.verify import run_feeds
-from prune_models import conv_bn_relu_conv
+from prune_models import conv, conv_bn_relu_conv
+from prune_models import model as make_model
 
 
 def pruned(model: ir.Model, calibration, **options) -> tuple[ir.Model, dict]:
@@ -62,6 +67,33 @@ def test_data_criteria_remove_the_channel_dead_on_the_data_despite_its_weights(c
     reference = run_feeds(model, held_out)
     assert output_errors(reference, run_feeds(by_data, held_out)).max_abs < 1e-4
     assert output_errors(reference, run_feeds(by_weights, held_out)).max_rel_error > 0.05
+
+
+def test_taylor_is_the_consumer_output_energy_each_channel_carries():
+    """For a 1x1 consumer the score is exact: zeroing input channel c changes the consumer's
+    output by x_c W[:, c], of mean energy E[x_c²]·‖W[:, c]‖²."""
+    rng = np.random.default_rng(3)
+    weights = {"w1": rng.normal(size=(6, 3, 3, 3)), "w2": rng.normal(size=(4, 6, 1, 1)) * rng.uniform(0.1, 3, (1, 6, 1, 1))}
+    nodes = [conv("conv1", "x", "w1", "c1"), helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             conv("conv2", "r1", "w2", "y", pads=0)]
+    model = make_model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]})
+    feeds = image_feeds(6, 4, (1, 3, 8, 8))
+    groups = find_groups(model)
+    found = collect_activations(model, {n: ChannelMoments(a) for n, a in measured_tensors(groups).items()}, feeds)
+    (scores,) = group_scores(groups, "taylor", {n: acc.state() for n, acc in found.items()}).values()
+    reference = run_feeds(model, feeds)
+    energies = []
+    for channel in range(6):
+        zeroed = ir.serde.deserialize_model(copy.deepcopy(ir.to_proto(model)))
+        w2 = next(node for node in zeroed.graph if node.name == "conv2").inputs[1]
+        array = w2.const_value.numpy().copy()
+        array[:, channel] = 0
+        w2.const_value = ir.tensor(array, name=w2.name)
+        difference = np.concatenate([(a["y"] - b["y"]).ravel() for a, b in zip(reference, run_feeds(zeroed, feeds))])
+        energies.append(np.mean(difference.astype(np.float64) ** 2))
+    energies = np.array(energies)
+    # Scores are normalized by their mean over the layer.
+    np.testing.assert_allclose(scores, energies / energies.mean(), rtol=1e-4)
 
 
 def test_data_criterion_without_calibration_data_is_one_clear_line():
