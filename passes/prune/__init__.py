@@ -71,7 +71,7 @@ from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.prune.apply import consumers_of, prune_model
 from onnxc.passes.prune.importance import CRITERIA, DATA_CRITERIA, group_scores, measured_tensors
 from onnxc.passes.prune.refit import Grams, collect_grams
-from onnxc.passes.prune.search import RATIOS, search_counts
+from onnxc.passes.prune.search import RATIOS, Searched, search_counts
 from onnxc.passes.prune.select import MacsModel, ParamsModel, by_cost, by_ratio, kept_indices
 from onnxc.registry import register_pass
 from onnxc.search.errors import output_errors
@@ -163,6 +163,7 @@ class Prune(Pass):
                               centred=self._reconstructs())
         details: dict[str, Any] = {}
         grams: Grams | None = None
+        found: Searched | None = None
         if self._searches():
             if self._reconstructs() and self.search_refit:
                 grams, details["reconstruction_skipped"] = self._grams(model, groups, calibration, scores)
@@ -196,7 +197,8 @@ class Prune(Pass):
         })
         if refits:
             details["reconstruction"] = refits
-        if self._searches():
+        if found is not None:
+            # The search predicted the error from groups measured alone: the final model is measured too.
             measured = output_errors(found.reference, run_feeds(model, held_out, label="pruned model"))
             details["search"]["rel_error"] = round(measured.max_rel_error, 5)
         if not details.get("reconstruction_skipped"):
