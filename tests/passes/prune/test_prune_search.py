@@ -151,7 +151,6 @@ def digits_accuracy(macs: float, **options) -> tuple[float, float]:
     return digits.evaluate(model), details["macs_kept"]
 
 
-@pytest.mark.slow  # reading sklearn's digits takes most of it
 def test_digits_reconstruction_beats_plain_pruning_at_half_the_macs():
     plain, plain_macs = digits_accuracy(0.5, reconstruct=False, search=False)
     refit, refit_macs = digits_accuracy(0.5, search=False)
