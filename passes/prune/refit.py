@@ -11,12 +11,12 @@ byte-identical weights whatever the engine's streams did.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.calibration import GramAccumulator, collect_activations, rows_for
+from onnxc.calibration import GramAccumulator, GramState, collect_activations, rows_for
 from onnxc.graph.channels import weight_axis, weight_input_axis
 from onnxc.graph.edit import add_initializer
 from onnxc.graph.groups import Member
@@ -52,61 +52,79 @@ def _skip_reason(node: ir.Node, weight: np.ndarray) -> str | None:
     return None
 
 
-def reconstruct(model: ir.Model, consumers: Mapping[tuple[int, int], tuple[Member, np.ndarray]], data,
-                ridge: float, progress: bool | None) -> tuple[dict, dict, dict[str, str]]:
-    """Refitted weights as removal overrides, the bias changes (full output width), and per layer what was done.
+Grams = dict[int, GramState]  # graph position of a consumer node -> the Gram of its input rows
 
-    ``consumers``: (id(node), 1) -> (consumer member, kept input channels). The model is not changed.
-    """
+
+def positions(model: ir.Model) -> dict[int, int]:
+    """id(node) -> its position in the main graph: what keys Grams, so that a clone of the model
+    (the search's candidates) finds its nodes' Grams."""
+    return {id(node): index for index, node in enumerate(model.graph)}
+
+
+def collect_grams(model: ir.Model, nodes: Sequence[ir.Node], data, progress: bool | None) -> tuple[Grams, dict[str, str]]:
+    """The Gram of each refittable node's input rows in ``model`` on ``data``, and why the others
+    are not refitted. The model is not changed."""
     report: dict[str, str] = {}
-    todo: list[tuple[Member, np.ndarray, np.ndarray]] = []
-    for member, kept in consumers.values():
-        node = member.node
+    todo: list[tuple[ir.Node, int]] = []
+    for node in dict.fromkeys(nodes):
         weight = constant_array(node.inputs[1])
         reason = _skip_reason(node, weight)
         if reason:
             report[node.name] = f"skipped: {reason}"
         else:
-            todo.append((member, kept, weight))
-    overrides: dict = {}
-    biases: dict[int, tuple[ir.Node, np.ndarray]] = {}
-    chunk: list = []
+            todo.append((node, _rows_width(node, weight)))
+    where = positions(model)
+    grams: Grams = {}
+    chunk: list[ir.Node] = []
     used = 0
     for item in todo + [None]:
-        width = 0 if item is None else _rows_width(item[0].node, item[2])
+        width = 0 if item is None else item[1]
         if item is None or (chunk and used + 8 * width * width > GRAM_BYTES):
-            _refit_chunk(model, chunk, data, ridge, progress, overrides, biases, report)
+            grams.update({where[id(node)]: state for node, state in _collect_chunk(model, chunk, data, progress)})
             chunk, used = [], 0
         if item is not None:
-            chunk.append(item)
+            chunk.append(item[0])
             used += 8 * width * width
-    return overrides, biases, report
+    return grams, report
 
 
-def _refit_chunk(model, chunk, data, ridge, progress, overrides, biases, report) -> None:
-    """Collect the chunk's Grams and refit its layers; the engine takes one accumulator per tensor,
-    so consumers reading one tensor through different row layouts (a 3x3 and a 1x1 Conv) take turns."""
+def _collect_chunk(model, chunk, data, progress) -> list[tuple[ir.Node, GramState]]:
+    """The chunk's Grams; the engine takes one accumulator per tensor, so consumers reading one
+    tensor through different row layouts (a 3x3 and a 1x1 Conv) take turns."""
+    found = []
     while chunk:
         accumulators, now, later = {}, [], []
-        for item in chunk:
-            name, rows = item[0].node.inputs[0].name, rows_for(item[0].node)
+        for node in chunk:
+            name, rows = node.inputs[0].name, rows_for(node)
             if accumulators.setdefault(name, GramAccumulator(rows)).state().rows == rows:
-                now.append(item)
+                now.append(node)
             else:
-                later.append(item)
+                later.append(node)
         states = {name: acc.state() for name, acc in
                   collect_activations(model, accumulators, data, progress=progress).items()}
-        _refit_layers(now, states, ridge, overrides, biases, report)
+        found += [(node, states[node.inputs[0].name]) for node in now]
         chunk = later
+    return found
 
 
-def _refit_layers(chunk, states, ridge, overrides, biases, report) -> None:
-    for member, kept, weight in chunk:
+def refit_consumers(model: ir.Model, consumers: Mapping[tuple[int, int], tuple[Member, np.ndarray]], grams: Grams,
+                    ridge: float) -> tuple[dict, dict, dict[str, str]]:
+    """Refitted weights as removal overrides, the bias changes (full output width), and per layer
+    what was done; ``consumers``: (id(node), 1) -> (consumer member, kept input channels). Consumers
+    without a Gram are left as they are. The model is not changed."""
+    where = positions(model)
+    overrides: dict = {}
+    biases: dict[int, tuple[ir.Node, np.ndarray]] = {}
+    report: dict[str, str] = {}
+    for member, kept in consumers.values():
         node = member.node
-        state = states[node.inputs[0].name]
+        state = grams.get(where[id(node)])
+        if state is None:
+            continue
         if state.count == 0:
             report[node.name] = "skipped: no calibration rows"
             continue
+        weight = constant_array(node.inputs[1])
         in_axis, out_axis = weight_input_axis(node, weight), weight_axis(node, weight)
         if node.op_type == "Conv":
             taps = math.prod(weight.shape[2:])
@@ -127,6 +145,7 @@ def _refit_layers(chunk, states, ridge, overrides, biases, report) -> None:
             beta = node.attributes.get_float("beta", 1.0) if node.op_type == "Gemm" else 1.0
             biases[id(node)] = (node, alpha * shift / (beta or 1.0))
         report[node.name] = f"refit on {state.count} rows ({len(rows)} of {matrix.shape[0]} inputs kept)"
+    return overrides, biases, report
 
 
 def shift_biases(model: ir.Model, biases: Mapping[int, tuple[ir.Node, np.ndarray]],

@@ -1,10 +1,13 @@
-"""Which channels each group keeps: a uniform ``ratio``, or a global ranking down to a MACs target.
+"""Which channels each group keeps: a uniform ``ratio``, or a global ranking down to a MACs or
+parameter target.
 
-The MACs of a pruned model are predicted without rebuilding it: every node's MACs scale with the
-kept fraction of its output channels, and a contraction's also with that of its input channels
-(a depthwise Conv's input and output are one group). The prediction is exact for the ops whose
-cost is linear in channels, which is all the cost model counts but for reductions across channels;
-the pass measures the result with :func:`onnxc.costs.compute_costs` and reports both.
+The cost of a pruned model is predicted without rebuilding it. MACs: every node's MACs scale with
+the kept fraction of its output channels, and a contraction's also with that of its input
+channels (a depthwise Conv's input and output are one group); exact for the ops whose cost is
+linear in channels, which is all the cost model counts but for reductions across channels.
+Parameters: every tensor a group slices shrinks by the product of its sliced axes' kept
+fractions. The pass measures the result (:func:`onnxc.costs.compute_costs`,
+:func:`onnxc.analysis.parameter_count`) and reports both.
 """
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
+from onnxc.analysis import parameter_count
 from onnxc.costs import node_macs
 from onnxc.graph.groups import Groups, Layout
+from onnxc.irutil import constant_array
 
 
 def keep_count(size: int, removed: int, round_to: int) -> int:
@@ -38,7 +43,7 @@ def by_ratio(scores: Mapping[int, np.ndarray], ratio: float, round_to: int) -> d
 
 
 class MacsModel:
-    """Predicted MACs of the model for given kept channel counts per group."""
+    """Predicted MACs of the model for given kept channel counts per group (``cost``)."""
 
     def __init__(self, model: ir.Model, groups: Groups, shapes: Mapping):
         self.groups = groups
@@ -64,13 +69,44 @@ class MacsModel:
         kept = sum(keep.get(self.groups.group_of_space[space], length) for space, length in layout.segments)
         return kept / layout.size
 
-    def macs(self, keep: Mapping[int, int]) -> float:
+    def cost(self, keep: Mapping[int, int]) -> float:
         return sum(m * self.fraction(out, keep) * self.fraction(data, keep) for m, out, data in self.terms)
 
 
-def by_macs(scores: Mapping[int, np.ndarray], model: MacsModel, target: float, max_ratio: float,
+class ParamsModel:
+    """Predicted parameter count of the model for given kept channel counts per group (``cost``)."""
+
+    def __init__(self, model: ir.Model, groups: Groups):
+        self.groups = groups
+        self.total = parameter_count(model)
+        # Per sliced constant tensor: its element count and, per sliced axis, the segments along it.
+        tensors: dict[int, tuple[int, dict[int, tuple]]] = {}
+        for group in groups.groups:
+            for member in group.members:
+                value = member.node.inputs[member.input]
+                array = constant_array(value)
+                if array is None:
+                    continue
+                _, axes = tensors.setdefault(id(value), (int(array.size), {}))
+                axes[member.axis] = member.segments
+        self.tensors = list(tensors.values())
+
+    def _fraction(self, segments: tuple, keep: Mapping[int, int]) -> float:
+        size = sum(length for _, length in segments)
+        return sum(keep.get(self.groups.group_of_space[space], length) for space, length in segments) / size
+
+    def cost(self, keep: Mapping[int, int]) -> float:
+        removed = sum(size * (1.0 - math.prod(self._fraction(s, keep) for s in axes.values()))
+                      for size, axes in self.tensors)
+        return self.total - removed
+
+
+CostModel = MacsModel | ParamsModel
+
+
+def by_cost(scores: Mapping[int, np.ndarray], model: CostModel, target: float, max_ratio: float,
             round_to: int) -> dict[int, int]:
-    """Kept counts per group whose predicted MACs are closest to ``target`` × the original: every
+    """Kept counts per group whose predicted cost is closest to ``target`` × the original: every
     channel scoring under one global threshold goes, at most ``max_ratio`` of a group."""
     caps = {gid: int(math.floor(max_ratio * len(s) + 1e-9)) for gid, s in scores.items()}
     sorted_scores = {gid: np.sort(s) for gid, s in scores.items()}
@@ -82,16 +118,16 @@ def by_macs(scores: Mapping[int, np.ndarray], model: MacsModel, target: float, m
     thresholds = np.unique(np.concatenate([*scores.values(), [np.inf]])) if scores else np.array([np.inf])
     goal = target * model.total
     low, high = 0, len(thresholds) - 1
-    # The predicted MACs fall as the threshold rises: find the first threshold at or under the goal.
+    # The predicted cost falls as the threshold rises: find the first threshold at or under the goal.
     while low < high:
         middle = (low + high) // 2
-        if model.macs(counts(thresholds[middle])) <= goal:
+        if model.cost(counts(thresholds[middle])) <= goal:
             high = middle
         else:
             low = middle + 1
     best = counts(thresholds[low])
     if low > 0:
         before = counts(thresholds[low - 1])
-        if abs(model.macs(before) - goal) < abs(model.macs(best) - goal):
+        if abs(model.cost(before) - goal) < abs(model.cost(best) - goal):
             best = before
     return best

@@ -152,7 +152,7 @@ def test_every_group_keeps_a_channel():
 
 
 @pytest.mark.parametrize("options", [{}, {"ratio": 0.3, "macs": 0.5}, {"ratio": 1.0}, {"macs": 0.0},
-                                     {"ratio": 0.3, "criterion": "taylor"}, {"ratio": 0.3, "round_to": 0}])
+                                     {"ratio": 0.3, "criterion": "hessian"}, {"ratio": 0.3, "round_to": 0}])
 def test_bad_options_are_refused(options):
     with pytest.raises(PipelineError, match="prune"):
         create_pass("prune", options)
