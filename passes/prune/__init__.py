@@ -75,14 +75,11 @@ from onnxc.passes.prune.search import RATIOS, Searched, search_counts
 from onnxc.passes.prune.select import MacsModel, ParamsModel, by_cost, by_ratio, kept_indices
 from onnxc.registry import register_pass
 from onnxc.search.errors import output_errors
+from onnxc.search.feeds import split_feeds
 from onnxc.verify import run_feeds
 
 # How many unprunable groups the report spells out.
 _REASONS_SHOWN = 10
-# The search's judging feeds, as quantize's guard and lowrank's budget split them (every candidate
-# runs on each); data of fewer than _MIN_SPLIT feeds is judged on itself.
-_JUDGING_FEEDS = 8
-_MIN_SPLIT = 6
 
 
 @register_pass
@@ -218,16 +215,8 @@ class Prune(Pass):
         self.require("calibration")
         if not searching:
             return self.context.calibration(model, self.calib_samples), [], ""
-        feeds = list(self.context.calibration(model, self.calib_samples))
-        if self.context.verification_inputs:
-            judging = list(self.context.verification_inputs)[:_JUDGING_FEEDS]
-            return feeds, judging, f"the first {len(judging)} of the Context's verification inputs"
-        if len(feeds) < _MIN_SPLIT:
-            return feeds, feeds, f"the {len(feeds)} calibration feed(s) themselves, not held apart: " \
-                                 f"fewer than {_MIN_SPLIT}"
-        held = len(feeds) - min(_JUDGING_FEEDS, max(2, len(feeds) // 4))
-        return feeds[:held], feeds[held:], f"the last {len(feeds) - held} of {len(feeds)} calibration feeds, " \
-                                           f"held apart (calibration used the first {held})"
+        split = split_feeds(model, self.context, self.calib_samples)
+        return self.context.calibration(model, split.calibration_limit), split.guard, split.note
 
     def _moments(self, model: ir.Model, groups: Groups, calibration) -> dict | None:
         if self.criterion not in DATA_CRITERIA:
