@@ -12,7 +12,8 @@ data, save; then
   (quantize leaving a model in float says why);
 - fidelity: the task's metric against the original on ORT (onnxc.models_zoo.corpus_metrics;
   1.0 = no difference the user sees), over ``--feeds`` inputs;
-- size: written bytes / original bytes;
+- size: written bytes / original bytes; params and MACs: kept over the original's (MACs at the
+  first feed's shapes, where shape inference can follow the graph);
 - latency: compiled / original ORT CPU time per call (2 threads, calls interleaved, min over
   rounds of the median, each round at least 10 calls and about 0.1 s of the original's; < 1 is faster);
 - compile: load + compile + save seconds.
@@ -145,6 +146,7 @@ def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int
             row.update(status="bug", reason="ORT: " + _one_line(error))
             return row
         row["fidelity"] = corpus_metrics.fidelity(info.metric, reference, outputs, feeds).score
+        row.update(_kept(source, target, feeds[0]))
         # The folder holds only what the tool wrote (the model and any external data); every
         # corpus model is one self-contained file.
         row["size_ratio"] = sum(f.stat().st_size for f in Path(tmp).iterdir()) / source.stat().st_size
@@ -185,6 +187,25 @@ def _fmt(value, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
+def _kept(source: Path, target: Path, feed: dict) -> dict:
+    """Parameters and MACs of the written model over the original's, at the first feed's shapes."""
+    import onnxc
+    from onnxc.analysis import parameter_count
+    from onnxc.costs import compute_costs
+    from onnxc.errors import OnnxcError
+
+    shapes = {name: list(array.shape) for name, array in feed.items()}
+    before, after = onnxc.load(source), onnxc.load(target)
+    kept = {"params_kept": parameter_count(after) / max(parameter_count(before), 1)}
+    try:
+        macs = compute_costs(before, shapes).total_macs
+        if macs:
+            kept["macs_kept"] = compute_costs(after, shapes).total_macs / macs
+    except OnnxcError:
+        pass  # a graph shape inference cannot follow: no MAC count, the other columns stand
+    return kept
+
+
 def summarize(rows: list[dict], tool: str = "onnxc") -> str:
     mine = [row for row in rows if row["tool"] == tool]
     counts = collections.Counter(row["status"] for row in mine)
@@ -206,9 +227,10 @@ def print_table(rows: list[dict]) -> None:
     from onnxc.report import table
 
     body = [[row["model"], row["tool"], row.get("metric", "-"), row["status"], _fmt(row.get("fidelity"), ".4f"),
-             _fmt(row.get("size_ratio"), ".3f"), _fmt(row.get("latency_ratio"), ".3f"), _fmt(row.get("compile_s"), ".2f"),
-             row.get("reason", "")] for row in rows]
-    print(table(["model", "tool", "metric", "status", "fidelity", "size", "latency", "compile s", "note"], body))
+             _fmt(row.get("size_ratio"), ".3f"), _fmt(row.get("params_kept"), ".3f"), _fmt(row.get("macs_kept"), ".3f"),
+             _fmt(row.get("latency_ratio"), ".3f"), _fmt(row.get("compile_s"), ".2f"), row.get("reason", "")] for row in rows]
+    print(table(["model", "tool", "metric", "status", "fidelity", "size", "params", "MACs", "latency", "compile s", "note"],
+                body))
 
 
 def run_models(args: argparse.Namespace) -> list[dict]:

@@ -11,6 +11,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxc import speed
+from onnxc.analysis import constant_tensor
 from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassCrashedError, PassFailedError
 from onnxc.graph.edit import list_initializers_as_inputs
@@ -251,8 +252,9 @@ class _StatsCounter:
         nodes = params = nbytes = 0
         for graph in all_graphs(model):
             nodes += len(graph)
-            for value in graph.initializers.values():
-                tensor = value.const_value
+            weights = [value.const_value for value in graph.initializers.values()]
+            constants = [constant_tensor(node) for node in graph]
+            for tensor, is_initializer in [*((t, True) for t in weights), *((t, False) for t in constants)]:
                 if tensor is None:
                     continue
                 entry = self._sizes.get(id(tensor))
@@ -260,7 +262,8 @@ class _StatsCounter:
                     entry = (tensor, math.prod(tensor.shape.dims), tensor_bytes(tensor))
                 sizes[id(tensor)] = entry
                 params += entry[1]
-                nbytes += entry[2]
+                # weight_bytes counts initializers (what io.weight_bytes sizes memory by)
+                nbytes += entry[2] if is_initializer else 0
         self._sizes = sizes
         return {"nodes": nodes, "params": params, "weight_bytes": nbytes}
 
