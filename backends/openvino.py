@@ -65,6 +65,7 @@ class OpenVinoBackend:
         ov_model = read_onnx(model)
         if options.shapes:
             _reshape(ov_model, options.shapes)
+        _name_unnamed_ops(ov_model)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         xml = out_dir / "model.xml"
@@ -212,6 +213,14 @@ def _reshape(ov_model, shapes: dict[str, tuple[int, ...]]) -> None:
         ov_model.reshape({name: ov.PartialShape([int(d) for d in shape]) for name, shape in shapes.items()})
     except RuntimeError as error:
         raise OpenVinoConversionError(f"OpenVINO cannot fix the input shapes {shapes}: {_summary(error)}") from None
+
+
+def _name_unnamed_ops(ov_model) -> None:
+    """Name the ops OpenVINO created itself (constants it split off, broadcasts) by position: their
+    default names count up across the process, so the same model saved twice would differ."""
+    for index, op in enumerate(ov_model.get_ordered_ops()):
+        if op.get_friendly_name() == op.get_name():
+            op.set_friendly_name(f"{op.get_type_name()}_at_{index}")
 
 
 def _summary(error: BaseException) -> str:
