@@ -192,3 +192,19 @@ def test_the_openvino_target_times_models():
     feed = generated_feeds(model)[0]
     times = get_target("openvino").latencies({"a": model, "b": model}, feed, rounds=1, calls_per_round=2)
     assert set(times) == {"a", "b"} and all(0 < t < 10 for t in times.values())
+
+
+def test_lowering_sends_no_telemetry(monkeypatch, tmp_path):
+    """ovc's convert_model starts a telemetry session and sends events (each a forked process when
+    the user has not opted out); the lowerer reads ONNX through the frontend and sends none."""
+    import openvino
+    telemetry = pytest.importorskip("openvino_telemetry", reason="openvino_telemetry is not installed")
+
+    events = []
+    monkeypatch.setattr(telemetry.Telemetry, "send_event", lambda self, *args, **kw: events.append(args))
+    model = zoo_model("mobilenetv2")
+    OpenVinoBackend().lower(model, tmp_path / "ov")
+    assert events == []
+    onnx.save(ir.to_proto(model), tmp_path / "model.onnx")
+    openvino.convert_model(str(tmp_path / "model.onnx"))  # the control: ovc does send
+    assert events
