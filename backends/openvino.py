@@ -109,6 +109,9 @@ class OpenVinoRunner:
         self.input_names = [port.get_any_name() for port in compiled.inputs]
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise OnnxcError(f"no value for the model's input {missing[0]!r} (inputs: {', '.join(self.input_names)})")
         try:
             results = self._request.infer({name: feeds[name] for name in self.input_names})
         except RuntimeError as error:
