@@ -33,6 +33,10 @@ PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16":
 INT8_PRECISIONS = ("i8", "u8")
 # Runtime-graph entries that are bookkeeping, not compute.
 _NOT_LAYERS = frozenset({"Input", "Output", "Const"})
+# Layers that move or convert values: an int8 one (a u8 image reordered, int8 weights converted
+# to float) says nothing about INT8 arithmetic, so int8_layers leaves them out.
+_MOVEMENT = frozenset({"Reorder", "Convert", "Reshape", "Transpose", "Gather", "GatherND", "GatherElements",
+                       "Concatenation", "Split", "StridedSlice", "Broadcast", "Tile", "Pad", "ShapeOf"})
 
 
 class OpenVinoConversionError(OnnxcError):
@@ -175,9 +179,9 @@ def runtime_precisions(compiled) -> dict[str, dict[str, int]]:
 
 
 def int8_layers(runtime: dict[str, dict[str, int]]) -> dict[str, int]:
-    """Runtime layers running in i8/u8, by layer type."""
+    """Runtime compute layers running in i8/u8, by layer type (data movement left out)."""
     counts = {layer: sum(n for precision, n in by_precision.items() if precision in INT8_PRECISIONS)
-              for layer, by_precision in runtime.items()}
+              for layer, by_precision in runtime.items() if layer not in _MOVEMENT}
     return {layer: n for layer, n in counts.items() if n}
 
 
@@ -227,8 +231,13 @@ def _name_unnamed_ops(ov_model) -> None:
 
 
 def _summary(error: BaseException) -> str:
-    """The line of an OpenVINO exception a user can act on (it prefixes source locations and checks)."""
+    """The line of an OpenVINO exception a user can act on (it prefixes source locations and checks):
+    for a failed conversion, each op with the last line of its message, else the summary."""
     lines = [line.strip(" -") for line in str(error).splitlines() if line.strip()]
+    failed = [(i, line.removesuffix(" with a message:")) for i, line in enumerate(lines) if line.endswith(" with a message:")]
+    if failed:
+        ends = [i for i, _ in failed[1:]] + [lines.index("Summary:") if "Summary:" in lines else len(lines)]
+        return "; ".join(f"{op}: {lines[end - 1]}" for (_, op), end in zip(failed, ends))
     if "Summary:" in lines:
         return "; ".join(lines[lines.index("Summary:") + 1:]) or lines[-1]
     useful = [line for line in lines if not line.startswith(("Exception from", "Check '")) and ".cpp:" not in line]

@@ -11,9 +11,11 @@ magnitude, as :mod:`onnxc.verify` measures it):
   only): ``max_abs <=`` one output quantization step, that DequantizeLinear's scale. Runtimes
   round ties and fuse requantization differently, so an activation a hair from a rounding edge
   can land one step apart; the output may then differ by a step, not more;
-- quantized model whose output is computed in float from quantized inputs (a float head):
-  ``max_rel <= 5e-2`` and cosine >= 0.999, a looser bound, since a one-step flip of an input
-  moves such an output by an amount no scale in the graph states.
+- quantized model whose output is computed in float from quantized inputs (a float head), or
+  a model quantized with integer ops (DynamicQuantizeLinear, MatMulInteger, ConvInteger,
+  QLinear*): ``max_rel <= 5e-2`` and cosine >= 0.999, a looser bound, since a one-step flip of an
+  input moves such an output by an amount no scale in the graph states (and a runtime may
+  dequantize integer weights and skip dynamic activation quantization altogether).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ REDUCED_PRECISION_RTOL = 3e-2
 QUANTIZED_RTOL = 5e-2
 QUANTIZED_MIN_COSINE = 0.999
 REDUCED_PRECISIONS = frozenset({"bf16", "f16", "fp16"})
+QUANTIZING_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+                            "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 # Ops that move or select values without changing them: an output behind them keeps its step.
 _PASS_THROUGH = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool",
                            "Slice", "Gather", "Split", "Concat", "Expand", "Tile", "DepthToSpace", "SpaceToDepth"})
@@ -74,7 +78,7 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
         reference = [reference_runner.run(feed) for feed in feeds]
     candidate = [runner.run(feed) for feed in feeds]
     steps = output_steps(model)
-    quantized = any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph)
+    quantized = _is_quantized(model)
     checks = []
     for diff in compare_outputs(reference, candidate).outputs:
         step = steps.get(diff.name)
@@ -88,6 +92,12 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
             rule, passed = f"rel <= {rtol:g}", diff.max_rel <= rtol
         checks.append(OutputCheck(diff.name, diff.max_abs, diff.max_rel, diff.cosine, rule, passed))
     return Verification(len(feeds), checks)
+
+
+def _is_quantized(model: ir.Model) -> bool:
+    """Whether any node (subgraphs included) quantizes: Q/DQ or an integer op."""
+    return any(node.op_type in QUANTIZING_OPS or node.op_type.startswith(("QLinear", "QGemm"))
+               for node in ir.traversal.RecursiveGraphIterator(model.graph))
 
 
 def output_steps(model: ir.Model) -> dict[str, float | None]:

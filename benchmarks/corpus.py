@@ -267,7 +267,8 @@ def run_models(args: argparse.Namespace) -> list[dict]:
             continue
         for tool in ("onnxc", *args.peer):
             row = _run_in_child(name, tool, args)
-            print(f"{name} [{tool}]: {row['status']} {row.get('reason', '')}", file=sys.stderr, flush=True)
+            built = f" | build {row['build']}: {row['build_note']}" if "build" in row else ""
+            print(f"{name} [{tool}]: {row['status']} {row.get('reason', '')}{built}", file=sys.stderr, flush=True)
             rows.append(row)
     return rows
 
