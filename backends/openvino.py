@@ -16,6 +16,7 @@ the CPU plugin.
 from __future__ import annotations
 
 import collections
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,11 @@ class OpenVinoBackend:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         xml = out_dir / "model.xml"
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        with tempfile.TemporaryDirectory(prefix=".onnxc-staged-", dir=out_dir) as staged:
+            ov.save_model(ov_model, str(Path(staged) / xml.name), compress_to_fp16=False)
+            # The weights first: a model.xml in place always has its model.bin.
+            for name in (xml.with_suffix(".bin").name, xml.name):
+                os.replace(Path(staged) / name, out_dir / name)
         compiled = compile_for_cpu(ov_model, precision, options.threads)
         runtime = runtime_precisions(compiled)
         metadata: dict[str, Any] = {
