@@ -208,3 +208,36 @@ def test_lowering_sends_no_telemetry(monkeypatch, tmp_path):
     onnx.save(ir.to_proto(model), tmp_path / "model.onnx")
     openvino.convert_model(str(tmp_path / "model.onnx"))  # the control: ovc does send
     assert events
+
+
+def _weight_only_int8_matmul() -> ir.Model:
+    """y = x @ (int8 weights cast to float and scaled), as weight-only int8 transformers are stored."""
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(rng.integers(-127, 128, size=(256, 256)).astype(np.int8), "w_q"),
+            numpy_helper.from_array(np.float32(0.01), "s")]
+    nodes = [helper.make_node("Cast", ["w_q"], ["w_f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["w_f", "s"], ["w"]),
+             helper.make_node("MatMul", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "weight_only", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 256])], init)
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_f32_switches_off_dynamic_activation_quantization(tmp_path):
+    import openvino
+
+    from onnxc.backends.openvino import read_onnx
+
+    model = _weight_only_int8_matmul()
+    artifact, verification = lower_and_verify(model, tmp_path)
+    assert artifact.metadata["dynamic_quantization_group_size"] == 0
+    (check,) = verification.outputs
+    assert check.rule == FLOAT_RULE and check.max_rel <= 1e-6, check
+    # The control: the plugin's own default at f32 quantizes the MatMul's activations.
+    feed = generated_feeds(model)[0]
+    compiled = openvino.Core().compile_model(read_onnx(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    default = compiled.create_infer_request().infer(feed)[compiled.outputs[0]]
+    runner = OpenVinoBackend().load(artifact)
+    exact = runner.run(feed)["y"]
+    runner.close()
+    assert np.abs(default - exact).max() / np.abs(exact).max() > 1e-3
