@@ -21,6 +21,9 @@ data, save; then
 ``--peer ort-quantize`` adds a row per model for onnxruntime.quantization.quantize_static (QDQ,
 its default types, MinMax) on the same calibration feeds, judged the same way; ``--peer nncf`` one for
 Intel NNCF's post-training ``nncf.quantize`` on the ONNX model (its defaults, same feeds).
+``--build TARGET`` also lowers each compiled model for TARGET (``onnxc build``'s lowerer, e.g.
+openvino) and verifies the artifact against ORT on the same feeds (onnxc.backends.verify's bounds):
+the build column says ok, mismatch, or error with the one line saying which op and why.
 ``--backend-tests`` runs ONNX's node and data test cases through the pipeline instead: every
 written model must pass the checker and ORT's outputs must equal the expected ones.
 
@@ -28,6 +31,7 @@ written model must pass the checker and ORT's outputs must equal the expected on
     python benchmarks/corpus.py --passes "default,quantize" --peer ort-quantize nncf --json quantize.json
     python benchmarks/corpus.py --passes default --models silero-vad magika --latency-rounds 0
     python benchmarks/corpus.py --passes default --backend-tests
+    python benchmarks/corpus.py --passes default --build openvino --latency-rounds 0
 """
 from __future__ import annotations
 
@@ -115,7 +119,35 @@ def _compile_nncf(source: Path, target: Path, pipeline: str, feeds: list[dict]) 
 COMPILERS = {"onnxc": _compile_onnxc, "ort-quantize": _compile_ort_quantize, "nncf": _compile_nncf}
 
 
-def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int) -> dict:
+def _build_and_verify(target_name: str, model_path: Path, feeds: list[dict], folder: Path) -> dict:
+    """Lower the compiled model for ``target_name`` and judge the artifact against ORT on ``feeds``."""
+    import onnxc
+    from onnxc.backends.verify import verify_runner
+    from onnxc.errors import OnnxcError
+    from onnxc.targets import get_target
+
+    try:
+        backend = get_target(target_name).lowerer()
+        model = onnxc.load(model_path)
+        artifact = backend.lower(model, folder)
+        runner = backend.load(artifact)
+        try:
+            verification = verify_runner(runner, model, feeds, precision=artifact.metadata.get("precision_ran"))
+        finally:
+            runner.close()
+    except OnnxcError as error:
+        return {"build": "error", "build_note": _one_line(error)}
+    except Exception as error:  # noqa: BLE001 - anything but an OnnxcError is a bug in the lowerer
+        return {"build": "bug", "build_note": _one_line(error)}
+    worst = max(verification.outputs, key=lambda check: check.max_rel)
+    int8 = artifact.metadata.get("int8_layers") or {}
+    note = f"{worst.name}: rel {worst.max_rel:.2g}, cosine {worst.cosine:.5f} [{worst.rule}]"
+    if int8:
+        note += "; int8 at run time: " + ", ".join(f"{layer} {n}" for layer, n in int8.items())
+    return {"build": "ok" if verification.passed else "mismatch", "build_note": note}
+
+
+def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int, build: str | None = None) -> dict:
     """One row: compile ``name`` with ``tool`` and judge the output against the original."""
     import onnx
 
@@ -157,12 +189,14 @@ def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int
             calls = max(10, math.ceil(ROUND_SECONDS / max(probe, 1e-6)))
             before, after = ort_latency(source, target, feeds[0], rounds=latency_rounds, calls_per_round=calls)
             row["latency_ratio"] = after / before
+        if build:
+            row.update(_build_and_verify(build, target, feeds, Path(tmp) / "build"))
     return row
 
 
 def _child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(HERE))
-    row = judge(args.child, args.tool, args.passes, args.feeds, args.latency_rounds)
+    row = judge(args.child, args.tool, args.passes, args.feeds, args.latency_rounds, args.build)
     Path(args.result).write_text(json.dumps(row))
 
 
@@ -171,7 +205,7 @@ def _run_in_child(name: str, tool: str, args: argparse.Namespace) -> dict:
         result = Path(tmp) / "row.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--tool", tool,
                    "--passes", args.passes, "--feeds", str(args.feeds), "--latency-rounds", str(args.latency_rounds),
-                   "--result", str(result)]
+                   "--result", str(result)] + (["--build", args.build] if args.build else [])
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
@@ -220,6 +254,9 @@ def summarize(rows: list[dict], tool: str = "onnxc") -> str:
         parts.append(f"worst fidelity {worst['fidelity']:.4f} ({worst['model']}, {worst['metric']})")
     if geomean:
         parts.append(f"geometric-mean latency ratio {geomean:.3f} over {len(ratios)} ok models")
+    builds = collections.Counter(row["build"] for row in mine if "build" in row)
+    if builds:
+        parts.append("built: " + ", ".join(f"{count} {status}" for status, count in sorted(builds.items())))
     return ", ".join(parts)
 
 
@@ -231,6 +268,11 @@ def print_table(rows: list[dict]) -> None:
              _fmt(row.get("latency_ratio"), ".3f"), _fmt(row.get("compile_s"), ".2f"), row.get("reason", "")] for row in rows]
     print(table(["model", "tool", "metric", "status", "fidelity", "size", "params", "MACs", "latency", "compile s", "note"],
                 body))
+    built = [row for row in rows if "build" in row]
+    if built:
+        print()
+        print(table(["model", "tool", "build", "verification against ORT / why not"],
+                    [[row["model"], row["tool"], row["build"], row["build_note"]] for row in built]))
 
 
 def run_models(args: argparse.Namespace) -> list[dict]:
@@ -247,7 +289,8 @@ def run_models(args: argparse.Namespace) -> list[dict]:
             continue
         for tool in ("onnxc", *args.peer):
             row = _run_in_child(name, tool, args)
-            print(f"{name} [{tool}]: {row['status']} {row.get('reason', '')}", file=sys.stderr, flush=True)
+            built = f" | build {row['build']}: {row['build_note']}" if "build" in row else ""
+            print(f"{name} [{tool}]: {row['status']} {row.get('reason', '')}{built}", file=sys.stderr, flush=True)
             rows.append(row)
     return rows
 
@@ -286,6 +329,8 @@ def main() -> None:
     parser.add_argument("--latency-rounds", type=int, default=5, help="interleaved latency rounds, 0 to skip (default 5)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model and tool (default 600)")
     parser.add_argument("--json", type=Path, help="also write the rows (or backend results) to this file")
+    parser.add_argument("--build", metavar="TARGET", help="also lower each compiled model for TARGET (e.g. openvino) "
+                                                          "and verify the artifact against ORT")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--tool", default="onnxc", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -93,6 +93,13 @@ class Target:
         return getattr(importlib.import_module(module), cls)()
 
 
+def _openvino_latencies(models: dict, feed: dict, **options: object) -> dict[str, float]:
+    # Imported when used: the registry loads without OpenVINO installed.
+    from onnxc.backends.openvino import openvino_latencies
+
+    return openvino_latencies(models, feed, **options)
+
+
 TARGETS: dict[str, Target] = {target.name: target for target in (
     Target("onnxruntime", profiles.ONNXRUNTIME, runtime="ORT",
            backend="onnxc.backends.onnxruntime:OnnxRuntimeBackend", timer=ort_latencies),
@@ -100,7 +107,8 @@ TARGETS: dict[str, Target] = {target.name: target for target in (
            install="pip install 'onnxc[tensorrt]' on a machine with an NVIDIA GPU",
            backend="onnxc.backends.tensorrt:TensorRtBackend"),
     Target("openvino", profiles.OPENVINO, runtime="OpenVINO", runtime_module="openvino",
-           install="pip install 'onnxc[openvino]'"),
+           install="pip install 'onnxc[openvino]'", backend="onnxc.backends.openvino:OpenVinoBackend",
+           timer=_openvino_latencies),
     Target("tvm", profiles.TVM, runtime="TVM", runtime_module="tvm", install="pip install 'onnxc[tvm]'"),
 )}
 

@@ -14,13 +14,13 @@ import textwrap
 import traceback
 
 from onnxc._version import __version__
-from onnxc.cli import bench, compare, compile, demo, inspect, passes, run, zoo
+from onnxc.cli import bench, build, compare, compile, demo, inspect, passes, run, zoo
 from onnxc.cli.common import EPILOG_EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Formatter
 from onnxc.cli.environment import Terminated, command_environment, show_onnxc_warnings
 from onnxc.errors import OnnxcError, PassCrashedError
 
 # In the order ``onnxc --help`` lists them.
-COMMANDS = (inspect, compile, passes, zoo, run, compare, bench, demo)
+COMMANDS = (inspect, compile, build, passes, zoo, run, compare, bench, demo)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
               onnxc inspect model.onnx --shape input=1x3x224x224
               onnxc compile model.onnx -o model.opt.onnx --verify --report report.json
               onnxc compile model.onnx -o out.onnx --passes "default,my-pass(k=3)" --plugin my_passes
+              onnxc build model.opt.onnx --target openvino -o model_ov/
               onnxc passes
               onnxc zoo export resnet50 -o resnet50.onnx --batch 1
               onnxc run model.onnx --input x=x.npy --output-dir out/

@@ -11,7 +11,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # as a shell reports a process SIGTERM e
 
 EPILOG_EXIT_CODES = """exit codes:
   0  success
-  1  outputs differ beyond tolerance (compare)
+  1  outputs differ beyond tolerance (compare, build)
   2  bad input or usage: unreadable/invalid model, unknown pass or option, bad data (one-line error)
   3  internal error in onnxc (rerun with --debug for the traceback, and report it)
   130, 143  interrupted (Ctrl-C) or terminated (SIGTERM); no partial output is left"""

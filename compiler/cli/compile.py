@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from onnxc.cli import build
 from onnxc.cli.common import EXIT_OK, SHAPE_HELP, Subparsers, add_command, load_plugins
 from onnxc.cli.settings import compile_settings
 
@@ -14,7 +15,8 @@ def add_parser(sub: Subparsers) -> None:
         onnxc compile model.onnx -o model.opt.onnx                      # default lossless pipeline
         onnxc compile model.onnx -o out.onnx --passes "default,cse" --verify
         onnxc compile model.onnx -o out.onnx --recipe recipe.toml --report report.json
-        onnxc compile model.onnx -o out.onnx --passes "default,my-pass" --plugin ./my_passes.py""")
+        onnxc compile model.onnx -o out.onnx --passes "default,my-pass" --plugin ./my_passes.py
+        onnxc compile model.onnx -o int8.onnx --passes default,quantize --calib-data data/ --target openvino --build int8_ov/""")
     p.add_argument("model", help="the input .onnx file (never modified)")
     p.add_argument("-o", "--output", required=True, help="where to write the compiled model")
     group = p.add_mutually_exclusive_group()
@@ -37,6 +39,8 @@ def add_parser(sub: Subparsers) -> None:
                    help="do not time the result against the input when a pass promises speed (quantize's never_slower); "
                         "by default the input comes back when the compiled model is more than 5%% slower on the target")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--build", metavar="DIR", help="then lower the result for --target into DIR, verified against ORT "
+                   "(as `onnxc build OUTPUT --target T -o DIR`)")
     p.set_defaults(handler=run)
 
 
@@ -47,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     load_plugins(args)
     settings = compile_settings(args)
+    if args.build:
+        build.check_buildable(settings.context.target)  # before compiling: a missing runtime is found in a second
     source, output = Path(args.model), Path(args.output)
     external = {"auto": None, "always": True, "never": False}[args.external_data]
     report, written = compile_file(source, output, settings.pipeline, context=settings.context,
@@ -56,4 +62,8 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomically(args.report, json.dumps(report_data, indent=2, default=str) + "\n")
     print(format_compile_report(report))
     print("wrote " + ", ".join(str(p) for p in written))
+    if args.build:
+        from onnxc.io import load
+
+        return build.build_and_report(load(output), settings.context.target, Path(args.build), shapes=args.shape, seed=args.seed)
     return EXIT_OK
