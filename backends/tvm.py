@@ -156,9 +156,10 @@ def fixed_inputs(model: ir.Model, shapes: dict[str, tuple[int, ...]] | None) -> 
         if shape is None:
             dims = list(value.shape or ())
             if value.shape is None or not all(isinstance(dim, int) for dim in dims):
-                shown = "x".join(str(dim) if isinstance(dim, int) else "?" for dim in dims)
-                raise OnnxcError(f"input {value.name!r} has shape {shown or 'unknown'}: TVM builds for fixed shapes; "
-                                 f"give --shape {value.name}=" + "x".join(str(d) if isinstance(d, int) else "1" for d in dims))
+                shown = "x".join(str(dim) for dim in dims) or "unknown"
+                example = "x".join(str(dim) if isinstance(dim, int) else "1" for dim in dims)
+                raise OnnxcError(f"input {value.name!r} has shape {shown}: TVM builds for fixed shapes; "
+                                 f"give --shape {value.name}=DIMS (e.g. {example or '1'})")
             shape = tuple(dims)
         fixed[value.name] = (tuple(int(d) for d in shape), _numpy_dtype(value))
     return fixed
