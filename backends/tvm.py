@@ -4,8 +4,8 @@ TVM's Relax into one shared library.
 The model is imported by ``relax.frontend.onnx`` at fixed input shapes, its Q/DQ compute units are
 turned into integer kernels (:mod:`onnxc.backends.tvm_int8`), and the module is compiled with
 LLVM for this CPU or cross-compiled for aarch64 with NEON. The build folder holds ``model.so``,
-``io.json`` (input and output names, shapes and dtypes, the target, tuned or not) and the
-manifest; :mod:`onnxc.backends.tvm_vm` runs it.
+``io.json`` (input and output names, shapes and dtypes, the target, tuned or not), the manifest
+and ``run_model.py`` (:mod:`onnxc.backends.tvm_vm`), which runs it with numpy and tvm alone.
 
 Untuned TVM code is far slower than ONNX Runtime (~100x on convolutions): a build is untuned
 unless ``LowerOptions.tune_trials`` asks for meta-schedule tuning (:mod:`onnxc.backends.tvm_tune`),
@@ -25,7 +25,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions, require_module
-from onnxc.backends.tvm_vm import LIBRARY, SIGNATURE, TvmRunner
+from onnxc.backends.tvm_vm import LIBRARY, RUN_SCRIPT, SIGNATURE, TvmRunner
 from onnxc.errors import OnnxcError
 from onnxc.io import write_text_atomically
 
@@ -59,7 +59,7 @@ class TvmBackend:
 
     def lower(self, model: ir.Model, out_dir: Path, options: LowerOptions | None = None) -> Artifact:
         require_module("tvm", "TVM", INSTALL)
-        from onnxc.backends import tvm_int8
+        from onnxc.backends import tvm_int8, tvm_vm
 
         options = options or LowerOptions()
         inputs = fixed_inputs(model, options.shapes)
@@ -87,6 +87,8 @@ class TvmBackend:
         library = out_dir / LIBRARY
         _export(executable, library, self.arch)
         write_text_atomically(out_dir / SIGNATURE, json.dumps(signature, indent=2, sort_keys=True) + "\n")
+        # The runner travels with the build, so the folder runs where only numpy and tvm are installed.
+        write_text_atomically(out_dir / RUN_SCRIPT, Path(tvm_vm.__file__).read_text())
         metadata = {
             **signature,
             "tuning": f"tuned with {options.tune_trials} meta-schedule trials" if tuned else "untuned",
@@ -95,7 +97,7 @@ class TvmBackend:
             "float_ops_on_dequantized_inputs": integer.left_float,
             "ignored_options": _ignored(options),
         }
-        artifact = Artifact(self.name, out_dir, [library, out_dir / SIGNATURE], metadata)
+        artifact = Artifact(self.name, out_dir, [library, out_dir / SIGNATURE, out_dir / RUN_SCRIPT], metadata)
         artifact.write_manifest()
         return artifact
 
@@ -104,7 +106,7 @@ class TvmBackend:
         built_for = artifact.metadata.get("arch")
         if built_for != host_arch():
             raise OnnxcError(f"{artifact.directory} is a TVM build for {built_for}; this machine is {host_arch()}: "
-                             f"run it there (python tvm_vm.py BUILD_DIR in.npz out.npz)")
+                             f"run it there: python3 {RUN_SCRIPT} BUILD_DIR inputs.npz outputs.npz")
         return TvmRunner(artifact.directory)
 
 
@@ -196,7 +198,7 @@ def _export(executable, library: Path, arch: str) -> None:
     staged = library.with_name(f".{library.name}.{os.getpid()}.tmp.so")
     try:
         if arch == "aarch64":
-            from tvm.contrib import cc
+            from tvm.support import cc
 
             if shutil.which(AARCH64_CC) is None:
                 raise OnnxcError(f"cross-compiling for aarch64 needs {AARCH64_CC} "

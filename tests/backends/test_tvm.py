@@ -113,7 +113,7 @@ def test_a_float_build_matches_ort_and_says_it_is_untuned(tmp_path):
     np.testing.assert_allclose(outputs["logits"], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     assert artifact.metadata["tuned"] is False and artifact.metadata["tuning"] == "untuned"
     assert artifact.metadata["inputs"] == [{"name": "input", "shape": [1, 3, 16, 16], "dtype": "float32"}]
-    assert sorted(p.name for p in Artifact.read(tmp_path / "b").files) == ["io.json", "model.so"]
+    assert sorted(p.name for p in Artifact.read(tmp_path / "b").files) == ["io.json", "model.so", "run_model.py"]
 
 
 def test_a_quantized_build_runs_integer_kernels_within_one_step(tmp_path):
