@@ -21,6 +21,9 @@ from onnxc.progress import progress_bar
 # cores need minutes (the 30 s default rejected most of ResNet's).
 BUILD_TIMEOUT_S = 300
 COMPLETE = "complete"
+# Candidates measured per task and round: small rounds spread a small budget over every kernel
+# (with meta-schedule's 64, 256 trials would tune four of ResNet-18's kernels and leave the rest).
+TRIALS_PER_ROUND = 16
 
 
 def tuned_build(module, target: dict[str, Any], trials: int, cache_dir: Path | None):
@@ -57,7 +60,7 @@ def _tune_and_compile(module, target, trials: int, work_dir: Path):
         with progress_bar(total=trials, desc="tuning TVM kernels", unit="trial") as bar:
             database = ms.relax_integration.tune_relax(
                 module, None, target, str(work_dir), max_trials_global=trials,
-                num_trials_per_iter=min(64, trials), builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
+                num_trials_per_iter=min(TRIALS_PER_ROUND, trials), builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _progress(bar)], seed=0)
         (work_dir / COMPLETE).write_text(f"{trials} trials\n")
     return ms.relax_integration.compile_relax(database, module, target, None)
