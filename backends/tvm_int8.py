@@ -144,9 +144,9 @@ def _integer_mutator():
             channels = w.shape[0] if is_conv else w.shape[-1]
             return w, np.broadcast_to(scale.astype(np.float32).reshape(-1), (channels,))
 
-        def _int32_bias(self, var, scale: np.ndarray):
+        def _int32_bias(self, var, scale: np.ndarray, is_conv: bool):
             """(the add binding, int32 bias) when ``var``'s one user adds an int32 bias stored at
-            the product's scale."""
+            the product's scale, one value per output channel."""
             users = self.users.get(var, [])
             if len(users) != 1:
                 return None
@@ -154,6 +154,10 @@ def _integer_mutator():
             if not (isinstance(add_value, relax.Call) and add_value.op == add):
                 return None
             other = add_value.args[1] if add_value.args[0].same_as(var) else add_value.args[0]
+            per_channel = [1, scale.size, 1, 1] if is_conv else [scale.size]
+            shape = [int(d) for d in other.ty.shape]
+            if shape != per_channel and not (not is_conv and shape[-1:] == per_channel and set(shape[:-1]) <= {1}):
+                return None
             value = self.values.get(other)
             if isinstance(value, relax.Call) and value.op == reshape:
                 value = self.values.get(value.args[0])
@@ -184,7 +188,7 @@ def _integer_mutator():
             zx = int(x_zero.reshape(-1)[0])
             scale = (float(x_scale.reshape(-1)[0]) * w_scale.astype(np.float64)).astype(np.float32)
             correction = -zx * w.astype(np.int64).sum(axis=(1, 2, 3) if is_conv else 0)
-            bias = self._int32_bias(var, scale)
+            bias = self._int32_bias(var, scale, is_conv)
             if bias is not None:
                 add_var, bias_q = bias
                 correction = correction + bias_q

@@ -100,10 +100,9 @@ TARGETS: dict[str, Target] = {target.name: target for target in (
            install="pip install 'onnxc[tensorrt]' on a machine with an NVIDIA GPU"),
     Target("openvino", profiles.OPENVINO, runtime="OpenVINO", runtime_module="openvino",
            install="pip install 'onnxc[openvino]'"),
-    # Both TVM targets place Q/DQ alike (node units); the lowerer picks the CPU.
-    Target("tvm-x86", dataclasses.replace(profiles.TVM, name="tvm-x86"), runtime="TVM", runtime_module="tvm",
+    Target("tvm-x86", profiles.TVM_X86, runtime="TVM", runtime_module="tvm",
            install="pip install 'onnxc[tvm]'", backend="onnxc.backends.tvm:TvmX86Backend"),
-    Target("tvm-arm-neon", dataclasses.replace(profiles.TVM, name="tvm-arm-neon"), runtime="TVM", runtime_module="tvm",
+    Target("tvm-arm-neon", profiles.TVM_ARM_NEON, runtime="TVM", runtime_module="tvm",
            install="pip install 'onnxc[tvm]'", backend="onnxc.backends.tvm:TvmArmNeonBackend"),
 )}
 

@@ -19,7 +19,7 @@ from testutil import float_model
 
 import onnxc
 from onnxc import models_zoo
-from onnxc.backends.base import Artifact, BackendUnavailableError
+from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions
 from onnxc.context import Context
 from onnxc.errors import OnnxcError
 from onnxc.runtime import OrtRunner
@@ -184,3 +184,29 @@ def test_zoo_models_match_ort_in_float_and_int8(name, tmp_path):
     assert floats == ({"matmul float32 x float32 -> float32": 2} if name == "bert" else {})
     for output, expected in OrtRunner(int8).run(feeds[8]).items():
         assert np.abs(outputs[output] - expected).max() <= head_step(int8, output), output
+
+
+@pytest.mark.slow
+def test_tuning_uses_the_trials_and_the_next_build_reuses_its_records(tmp_path, monkeypatch):
+    from tvm.s_tir import meta_schedule
+
+    rng = np.random.default_rng(2)
+    model = float_model([helper.make_node("Gemm", ["input", "w", "b"], ["y"], transB=1), helper.make_node("Relu", ["y"], ["out"])],
+                        [("input", [1, 64])], [("out", [1, 32])],
+                        {"w": rng.standard_normal((32, 64)) * 0.2, "b": rng.standard_normal(32) * 0.1})
+    feed = {"input": rng.standard_normal((1, 64)).astype(np.float32)}
+    options = LowerOptions(tune_trials=8, cache_dir=tmp_path / "cache")
+    artifact = TvmX86Backend().lower(model, tmp_path / "a", options)
+    assert artifact.metadata["tuned"] is True and artifact.metadata["tuning"] == "tuned with 8 meta-schedule trials"
+    records = list((tmp_path / "cache" / "tvm-tuning").glob("*/database_tuning_record.json"))
+    assert len(records) == 1 and records[0].read_text().count("\n") >= 1
+    runner = TvmX86Backend().load(artifact)
+    expected = OrtRunner(model).run(feed)["out"]
+    np.testing.assert_allclose(runner.run(feed)["out"], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("tuned again although the cache holds this tuning")
+
+    monkeypatch.setattr(meta_schedule.relax_integration, "tune_relax", no_tuning)
+    again = TvmX86Backend().lower(model, tmp_path / "b", options)
+    assert again.metadata["tuned"] is True
