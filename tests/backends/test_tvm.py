@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import warnings
 
 import numpy as np
@@ -187,12 +188,15 @@ def test_zoo_models_match_ort_in_float_and_int8(name, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ONNXC_TVM_TUNING_TEST"),
+                    reason="meta-schedule tuning costs ~3 CPU minutes even for 8 trials of one kernel, over CI's budget: "
+                           "set ONNXC_TVM_TUNING_TEST=1 to run it")
 def test_tuning_uses_the_trials_and_the_next_build_reuses_its_records(tmp_path, monkeypatch):
     from tvm.s_tir import meta_schedule
 
     rng = np.random.default_rng(2)
-    model = float_model([helper.make_node("Gemm", ["input", "w", "b"], ["y"], transB=1), helper.make_node("Relu", ["y"], ["out"])],
-                        [("input", [1, 64])], [("out", [1, 32])],
+    nodes = [helper.make_node("Gemm", ["input", "w", "b"], ["y"], transB=1), helper.make_node("Relu", ["y"], ["out"])]
+    model = float_model(nodes, [("input", [1, 64])], [("out", [1, 32])],
                         {"w": rng.standard_normal((32, 64)) * 0.2, "b": rng.standard_normal(32) * 0.1})
     feed = {"input": rng.standard_normal((1, 64)).astype(np.float32)}
     options = LowerOptions(tune_trials=8, cache_dir=tmp_path / "cache")
