@@ -53,17 +53,18 @@ def _tune_and_compile(module, target, trials: int, work_dir: Path):
         module = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
                                            relax.transform.CanonicalizeBindings(),
                                            relax.get_pipeline("zero")])(module)
-
-    if (work_dir / COMPLETE).exists():
-        database = ms.database.JSONDatabase(work_dir=str(work_dir))
-    else:
+    if not (work_dir / COMPLETE).exists():
         with progress_bar(total=trials, desc="tuning TVM kernels", unit="trial") as bar:
-            database = ms.relax_integration.tune_relax(
+            ms.relax_integration.tune_relax(
                 module, None, target, str(work_dir), max_trials_global=trials,
                 num_trials_per_iter=min(TRIALS_PER_ROUND, trials), builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _progress(bar)], seed=0)
         (work_dir / COMPLETE).write_text(f"{trials} trials\n")
-    return ms.relax_integration.compile_relax(database, module, target, None)
+    # Applied as relax's own tuning pipeline does: meta_schedule's compile_relax found none of the
+    # records here (every kernel fell back to its untuned schedule).
+    with target:
+        module = relax.transform.MetaScheduleApplyDatabase(work_dir=str(work_dir))(module)
+    return tvm.compile(module, target=target)
 
 
 def _progress(bar):
