@@ -9,7 +9,7 @@ reasons are below.
 
 Two placement styles exist:
 
-* **node units** (``quantize_outputs=True``; ``onnxruntime``, ``tvm``): an op runs in integer
+* **node units** (``quantize_outputs=True``; ``onnxruntime``, ``tvm-x86``, ``tvm-arm-neon``): an op runs in integer
   arithmetic only when every float input comes from a DequantizeLinear and its output goes
   straight into a QuantizeLinear, so a quantized Conv gets Q/DQ on its output too and the int8
   data flows from one integer kernel to the next. The backend fuses ``DQ -> op -> Q`` groups into
@@ -159,10 +159,11 @@ openvino (CPU plugin, low-precision transformations; NNCF-style placement).
 - No Q/DQ between Conv and its activation: the plugin fuses Conv + bias + ReLU."""
 
 _TVM_RULES = """\
-tvm (Relay/Relax QNN via the ONNX frontend): the onnxruntime node-unit placement.
-- TVM's FakeQuantizationToInteger rewrites each DQ -> op -> Q group into qnn.conv2d / qnn.dense / qnn.add /
-  qnn.concatenate, so the same units as onnxruntime apply: DQ on inputs, Q on outputs, per-channel int8 weights,
-  int32 bias with scale s_x*s_w, uint8 activations (VNNI and the ARM dot-product kernels take u8 x s8).
+{name} (TVM Relax, lowered by onnxc.backends.tvm): the onnxruntime node-unit placement.
+- The lowerer rewrites each DQ -> Conv/Gemm/MatMul -> Q unit into a uint8 x int8 -> int32 kernel (int32 bias
+  with scale s_x*s_w, the activation zero point folded into it, requantized by the Q), so the same units as
+  onnxruntime apply: DQ on inputs, Q on outputs, per-channel int8 weights, uint8 activations (VNNI and the
+  ARM dot-product kernels take u8 x s8); Add/Concat/pools between units compute in float between DQ and Q.
 - Relu/Clip absorbed into the Q range and removed; data movement shares scales."""
 
 _COMPUTE = frozenset({"Conv", "Gemm", "MatMul"})
@@ -207,15 +208,16 @@ OPENVINO = dataclasses.replace(
     activation_dtype="uint8",
     symmetric_activations=False,
 )
-# TVM's QNN rewrite fuses the same node units as ORT; its 8-bit products do not saturate.
-TVM = dataclasses.replace(
+# TVM's integer kernels take the same node units as ORT; its 8-bit products do not saturate.
+TVM_X86 = dataclasses.replace(
     ONNXRUNTIME,
-    name="tvm",
-    rules=_TVM_RULES,
+    name="tvm-x86",
+    rules=_TVM_RULES.format(name="tvm-x86"),
     int8_ops=frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"}),
     shared_scale_ops=DATA_MOVEMENT_OPS,
     narrow_weights_without_vnni=False,
 )
+TVM_ARM_NEON = dataclasses.replace(TVM_X86, name="tvm-arm-neon", rules=_TVM_RULES.format(name="tvm-arm-neon"))
 
 
 def for_this_machine(profile: TargetProfile) -> TargetProfile:

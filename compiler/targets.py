@@ -109,7 +109,10 @@ TARGETS: dict[str, Target] = {target.name: target for target in (
     Target("openvino", profiles.OPENVINO, runtime="OpenVINO", runtime_module="openvino",
            install="pip install 'onnxc[openvino]'", backend="onnxc.backends.openvino:OpenVinoBackend",
            timer=_openvino_latencies),
-    Target("tvm", profiles.TVM, runtime="TVM", runtime_module="tvm", install="pip install 'onnxc[tvm]'"),
+    Target("tvm-x86", profiles.TVM_X86, runtime="TVM", runtime_module="tvm",
+           install="pip install 'onnxc[tvm]'", backend="onnxc.backends.tvm:TvmX86Backend"),
+    Target("tvm-arm-neon", profiles.TVM_ARM_NEON, runtime="TVM", runtime_module="tvm",
+           install="pip install 'onnxc[tvm]'", backend="onnxc.backends.tvm:TvmArmNeonBackend"),
 )}
 
 

@@ -107,7 +107,7 @@ def test_run_saves_outputs_and_compare_detects_differences(digits_path, tmp_path
 def test_an_unknown_target_is_one_error_line_naming_the_known_ones(digits_path, tmp_path, capsys):
     assert main(["compile", str(digits_path), "-o", str(tmp_path / "o.onnx"), "--target", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err == "onnxc: error: unknown target 'cuda'; known targets: onnxruntime, tensorrt, openvino, tvm\n"
+    assert err == "onnxc: error: unknown target 'cuda'; known targets: onnxruntime, tensorrt, openvino, tvm-x86, tvm-arm-neon\n"
     assert not (tmp_path / "o.onnx").exists()
 
 

@@ -1,6 +1,8 @@
 """The target registry: one lookup of a target's profile, lowerer and timer for every reader."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -18,7 +20,8 @@ OLD_PROFILES = {
     "onnxruntime": (True, "uint8", False, True, False, {"Conv", "Gemm", "MatMul"}),
     "tensorrt": (False, "int8", True, False, True, {"Conv", "Gemm", "MatMul", "ConvTranspose"}),
     "openvino": (False, "uint8", False, False, False, {"Conv", "Gemm", "MatMul", "ConvTranspose"}),
-    "tvm": (True, "uint8", False, True, False, {"Conv", "Gemm", "MatMul"}),
+    "tvm-x86": (True, "uint8", False, True, False, {"Conv", "Gemm", "MatMul"}),
+    "tvm-arm-neon": (True, "uint8", False, True, False, {"Conv", "Gemm", "MatMul"}),
 }
 
 
@@ -30,14 +33,14 @@ def _relu_model() -> ir.Model:
 
 
 def test_known_targets():
-    assert list(TARGETS) == ["onnxruntime", "tensorrt", "openvino", "tvm"]
+    assert list(TARGETS) == ["onnxruntime", "tensorrt", "openvino", "tvm-x86", "tvm-arm-neon"]
     assert all(get_target(name).name == name for name in TARGETS)
 
 
 def test_an_unknown_target_is_one_line_listing_the_known_ones():
     with pytest.raises(UnknownTargetError) as error:
         get_target("cuda")
-    assert str(error.value) == "unknown target 'cuda'; known targets: onnxruntime, tensorrt, openvino, tvm"
+    assert str(error.value) == "unknown target 'cuda'; known targets: onnxruntime, tensorrt, openvino, tvm-x86, tvm-arm-neon"
     assert isinstance(error.value, PipelineError)
     with pytest.raises(UnknownTargetError):
         Context(target="cuda")
@@ -63,15 +66,17 @@ def test_a_target_without_its_runtime_says_what_to_install(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     usable, why = get_target("tensorrt").can_time()
     assert not usable and why == "TensorRT is not installed (pip install 'onnxc[tensorrt]' on a machine with an NVIDIA GPU)"
-    with pytest.raises(TargetUnavailableError, match=r"cannot time on tvm here: TVM is not installed \(pip install 'onnxc\[tvm\]'\)"):
-        get_target("tvm").latencies({"a": _relu_model()}, {})
+    with pytest.raises(TargetUnavailableError, match=r"cannot time on tvm-x86 here: TVM is not installed \(pip install 'onnxc\[tvm\]'\)"):
+        get_target("tvm-x86").latencies({"a": _relu_model()}, {})
 
 
 def test_lowerers_are_looked_up_lazily():
     assert isinstance(get_target("onnxruntime").lowerer(), OnnxRuntimeBackend)
-    for name in ("tvm",):
-        with pytest.raises(FeatureNotImplementedError, match=f"lowering for {name} is not implemented yet: issue 10"):
-            get_target(name).lowerer()
+    assert get_target("tvm-x86").lowerer().name == "tvm-x86"
+    assert get_target("openvino").lowerer().name == "openvino"
+    unbuilt = dataclasses.replace(get_target("onnxruntime"), name="future", backend=None)
+    with pytest.raises(FeatureNotImplementedError, match="lowering for future is not implemented yet: issue 10"):
+        unbuilt.lowerer()
 
 
 def test_speed_check_says_why_a_target_is_not_timed():

@@ -77,7 +77,7 @@ def test_openvino_quantizes_inputs_of_convs_and_eltwise_uint8(cnn):
 
 
 def test_tvm_uses_the_node_unit_placement(cnn):
-    tvm, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=tvm)", data=CALIB)
+    tvm, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=tvm-x86)", data=CALIB)
     ort, _ = quantized(cnn, "quantize(never_slower=false,float_head=false,target=onnxruntime)", data=CALIB)
     assert quantized_input_names(tvm) == quantized_input_names(ort)
     assert op_count(tvm, "Relu") == 0
