@@ -9,22 +9,37 @@ by side at offsets. A *group* is a set of tied spaces: removing channel ``i`` of
 it from every producer weight, bias, normalization parameter, per-channel constant operand and
 consumer weight (input-channel axis) listed as its *members*.
 
-A value's channels are described by a :class:`Layout`: its channel axis and the segments
-``(space, length)`` its channel axis is made of (one segment but after a Concat).
+A value's channels are described by a :class:`Layout`: its channel axis, the segments
+``(space, length)`` its channel axis is made of (one segment but after a Concat), and its
+``scale``: tensor entries along the axis per segment entry. Channels change width on the way:
+a Flatten or Reshape merging ``[N, C, H, W]`` into ``[N, C*H*W]`` gives each channel ``H*W``
+consecutive entries (scale ``H*W``); a Reshape splitting ``[B, S, H*D]`` into ``[B, S, H, D]``
+(attention heads) makes one entry of the new axis stand for ``D`` channels. Such a split makes
+the whole group's pruning *unit* ``D`` channels wide (a head): once the walk is done, segments
+count units and ``scale`` is the tensor entries per unit (:attr:`Layout.unit`,
+:attr:`Member.unit`); a group's ``size`` counts units, and :attr:`Group.unit` is the width of
+one unit in its producers' weights. The Reshapes whose target names a channel count are listed
+(:attr:`Groups.reshapes`) so that removal rewrites their literal.
 
 Whatever cannot follow the channels makes the spaces it touches unprunable with a reason, never
-an error: an op the table calls ``mixing`` or does not know, a channel reaching a graph output or
-a subgraph, a non-constant weight, a grouped Conv, operands whose layouts disagree.
+an error: an op the table calls ``mixing`` or does not know (and a mixing op that does move
+the channel axis whole: Transpose, Reshape/Flatten/Squeeze/Unsqueeze that keep, merge or split it
+as above, Softmax and reductions over other axes, a MatMul of two computed tensors batched over
+the channels), a channel reaching a graph output or a subgraph, a non-constant weight, a grouped
+Conv, operands whose layouts disagree.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
+from fractions import Fraction
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxc.graph.channels import channel_rule, weight_axis, weight_input_axis
+from onnxc.graph.ops import default_opset
 from onnxc.irutil import constant_array
 
 Shape = tuple[int, ...]
@@ -32,30 +47,56 @@ Shape = tuple[int, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The channel axis of a value (non-negative) and the spaces its channels come from, in order."""
+    """The channel axis of a value (non-negative), the spaces its channels come from, in order, and
+    how many entries of the axis each segment entry takes (below one on an axis of heads while
+    the walk counts channels)."""
 
     axis: int
     segments: tuple[tuple[int, int], ...]  # (space id, channel count)
+    scale: Fraction = Fraction(1)
 
     @property
     def size(self) -> int:
         return sum(length for _, length in self.segments)
 
+    @property
+    def entries(self) -> int:
+        """Entries of the tensor's channel axis (an int wherever the layout is consistent)."""
+        return int(self.size * self.scale)
+
+    @property
+    def unit(self) -> int:
+        """Tensor entries per unit, once the groups are built."""
+        return int(self.scale)
+
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One tensor slice a group's channels index: input ``input`` of ``node``, along ``axis``."""
+    """One tensor slice a group's channels index: input ``input`` of ``node``, along ``axis``;
+    each segment entry is ``unit`` consecutive entries of that axis (a head's D weight columns,
+    a channel's H*W rows of a Gemm after Flatten)."""
 
     node: ir.Node
     input: int
     axis: int
     segments: tuple[tuple[int, int], ...]
     role: str  # "producer", "param" or "consumer"
+    scale: Fraction = Fraction(1)
+
+    @property
+    def unit(self) -> int:
+        return int(self.scale)
+
+    @property
+    def entries(self) -> int:
+        """Entries of the sliced axis the member covers."""
+        return int(sum(length for _, length in self.segments) * self.scale)
 
 
 @dataclasses.dataclass
 class Group:
-    """Tied spaces: ``size`` channels, the members to slice, and why it cannot be pruned (if so)."""
+    """Tied spaces: ``size`` units (channels, or heads of ``unit`` channels), the members to slice,
+    and why it cannot be pruned (if so)."""
 
     id: int
     size: int
@@ -63,6 +104,7 @@ class Group:
     producers: list[ir.Node] = dataclasses.field(default_factory=list)
     members: list[Member] = dataclasses.field(default_factory=list)
     reasons: list[str] = dataclasses.field(default_factory=list)
+    unit: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -72,35 +114,59 @@ class Group:
     def name(self) -> str:
         return self.producers[0].name if self.producers else f"group_{self.id}"
 
+    def round_step(self, round_to: int) -> int:
+        """Units to keep a multiple of so that the producers keep a multiple of ``round_to`` channels."""
+        return round_to // math.gcd(round_to, self.unit)
+
 
 @dataclasses.dataclass
 class Groups:
-    """The groups of a model, the space → group map, and every tracked value's layout."""
+    """The groups of a model, the space → group map, every tracked value's layout, and the
+    Reshapes whose target literal at ``axis`` counts a group's channels."""
 
     groups: list[Group]
     group_of_space: dict[int, int]
     layouts: dict[int, Layout]  # id(value) -> layout
     values: dict[int, ir.Value]  # id(value) -> value, for the tracked ones
+    reshapes: list[tuple[ir.Node, int]] = dataclasses.field(default_factory=list)  # (Reshape, output axis)
 
     def group(self, space: int) -> Group:
         return self.groups[self.group_of_space[space]]
+
+    def round_steps(self, round_to: int) -> dict[int, int]:
+        """Per group id, the multiple of units it keeps (see :meth:`Group.round_step`)."""
+        return {group.id: group.round_step(round_to) for group in self.groups}
 
 
 def _name(node: ir.Node) -> str:
     return node.name or node.op_type
 
 
+# Ops that only regroup dims: the channel axis survives when it is kept, merged with the axes
+# after it, or split in two (see :meth:`_Builder.reshaped`).
+_RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+_NORMALIZING = ("Softmax", "LogSoftmax", "Hardmax")
+_REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+               "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
+# Opsets from which a reduction reads its axes from input 1 rather than an attribute.
+_AXES_INPUT_SINCE = {"ReduceSum": 13}
+_AXES_INPUT_SINCE_OTHERS = 18
+
+
 class _Builder:
     def __init__(self, model: ir.Model, shapes: Mapping[str, Shape | None]):
         self.model = model
         self.shapes = shapes
+        self.opset = default_opset(model)
         self.parent: list[int] = []
         self.sizes: list[int] = []
+        self.grains: dict[int, int] = {}  # root space -> channels per unit, where more than one
         self.reasons: dict[int, list[str]] = {}
         self.producers: dict[int, list[ir.Node]] = {}
         self.members: list[Member] = []
         self.layouts: dict[int, Layout] = {}
         self.values: dict[int, ir.Value] = {}
+        self.reshapes: list[tuple[ir.Node, int]] = []
 
     # Union-find over spaces.
     def new_space(self, size: int, producer: ir.Node | None = None) -> int:
@@ -123,6 +189,18 @@ class _Builder:
             # The smaller id stays root, so groups come out in graph order whatever the ties.
             a, b = min(a, b), max(a, b)
             self.parent[b] = a
+            grain = math.lcm(self.grains.get(a, 1), self.grains.pop(b, 1))
+            if grain > 1:
+                self.grains[a] = grain
+
+    def grain(self, space: int) -> int:
+        return self.grains.get(self.find(space), 1)
+
+    def require_grain(self, layout: Layout, channels: int) -> None:
+        """The spaces of ``layout`` lose channels ``channels`` at a time (whole heads)."""
+        for space, _ in layout.segments:
+            root = self.find(space)
+            self.grains[root] = math.lcm(self.grains.get(root, 1), channels)
 
     def block(self, layout: Layout | None, reason: str) -> None:
         if layout is not None:
@@ -146,7 +224,7 @@ class _Builder:
 
     def unify(self, a: Layout, b: Layout, where: str) -> bool:
         """Tie two layouts channel for channel; False (both blocked) when their segments differ."""
-        if [n for _, n in a.segments] != [n for _, n in b.segments] or a.axis != b.axis:
+        if [n for _, n in a.segments] != [n for _, n in b.segments] or a.axis != b.axis or a.scale != b.scale:
             reason = f"{where}: operands with different channel layouts"
             self.block(a, reason)
             self.block(b, reason)
@@ -181,21 +259,125 @@ class _Builder:
         handler(node, rule, inputs, where)
 
     def visit_mixing(self, node: ir.Node, rule, inputs: list[Layout | None], where: str) -> None:
-        if node.op_type == "Flatten" and inputs and inputs[0] is not None and self.flatten_keeps(node, inputs[0]):
-            self.set_layout(node.outputs[0], inputs[0])
+        data = inputs[0] if inputs else None
+        for layout in inputs[1:]:
+            self.block(layout, f"{where}: reads channels as a shape, index or axes")
+        if data is None:
             return
-        for layout in inputs:
-            self.block(layout, f"{where}: mixes channels")
+        moved, problem = self.moved(node, data)
+        if moved is None:
+            self.block(data, f"{where}: {problem}")
+        else:
+            self.set_layout(node.outputs[0], moved)
 
-    def flatten_keeps(self, node: ir.Node, layout: Layout) -> bool:
-        """A Flatten(axis=1) of [N, C, 1, ...] keeps channel c at position c."""
-        shape = self.shape(node.inputs[0])
-        return (node.attributes.get_int("axis", 1) == 1 and layout.axis == 1 and shape is not None
-                and all(d == 1 for d in shape[2:]))
+    def moved(self, node: ir.Node, data: Layout) -> tuple[Layout | None, str]:
+        """Where a mixing op puts the channel axis whole, or why it does not."""
+        op = node.op_type
+        rank = len(self.shape(node.inputs[0]) or ())
+        if op == "Transpose":
+            perm = node.attributes.get_ints("perm", None) or list(reversed(range(rank)))
+            if data.axis not in perm:
+                return None, "transposes with unknown rank"
+            return Layout(list(perm).index(data.axis), data.segments, data.scale), ""
+        if op in _RESHAPES:
+            return self.reshaped(node, data)
+        if not rank:
+            return None, "input of unknown rank"
+        if op in _NORMALIZING:
+            axis = node.attributes.get_int("axis", -1 if self.opset >= 13 else 1) % rank
+            # Before opset 13 the input is seen as 2-D [dims before axis, dims from axis on].
+            mixes = axis == data.axis if self.opset >= 13 else data.axis >= axis
+            return (None, "normalizes across the channels") if mixes else (data, "")
+        if op in _REDUCTIONS:
+            return self.reduced(node, data, rank)
+        if op == "Gather":
+            axis = node.attributes.get_int("axis", 0) % rank
+            indices = self.shape(node.inputs[1])
+            if axis == data.axis or indices is None:
+                return None, "gathers along the channels (or indices of unknown rank)"
+            return Layout(data.axis + (len(indices) - 1 if axis < data.axis else 0), data.segments, data.scale), ""
+        return None, "mixes channels"
+
+    def reduced(self, node: ir.Node, data: Layout, rank: int) -> tuple[Layout | None, str]:
+        since = _AXES_INPUT_SINCE.get(node.op_type, _AXES_INPUT_SINCE_OTHERS)
+        if self.opset >= since:
+            given = constant_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+            if given is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+                return None, "reduces over axes that are not constant"
+            axes = None if given is None else [int(a) for a in given.reshape(-1)]
+        else:
+            axes = node.attributes.get_ints("axes", None)
+        if not axes:
+            if node.attributes.get_int("noop_with_empty_axes", 0):
+                return data, ""
+            return None, "reduces over the channels"
+        reduced = {a % rank for a in axes}
+        if data.axis in reduced:
+            return None, "reduces over the channels"
+        if node.attributes.get_int("keepdims", 1):
+            return data, ""
+        return Layout(data.axis - sum(a < data.axis for a in reduced), data.segments, data.scale), ""
+
+    def reshaped(self, node: ir.Node, data: Layout) -> tuple[Layout | None, str]:
+        """The channel axis ``a`` of ``[..., C, ...]`` kept (dims after it regrouped), merged with
+        the dims after it (``[N, C, H, W] -> [N, C*H*W]``: each channel ``H*W`` entries) or split
+        in two (``[B, S, H*D] -> [B, S, H, D]``: whole heads of ``D`` entries become the unit);
+        size-1 dims may be inserted before it. The dims before it must stay as they are."""
+        before, after = self.shape(node.inputs[0]), self.shape(node.outputs[0])
+        if before is None or after is None:
+            return None, "reshapes with unknown shapes"
+        a = data.axis
+        if a >= len(before) or before[a] != data.entries:
+            return None, "reshapes an axis of another size than the channels"
+        b = a
+        while b < len(after) and after[b] == 1 and before[a] != 1:
+            b += 1
+        if tuple(after[:a]) != tuple(before[:a]) or b >= len(after):
+            return None, "moves the channels to other axes"
+        if after[b] >= before[a]:
+            merged, end = before[a], a + 1
+            while merged < after[b] and end < len(before):
+                merged *= before[end]
+                end += 1
+            if merged != after[b]:
+                return None, "merges the channels with other axes unevenly"
+            moved = Layout(b, data.segments, data.scale * (after[b] // before[a]))
+        else:
+            if b + 1 >= len(after) or after[b] * after[b + 1] != before[a]:
+                return None, "splits the channel axis other than in two"
+            width = Fraction(after[b + 1]) / data.scale  # channels per entry of the new axis
+            if width.denominator != 1:
+                return None, "splits the channel axis inside a unit"
+            self.require_grain(data, int(width))
+            moved = Layout(b, data.segments, data.scale / after[b + 1])
+        if node.op_type == "Reshape":
+            problem = self.target_problem(node, a, b)
+            if problem:
+                return None, problem
+        return moved, ""
+
+    def target_problem(self, node: ir.Node, a: int, b: int) -> str | None:
+        """Why a Reshape's target could not follow a new channel count; a literal count at ``b``
+        is recorded for removal to rewrite (a -1 elsewhere stays right: it scales with the data)."""
+        target = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if target is None or target.ndim != 1 or b >= len(target):
+            return "Reshape target is computed, not a constant"
+        copies = not node.attributes.get_int("allowzero", 0)
+        if copies and a < len(target) and target[a] == 0 and b != a:
+            return "Reshape target copies the channel count to another axis"
+        entry = int(target[b])
+        if entry > 0:
+            self.reshapes.append((node, b))
+        elif entry != -1 and not (entry == 0 and copies and b == a):
+            return "Reshape target's channel entry cannot follow a new count"
+        return None
 
     def visit_weighted(self, node: ir.Node, rule, inputs: list[Layout | None], where: str) -> None:
         weight = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
         data = inputs[0] if inputs else None
+        if weight is None and node.op_type == "MatMul":
+            self.visit_product(node, inputs, where)
+            return
         if weight is None:
             for layout in inputs:
                 self.block(layout, f"{where}: weight is not a constant")
@@ -212,7 +394,8 @@ class _Builder:
             self.block(data, f"{where}: batched MatMul weight")
             return
         if node.op_type == "Conv" and group > 1:
-            if group == weight.shape[0] and weight.shape[1] == 1 and data is not None and data.size == group:
+            if (group == weight.shape[0] and weight.shape[1] == 1 and data is not None and data.entries == group
+                    and data.scale == 1):
                 # Depthwise: output channel c reads input channel c alone, so they are one channel.
                 self.set_layout(node.outputs[0], Layout(out_axis, data.segments))
                 self.members.append(Member(node, 1, 0, data.segments, "producer"))
@@ -235,10 +418,10 @@ class _Builder:
                 1 if node.op_type != "MatMul" else data_rank - 1)
             if data.axis != expected:
                 self.block(data, f"{where}: channels are not on the axis it reduces")
-            elif weight.shape[in_axis] != data.size:
-                self.block(data, f"{where}: weight input axis {weight.shape[in_axis]} != {data.size} channels")
+            elif weight.shape[in_axis] != data.entries:
+                self.block(data, f"{where}: weight input axis {weight.shape[in_axis]} != {data.entries} channels")
             else:
-                self.members.append(Member(node, 1, in_axis, data.segments, "consumer"))
+                self.members.append(Member(node, 1, in_axis, data.segments, "consumer", data.scale))
         size = weight.shape[weight_axis(node, weight)]
         space = self.new_space(size, node)
         layout = Layout(out_axis, ((space, size),))
@@ -246,6 +429,45 @@ class _Builder:
         self.members.append(Member(node, 1, weight_axis(node, weight), layout.segments, "producer"))
         if has_bias:
             self.add_param(node, 2, bias, None, layout, where)
+
+    def visit_product(self, node: ir.Node, inputs: list[Layout | None], where: str) -> None:
+        """A MatMul of two computed tensors (attention's scores and context): channels on a batch
+        axis of both operands (tied), or on the rows of the first or the columns of the second
+        (the other operand broadcasting there), pass to the output."""
+        shapes = [self.shape(v) for v in node.inputs[:2]]
+        out = self.shape(node.outputs[0])
+        tracked = [(layout, shape, side) for side, (layout, shape) in enumerate(zip(inputs[:2], shapes))
+                   if layout is not None]
+        if not tracked:
+            return
+        if out is None or any(shape is None or len(shape) < 2 for shape in shapes):
+            for layout, _, _ in tracked:
+                self.block(layout, f"{where}: operands of unknown or vector shape")
+            return
+        axes = set()
+        for layout, shape, side in tracked:
+            rank = len(shape)
+            if layout.axis < rank - 2:
+                axes.add(layout.axis + len(out) - rank)
+            elif layout.axis == rank - 2 + side:  # rows of A, columns of B
+                axes.add(len(out) - 2 + side)
+            else:
+                for other, _, _ in tracked:
+                    self.block(other, f"{where}: contracts channels with a computed tensor")
+                return
+        if len(axes) > 1 or (len(tracked) == 2 and not self.unify(tracked[0][0], tracked[1][0], where)):
+            for layout, _, _ in tracked:
+                self.block(layout, f"{where}: channels on different axes of the product")
+            return
+        out_axis = axes.pop()
+        if len(tracked) == 1:
+            other = shapes[1 - tracked[0][2]]
+            axis = out_axis - (len(out) - len(other))
+            if out_axis < len(out) - 2 and axis >= 0 and other[axis] != 1:
+                self.block(tracked[0][0], f"{where}: operand {1 - tracked[0][2]} carries channels from elsewhere")
+                return
+        first = tracked[0][0]
+        self.set_layout(node.outputs[0], Layout(out_axis, first.segments, first.scale))
 
     def add_param(self, node: ir.Node, index: int, array: np.ndarray | None, axis: int | None, layout: Layout,
                   where: str) -> None:
@@ -258,10 +480,10 @@ class _Builder:
             axis = array.ndim - 1
         if axis < 0 or array.shape[axis] == 1:
             return
-        if array.shape[axis] != layout.size:
-            self.block(layout, f"{where}: input {index} has {array.shape[axis]} entries for {layout.size} channels")
+        if array.shape[axis] != layout.entries:
+            self.block(layout, f"{where}: input {index} has {array.shape[axis]} entries for {layout.entries} channels")
             return
-        self.members.append(Member(node, index, axis, layout.segments, "param"))
+        self.members.append(Member(node, index, axis, layout.segments, "param", layout.scale))
 
     def visit_normalized(self, node: ir.Node, rule, inputs: list[Layout | None], where: str) -> None:
         data = inputs[0]
@@ -357,13 +579,13 @@ class _Builder:
             for layout in tracked:
                 self.block(layout, f"{where}: joins channels with untracked tensors")
             return
-        if any(layout.axis != tracked[0].axis for layout in tracked):
+        if any(layout.axis != tracked[0].axis or layout.scale != tracked[0].scale for layout in tracked):
             for layout in tracked:
-                self.block(layout, f"{where}: operands with different channel axes")
+                self.block(layout, f"{where}: operands with different channel axes or widths")
             return
         if axis == tracked[0].axis:
             segments = tuple(seg for layout in tracked for seg in layout.segments)
-            self.set_layout(node.outputs[0], Layout(axis, segments))
+            self.set_layout(node.outputs[0], Layout(axis, segments, tracked[0].scale))
             return
         ok = True
         for layout in tracked[1:]:
@@ -371,7 +593,40 @@ class _Builder:
         if ok:
             self.set_layout(node.outputs[0], tracked[0])
 
+    # Units: once every split is seen, segments count units and scales become entries per unit.
+    def in_units(self, segments: tuple[tuple[int, int], ...], scale: Fraction, where: str):
+        """(segments in units, entries per unit), or None (the spaces blocked) where they do not divide."""
+        converted, scales = [], set()
+        for space, length in segments:
+            grain = self.grain(space)
+            if length % grain:
+                break
+            converted.append((space, length // grain))
+            scales.add(scale * grain)
+        else:
+            if len(scales) == 1 and next(iter(scales)).denominator == 1:
+                return tuple(converted), scales.pop()
+        for space, _ in segments:
+            self.reasons.setdefault(space, []).append(f"{where}: heads of different widths meet")
+        return None
+
+    def convert_units(self) -> None:
+        for space in range(len(self.parent)):
+            grain = self.grain(space)
+            if self.sizes[space] % grain:
+                self.reasons.setdefault(space, []).append(
+                    f"heads of {grain} channels do not divide {self.sizes[space]} channels")
+        for key, layout in list(self.layouts.items()):
+            units = self.in_units(layout.segments, layout.scale, f"value {self.values[key].name!r}")
+            if units is not None:
+                self.layouts[key] = Layout(layout.axis, *units)
+        for index, member in enumerate(self.members):
+            units = self.in_units(member.segments, member.scale, f"{_name(member.node)!r} input {member.input}")
+            if units is not None:
+                self.members[index] = dataclasses.replace(member, segments=units[0], scale=units[1])
+
     def collect(self) -> Groups:
+        self.convert_units()
         roots: dict[int, int] = {}
         groups: list[Group] = []
         group_of_space: dict[int, int] = {}
@@ -379,7 +634,7 @@ class _Builder:
             root = self.find(space)
             if root not in roots:
                 roots[root] = len(groups)
-                groups.append(Group(len(groups), self.sizes[root], []))
+                groups.append(Group(len(groups), self.sizes[root] // self.grain(root), []))
             group = groups[roots[root]]
             group.spaces.append(space)
             group.producers.extend(self.producers.get(space, ()))
@@ -389,11 +644,14 @@ class _Builder:
             group_of_space[space] = group.id
         for member in self.members:
             for space in {self.find(s) for s, _ in member.segments}:
-                groups[roots[space]].members.append(member)
+                group = groups[roots[space]]
+                group.members.append(member)
+                if member.role == "producer" and group.unit == 1:
+                    group.unit = max(member.unit, 1)
         for group in groups:
             if not group.producers and not group.reasons:
                 group.reasons.append("no weighted producer")
-        return Groups(groups, group_of_space, self.layouts, self.values)
+        return Groups(groups, group_of_space, self.layouts, self.values, self.reshapes)
 
 
 def _subgraph_attrs(node: ir.Node):

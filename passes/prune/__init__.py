@@ -90,10 +90,11 @@ class Prune(Pass):
         groups = find_groups(model, shapes)
         self._protect(groups)
         scores = group_scores(groups, self.criterion)
+        round_to = groups.round_steps(self.round_to)
         if self.ratio is not None:
-            keep = by_ratio(scores, self.ratio, self.round_to)
+            keep = by_ratio(scores, self.ratio, round_to)
         else:
-            keep = by_macs(scores, MacsModel(model, groups, shapes), self.macs, self.max_ratio, self.round_to)
+            keep = by_macs(scores, MacsModel(model, groups, shapes), self.macs, self.max_ratio, round_to)
         kept = {gid: kept_indices(scores[gid], count) for gid, count in keep.items() if count < len(scores[gid])}
         details = self._group_details(groups, kept)
         if not kept:
@@ -136,7 +137,7 @@ class Prune(Pass):
                 if member.role != "consumer" or (id(member.node), 1) in consumers:
                     continue
                 indices = member_indices(groups, member, kept)
-                if len(indices) < sum(n for _, n in member.segments):
+                if len(indices) < member.entries:
                     consumers[(id(member.node), 1)] = (member, indices)
         data = self.context.calibration(model, self.calib_samples)
         return reconstruct(model, consumers, data, self.ridge, self.context.progress)

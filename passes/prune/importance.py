@@ -17,7 +17,8 @@ CRITERIA = ("l1", "l2", "bn_scale")
 
 def _norms(member: Member, criterion: str) -> np.ndarray:
     array = np.abs(constant_array(member.node.inputs[member.input]).astype(np.float64))
-    moved = np.moveaxis(array, member.axis, 0).reshape(array.shape[member.axis], -1)
+    # One row per unit: a head's channels are consecutive entries of the axis.
+    moved = np.moveaxis(array, member.axis, 0).reshape(array.shape[member.axis] // member.unit, -1)
     if criterion == "l2":
         return np.sqrt((moved ** 2).sum(axis=1))
     return moved.sum(axis=1)

@@ -2,7 +2,9 @@
 
 Each sliced tensor becomes a new initializer (a weight shared by two nodes may be sliced two ways);
 weights and Constant nodes nothing reads any more are dropped. A depthwise Conv's ``group`` follows
-its channel count.
+its channel count; a Reshape target that spells a channel (or head) count gets the new one.
+A group's kept units (channels, or heads of ``unit`` channels) expand to the consecutive entries
+each member holds per unit.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.graph.edit import add_initializer, drop_initializer
-from onnxc.graph.groups import Groups, Member
+from onnxc.graph.groups import Groups, Layout, Member
 from onnxc.irutil import constant_array
 
 # (id(node), input index) -> the tensor to slice instead of the node's own, and the axes already cut.
@@ -20,12 +22,14 @@ Overrides = Mapping[tuple[int, int], tuple[np.ndarray, frozenset[int]]]
 
 
 def member_indices(groups: Groups, member: Member, kept: Mapping[int, np.ndarray]) -> np.ndarray:
-    """The kept positions along ``member``'s axis (its segments laid end to end)."""
-    parts, offset = [], 0
+    """The kept positions along ``member``'s axis (its segments laid end to end, each unit
+    ``member.unit`` consecutive entries)."""
+    parts, offset, unit = [], 0, member.unit
     for space, length in member.segments:
         gid = groups.group_of_space[space]
-        parts.append(offset + (kept[gid] if gid in kept else np.arange(length)))
-        offset += length
+        units = kept[gid] if gid in kept else np.arange(length)
+        parts.append(offset + (units[:, None] * unit + np.arange(unit)[None]).reshape(-1))
+        offset += length * unit
     return np.concatenate(parts)
 
 
@@ -43,8 +47,7 @@ def cuts(groups: Groups, kept: Mapping[int, np.ndarray]) -> dict[tuple[int, int]
     plans: dict[tuple[int, int], tuple[Member, dict[int, np.ndarray]]] = {}
     for member in all_members(groups):
         indices = member_indices(groups, member, kept)
-        size = sum(length for _, length in member.segments)
-        if len(indices) == size:
+        if len(indices) == member.entries:
             continue
         _, axes = plans.setdefault((id(member.node), member.input), (member, {}))
         axes[member.axis] = indices
@@ -69,8 +72,36 @@ def remove_channels(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarr
         if node.op_type == "Conv" and node.attributes.get_int("group", 1) > 1 and member.input == 1:
             node.attributes["group"] = ir.AttrInt64("group", int(array.shape[0]))
     _resize_values(groups, kept)
+    replaced += _retarget_reshapes(graph, groups, kept)
     drop_unused(graph, replaced)
     return len(plans)
+
+
+def _kept_entries(groups: Groups, layout: Layout, kept: Mapping[int, np.ndarray]) -> int:
+    units = sum(len(kept[g]) if (g := groups.group_of_space[s]) in kept else n for s, n in layout.segments)
+    return units * layout.unit
+
+
+def _retarget_reshapes(graph: ir.Graph, groups: Groups, kept: Mapping[int, np.ndarray]) -> list[ir.Value]:
+    """Write the new channel count into the Reshape targets that spell it; returns the old targets.
+    Reshapes sharing a target and a new count share the new one."""
+    made: dict[tuple[int, bytes], ir.Value] = {}
+    replaced = []
+    for node, axis in groups.reshapes:
+        layout = groups.layouts[id(node.outputs[0])]
+        count = _kept_entries(groups, layout, kept)
+        old = node.inputs[1]
+        target = constant_array(old)
+        if count == int(target[axis]):
+            continue
+        target = target.copy()
+        target[axis] = count
+        key = (id(old), target.tobytes())
+        if key not in made:
+            made[key] = add_initializer(graph, old.name or f"{node.name}_shape", target)
+        node.replace_input_with(1, made[key])
+        replaced.append(old)
+    return replaced
 
 
 def _resize_values(groups: Groups, kept: Mapping[int, np.ndarray]) -> None:
@@ -79,8 +110,8 @@ def _resize_values(groups: Groups, kept: Mapping[int, np.ndarray]) -> None:
         value = groups.values[key]
         if value.shape is None or layout.axis >= len(value.shape):
             continue
-        size = sum(len(kept[g]) if (g := groups.group_of_space[s]) in kept else n for s, n in layout.segments)
-        if size != layout.size:
+        size = _kept_entries(groups, layout, kept)
+        if size != layout.entries:
             dims = list(value.shape)
             dims[layout.axis] = size
             value.shape = ir.Shape(dims)

@@ -84,12 +84,12 @@ def concat(seed: int = 0) -> ir.Model:
 
 
 def mixing(seed: int = 0) -> ir.Model:
-    """conv_a(4) -> Transpose -> y1 (channels mixed away); conv_b(4) -> y2 (a graph output)."""
+    """conv_a(4) -> DepthToSpace -> y1 (channels mixed into space); conv_b(4) -> y2 (a graph output)."""
     rng = np.random.default_rng(seed)
     weights = {"wa": rng.normal(size=(4, 3, 3, 3)), "wb": rng.normal(size=(4, 3, 3, 3))}
-    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Transpose", ["a"], ["y1"], name="tr", perm=[0, 2, 3, 1]),
+    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("DepthToSpace", ["a"], ["y1"], name="d2s", blocksize=2),
              conv("conv_b", "x", "wb", "y2")]
-    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 8, 8, 4], "y2": [1, 4, 8, 8]})
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 1, 16, 16], "y2": [1, 4, 8, 8]})
 
 
 def constant_node_weight(seed: int = 0) -> ir.Model:
