@@ -8,13 +8,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def model(nodes: list, weights: dict[str, np.ndarray], inputs: dict[str, list[int]],
-          outputs: dict[str, list[int]]) -> ir.Model:
-    """A checked opset-17 model; ``weights`` become initializers."""
+          outputs: dict[str, list[int]], ints: tuple[str, ...] = ()) -> ir.Model:
+    """A checked opset-17 model; ``weights`` become initializers (int64 those named in ``ints``, float32 the rest)."""
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
-        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in weights.items()])
+        [numpy_helper.from_array(a.astype(np.int64 if n in ints else np.float32), n) for n, a in weights.items()])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(proto, full_check=True)
     return ir.serde.deserialize_model(proto)
@@ -102,3 +102,68 @@ def constant_node_weight(seed: int = 0) -> ir.Model:
              helper.make_node("Flatten", ["p"], ["f"], name="flat", axis=1),
              helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="fc", transB=1)]
     return model(nodes, {"wg": rng.normal(size=(5, 8)), "bg": rng.normal(size=5)}, {"x": [1, 3, 8, 8]}, {"y": [1, 5]})
+
+
+def flatten_gemm(kind: str, seed: int = 0) -> ir.Model:
+    """x[1,3,4,4] -> conv_a(6) -> Relu -> (Flatten | Reshape [0,-1] | Reshape [1,96]) -> Gemm(5, transB)."""
+    rng = np.random.default_rng(seed)
+    weights = {"wa": rng.normal(size=(6, 3, 3, 3)), "wg": rng.normal(size=(5, 96)), "bg": rng.normal(size=5)}
+    if kind == "flatten":
+        flat = helper.make_node("Flatten", ["r"], ["f"], name="flat", axis=1)
+    else:
+        weights["target"] = np.array([0, -1] if kind == "reshape_any" else [1, 96])
+        flat = helper.make_node("Reshape", ["r", "target"], ["f"], name="flat")
+    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Relu", ["a"], ["r"], name="relu"), flat,
+             helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="fc", transB=1)]
+    return model(nodes, weights, {"x": [1, 3, 4, 4]}, {"y": [1, 5]}, ints=("target",))
+
+
+def channel_op(kind: str, seed: int = 0) -> ir.Model:
+    """x[1,3,8,8] -> conv_a(8) -> one channel-preserving op -> conv_b(4): PRelu with per-channel
+    slopes, InstanceNormalization, Resize (x2, nearest) or Pad (spatial)."""
+    rng = np.random.default_rng(seed)
+    weights = {"wa": rng.normal(size=(8, 3, 3, 3)), "wb": rng.normal(size=(4, 8, 3, 3))}
+    size = 8
+    if kind == "prelu":
+        weights["slope"] = rng.uniform(0, 0.3, (8, 1, 1))
+        op = helper.make_node("PRelu", ["a", "slope"], ["m"], name="op")
+    elif kind == "instancenorm":
+        weights.update({"in_s": rng.uniform(0.5, 1.5, 8), "in_b": rng.normal(size=8)})
+        op = helper.make_node("InstanceNormalization", ["a", "in_s", "in_b"], ["m"], name="op")
+    elif kind == "resize":
+        weights["scales"] = np.array([1, 1, 2, 2])
+        op = helper.make_node("Resize", ["a", "", "scales"], ["m"], name="op", mode="nearest")
+        size = 16
+    else:
+        weights["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+        op = helper.make_node("Pad", ["a", "pads"], ["m"], name="op")
+        size = 10
+    nodes = [conv("conv_a", "x", "wa", "a"), op, conv("conv_b", "m", "wb", "y")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 4, size, size]}, ints=("pads",))
+
+
+def layernorm_mlp(seed: int = 0) -> ir.Model:
+    """x[1,5,6] -> MatMul(8) + bias -> LayerNormalization(last axis) -> Relu -> MatMul(4) -> y."""
+    rng = np.random.default_rng(seed)
+    weights = {"w1": rng.normal(size=(6, 8)), "b1": rng.normal(size=8), "ln_s": rng.uniform(0.5, 1.5, 8),
+               "ln_b": rng.normal(size=8), "w2": rng.normal(size=(8, 4))}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("LayerNormalization", ["hb", "ln_s", "ln_b"], ["n"], name="ln", axis=-1),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"), helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    return model(nodes, weights, {"x": [1, 5, 6]}, {"y": [1, 5, 4]})
+
+
+def split_and_shuffle(seed: int = 0) -> ir.Model:
+    """conv_a(8) -> Split(4, 4) -> conv_b, conv_c -> y1, y2; conv_d(8) -> channel shuffle (Reshape
+    [1,2,4,8,8], Transpose, Reshape [1,8,8,8]) -> conv_e -> y3."""
+    rng = np.random.default_rng(seed)
+    weights = {name: rng.normal(size=shape) for name, shape in (
+        ("wa", (8, 3, 3, 3)), ("wb", (2, 4, 3, 3)), ("wc", (2, 4, 3, 3)), ("wd", (8, 3, 3, 3)), ("we", (2, 8, 3, 3)))}
+    weights.update({"split": np.array([4, 4]), "to5": np.array([1, 2, 4, 8, 8]), "to4": np.array([1, 8, 8, 8])})
+    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Split", ["a", "split"], ["a1", "a2"], name="split", axis=1),
+             conv("conv_b", "a1", "wb", "y1"), conv("conv_c", "a2", "wc", "y2"), conv("conv_d", "x", "wd", "d"),
+             helper.make_node("Reshape", ["d", "to5"], ["d5"], name="shuffle_split"),
+             helper.make_node("Transpose", ["d5"], ["t5"], name="shuffle", perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t5", "to4"], ["s"], name="shuffle_merge"), conv("conv_e", "s", "we", "y3")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 2, 8, 8], "y2": [1, 2, 8, 8], "y3": [1, 2, 8, 8]},
+                 ints=("split", "to5", "to4"))

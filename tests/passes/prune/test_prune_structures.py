@@ -1,0 +1,133 @@
+"""prune through the structures that change channel width or index: attention heads, Flatten or
+Reshape into a Gemm, channel-preserving ops; and the ones it refuses with a reason (Split, shuffle).
+
+Exactness: removing channels must compute what the original computes with those channels' weights
+zeroed, which proves every member was sliced at the right positions.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import onnxc
+from onnxc.analysis import parameter_count
+from onnxc.irutil import constant_array
+from onnxc.models_zoo import build
+from prune_models import channel_op, flatten_gemm, layernorm_mlp, split_and_shuffle
+from test_prune_small import X, prune, run, weight, zeroed
+
+
+def removed(original: np.ndarray, pruned: np.ndarray, axis: int = 0, width: int = 1) -> list[int]:
+    """The blocks of ``width`` entries along ``axis`` of ``original`` that ``pruned`` no longer holds."""
+    blocks = np.split(original, original.shape[axis] // width, axis=axis)
+    kept = np.split(pruned, pruned.shape[axis] // width, axis=axis)
+    return [i for i, block in enumerate(blocks) if not any(np.array_equal(block, k) for k in kept)]
+
+
+@pytest.mark.parametrize("kind", ["flatten", "reshape_any", "reshape_literal"])
+def test_flatten_or_reshape_into_gemm_removes_each_channels_rows(kind):
+    original = flatten_gemm(kind)
+    pruned, _ = prune(original, ratio=0.5)
+    gone = removed(weight(original, "conv_a"), weight(pruned, "conv_a"))
+    assert len(gone) == 3
+    # NCHW flatten: channel c is Gemm inputs 16c .. 16c+15.
+    rows = [r for c in range(6) if c not in gone for r in range(16 * c, 16 * c + 16)]
+    np.testing.assert_array_equal(weight(pruned, "fc"), weight(original, "fc")[:, rows])
+    assert parameter_count(original) - parameter_count(pruned) == 3 * 27 + 5 * 48
+    if kind == "reshape_literal":
+        assert constant_array(next(n for n in pruned.graph if n.name == "flat").inputs[1]).tolist() == [1, 48]
+    reference = zeroed(original, {"wa": (0, gone)})
+    np.testing.assert_allclose(run(pruned, X[:, :, :4, :4])[0], run(reference, X[:, :, :4, :4])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_digits_zoo_model_prunes_its_last_conv_through_flatten():
+    original = ir.serde.deserialize_model(build("digits"))
+    pruned, pass_ = prune(original, ratio=0.5)
+    assert pass_.details()["per_group"]["/conv2/Conv (32 channels)"] == "32 -> 16"
+    assert weight(pruned, "/fc/Gemm").shape == (10, 16 * 16)
+    x = np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    name = original.graph.inputs[0].name
+    outputs = ort.InferenceSession(ir.to_proto(pruned).SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, {name: x})
+    assert outputs[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize("kind, extra_params", [("prelu", 4), ("instancenorm", 8), ("resize", 0), ("pad", 0)])
+def test_channel_preserving_ops_prune_exactly(kind, extra_params):
+    original = channel_op(kind)
+    pruned, pass_ = prune(original, ratio=0.5)
+    assert pass_.details()["unprunable_reasons"] == {"conv_b (4 channels)": "reaches graph output 'y'"}
+    gone = removed(weight(original, "conv_a"), weight(pruned, "conv_a"))
+    assert len(gone) == 4 and weight(pruned, "conv_b").shape == (4, 4, 3, 3)
+    assert parameter_count(original) - parameter_count(pruned) == 4 * 27 + 4 * 4 * 9 + extra_params
+    # A zero channel stays zero through PRelu, Resize and Pad; InstanceNormalization turns it into its bias.
+    reference = zeroed(original, {"wa": (0, gone), "in_b": (0, gone)})
+    np.testing.assert_allclose(run(pruned, X)[0], run(reference, X)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_over_the_channels_prunes_its_parameters():
+    original = layernorm_mlp()
+    pruned, _ = prune(original, ratio=0.5)
+    assert [weight(pruned, n, i).shape for n, i in (("fc1", 1), ("ln", 1), ("ln", 2), ("fc2", 1))] == \
+        [(6, 4), (4,), (4,), (4, 4)]
+    assert parameter_count(original) - parameter_count(pruned) == 4 * 6 + 4 + 4 + 4 + 4 * 4
+    # Not compared with a zeroed original: the removed channels no longer count in the mean and variance.
+    x = np.random.default_rng(0).normal(size=(1, 5, 6)).astype(np.float32)
+    assert run(pruned, x)[0].shape == (1, 5, 4)
+
+
+def test_split_and_channel_shuffle_stay_whole_with_reasons():
+    original = split_and_shuffle()
+    pruned, pass_ = prune(original, ratio=0.5)
+    reasons = pass_.details()["unprunable_reasons"]
+    assert reasons["conv_a (8 channels)"] == "Split 'split': splits channels"
+    # The shuffle's first Reshape splits the 8 channels into 2 units of 4; its last one cannot merge them back.
+    assert reasons["conv_d (2 channels)"] == "Reshape 'shuffle_merge': moves the channels to other axes"
+    outputs, expected = run(pruned, X), run(original, X)
+    for got, want in zip(outputs, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def bert_feeds() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 16), np.int64)
+    mask[1, 12:] = 0
+    return {"input_ids": rng.integers(0, 100, (2, 16)), "attention_mask": mask,
+            "token_type_ids": rng.integers(0, 2, (2, 16))}
+
+
+def test_bert_prunes_whole_heads_and_matches_a_head_zeroed_original():
+    hidden, heads, width = 64, 4, 16
+    proto = build("bert", layers=1, hidden=hidden, heads=heads, intermediate=128, vocab=100, max_position=128)
+    original = ir.serde.deserialize_model(proto)
+    onnxc.compile(original, "default")
+    # Head 2 gets the smallest weights, so the l1 ranking must take it.
+    prefix = "encoder.layer.0.attention.self."
+    for name in ("query", "key", "value"):
+        tensor = original.graph.initializers[f"{prefix}{name}.weight"]
+        array = tensor.const_value.numpy().copy()
+        array[:, 2 * width:3 * width] *= 0.05
+        tensor.const_value = ir.tensor(array, name=tensor.name)
+    pruned, pass_ = prune(original, ratio=0.25, round_to=8, protect=["*intermediate*"])
+    heads_group = next(k for k in pass_.details()["per_group"] if "query" in k)
+    assert pass_.details()["per_group"][heads_group] == "4 -> 3"
+    targets = sorted(constant_array(n.inputs[1]).tolist() for n in pruned.graph if n.op_type == "Reshape")
+    assert targets == [[0, 0, 3, width]] * 3 + [[0, 0, 3 * width]]
+    query = "/encoder/layer/layer.0/attention/self/query/MatMul"
+    assert removed(weight(original, query), weight(pruned, query), axis=1, width=width) == [2]
+    # Q, K, V lose 16 columns and 16 bias entries each, the output projection 16 rows.
+    assert parameter_count(original) - parameter_count(pruned) == 3 * (hidden * width + width) + width * hidden
+    cols = list(range(2 * width, 3 * width))
+    cuts = {f"{prefix}{n}.weight": (1, cols) for n in ("query", "key", "value")}
+    cuts.update({f"{prefix}{n}.bias": (0, cols) for n in ("query", "key", "value")})
+    cuts["encoder.layer.0.attention.output.dense.weight"] = (0, cols)
+    reference = zeroed(original, cuts)
+    feeds = bert_feeds()
+    got = ort.InferenceSession(ir.to_proto(pruned).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    want = ort.InferenceSession(reference.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    onnx.checker.check_model(reference)
