@@ -31,6 +31,7 @@ Conv, operands whose layouts disagree.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from fractions import Fraction
@@ -121,14 +122,17 @@ class Group:
 
 @dataclasses.dataclass
 class Groups:
-    """The groups of a model, the space → group map, every tracked value's layout, and the
-    Reshapes whose target literal at ``axis`` counts a group's channels."""
+    """The groups of a model, the space → group map, every tracked value's layout, and the ops
+    whose constants count channels: Reshapes whose target literal at ``axis`` does, Splits and
+    Slices of the channel axis."""
 
     groups: list[Group]
     group_of_space: dict[int, int]
     layouts: dict[int, Layout]  # id(value) -> layout
     values: dict[int, ir.Value]  # id(value) -> value, for the tracked ones
     reshapes: list[tuple[ir.Node, int]] = dataclasses.field(default_factory=list)  # (Reshape, output axis)
+    splits: list[ir.Node] = dataclasses.field(default_factory=list)  # Splits of the channel axis
+    slices: list[tuple[ir.Node, int]] = dataclasses.field(default_factory=list)  # (Slice, index in its axes)
 
     def group(self, space: int) -> Group:
         return self.groups[self.group_of_space[space]]
@@ -167,12 +171,18 @@ class _Builder:
         self.layouts: dict[int, Layout] = {}
         self.values: dict[int, ir.Value] = {}
         self.reshapes: list[tuple[ir.Node, int]] = []
+        self.splits: list[ir.Node] = []
+        self.slices: list[tuple[ir.Node, int]] = []
+        # A Split or Slice cutting inside a space splits it, and every space tied to it, in two.
+        self.children: dict[int, list[tuple[int, int]]] = {}
+        self.classes: dict[int, list[int]] = {}  # root space -> the spaces tied to it
 
     # Union-find over spaces.
     def new_space(self, size: int, producer: ir.Node | None = None) -> int:
         self.parent.append(len(self.parent))
         self.sizes.append(size)
         space = len(self.parent) - 1
+        self.classes[space] = [space]
         if producer is not None:
             self.producers.setdefault(space, []).append(producer)
         return space
@@ -189,6 +199,7 @@ class _Builder:
             # The smaller id stays root, so groups come out in graph order whatever the ties.
             a, b = min(a, b), max(a, b)
             self.parent[b] = a
+            self.classes[a].extend(self.classes.pop(b))
             grain = math.lcm(self.grains.get(a, 1), self.grains.pop(b, 1))
             if grain > 1:
                 self.grains[a] = grain
@@ -198,13 +209,13 @@ class _Builder:
 
     def require_grain(self, layout: Layout, channels: int) -> None:
         """The spaces of ``layout`` lose channels ``channels`` at a time (whole heads)."""
-        for space, _ in layout.segments:
+        for space, _ in self.leaves(layout.segments):
             root = self.find(space)
             self.grains[root] = math.lcm(self.grains.get(root, 1), channels)
 
     def block(self, layout: Layout | None, reason: str) -> None:
         if layout is not None:
-            for space, _ in layout.segments:
+            for space, _ in self.leaves(layout.segments):
                 self.reasons.setdefault(space, []).append(reason)
 
     def shape(self, value: ir.Value | None) -> Shape | None:
@@ -216,7 +227,57 @@ class _Builder:
         return None if shape is None else tuple(shape)
 
     def layout(self, value: ir.Value | None) -> Layout | None:
-        return None if value is None else self.layouts.get(id(value))
+        layout = None if value is None else self.layouts.get(id(value))
+        if layout is None or not self.children:
+            return layout
+        return Layout(layout.axis, self.leaves(layout.segments), layout.scale)
+
+    # Cutting spaces (Split, Slice).
+    def leaves(self, segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """``segments`` with every space that was cut replaced by its parts."""
+        if not self.children:
+            return segments
+        out: list[tuple[int, int]] = []
+        for space, length in segments:
+            out.extend(self.leaves(tuple(self.children[space])) if space in self.children else [(space, length)])
+        return tuple(out)
+
+    def cut(self, layout: Layout, offset: int) -> None:
+        """Make ``offset`` (channels from the start of ``layout``) a segment boundary."""
+        position = 0
+        for space, length in self.leaves(layout.segments):
+            if position < offset < position + length:
+                self.split_space(space, offset - position)
+                return
+            position += length
+
+    def split_space(self, space: int, at: int) -> None:
+        root = self.find(space)
+        grain = self.grains.get(root, 1)
+        parts = []
+        for tied in list(self.classes[root]):
+            size = self.sizes[tied]
+            first, second = self.new_space(at), self.new_space(size - at)
+            for part in (first, second):
+                self.producers[part] = list(self.producers.get(tied, ()))
+                self.reasons[part] = list(self.reasons.get(tied, ()))
+            self.children[tied] = [(first, at), (second, size - at)]
+            parts.append((first, second))
+        for first, second in parts[1:]:
+            self.union(parts[0][0], first)
+            self.union(parts[0][1], second)
+        for part in parts[0]:
+            if grain > 1:
+                self.grains[self.find(part)] = grain
+
+    def span(self, layout: Layout, start: int, end: int) -> tuple[tuple[int, int], ...]:
+        """The segments of ``layout`` between two boundaries (in channels)."""
+        position, out = 0, []
+        for space, length in self.leaves(layout.segments):
+            if start <= position and position + length <= end:
+                out.append((space, length))
+            position += length
+        return tuple(out)
 
     def set_layout(self, value: ir.Value, layout: Layout) -> None:
         self.layouts[id(value)] = layout
@@ -224,14 +285,26 @@ class _Builder:
 
     def unify(self, a: Layout, b: Layout, where: str) -> bool:
         """Tie two layouts channel for channel; False (both blocked) when their segments differ."""
+        a, b = self.align(a, b)
         if [n for _, n in a.segments] != [n for _, n in b.segments] or a.axis != b.axis or a.scale != b.scale:
             reason = f"{where}: operands with different channel layouts"
             self.block(a, reason)
             self.block(b, reason)
             return False
-        for (x, _), (y, _) in zip(a.segments, b.segments):
+        for (x, _), (y, _) in zip(self.leaves(a.segments), self.leaves(b.segments)):
             self.union(x, y)
         return True
+
+    def align(self, a: Layout, b: Layout) -> tuple[Layout, Layout]:
+        """Cut both layouts at each other's boundaries where one was cut and the other not."""
+        if a.size != b.size or a.scale != b.scale or len(a.segments) == len(b.segments) == 1:
+            return a, b
+        for layout, other in ((a, b), (b, a)):
+            position = 0
+            for _, length in self.leaves(other.segments)[:-1]:
+                position += length
+                self.cut(layout, position)
+        return (Layout(a.axis, self.leaves(a.segments), a.scale), Layout(b.axis, self.leaves(b.segments), b.scale))
 
     # The walk.
     def run(self) -> Groups:
@@ -251,9 +324,7 @@ class _Builder:
                 self.block(layout, f"{where}: op not in the channel table")
             return
         if node.op_type == "Split":
-            # Splitting a space would need spaces of parts; not followed.
-            for layout in inputs:
-                self.block(layout, f"{where}: splits channels")
+            self.visit_split(node, inputs, where)
             return
         handler = getattr(self, f"visit_{rule.kind}")
         handler(node, rule, inputs, where)
@@ -281,6 +352,8 @@ class _Builder:
             return Layout(list(perm).index(data.axis), data.segments, data.scale), ""
         if op in _RESHAPES:
             return self.reshaped(node, data)
+        if op == "Slice":
+            return self.sliced(node, data)
         if not rank:
             return None, "input of unknown rank"
         if op in _NORMALIZING:
@@ -297,6 +370,73 @@ class _Builder:
                 return None, "gathers along the channels (or indices of unknown rank)"
             return Layout(data.axis + (len(indices) - 1 if axis < data.axis else 0), data.segments, data.scale), ""
         return None, "mixes channels"
+
+    def sliced(self, node: ir.Node, data: Layout) -> tuple[Layout | None, str]:
+        """A Slice of other axes keeps the channels; one of the channel axis (step 1, constant
+        bounds) keeps the channels in its range, cutting spaces at its ends."""
+        if self.opset < 10:
+            return None, "slices with attributes (opset < 10)"
+        starts, ends = (constant_array(v) if v is not None else None for v in node.inputs[1:3])
+        rest = [constant_array(v) if v is not None else None for v in node.inputs[3:5]]
+        if starts is None or ends is None or any(r is None for r, v in zip(rest, node.inputs[3:5]) if v is not None):
+            return None, "slices with bounds that are not constant"
+        rank = len(self.shape(node.inputs[0]) or ())
+        if not rank:
+            return None, "input of unknown rank"
+        axes = [int(a) % rank for a in (rest[0] if rest and rest[0] is not None else range(len(starts)))]
+        if data.axis not in axes:
+            return data, ""
+        index = axes.index(data.axis)
+        steps = rest[1] if len(rest) > 1 and rest[1] is not None else None
+        if steps is not None and int(steps[index]) != 1:
+            return None, "slices the channels with a step"
+        start, end, _ = slice(int(starts[index]), int(ends[index])).indices(data.entries)
+        if end <= start or (start / data.scale).denominator != 1 or (end / data.scale).denominator != 1:
+            return None, "slices the channels empty or inside a unit"
+        start, end = int(start / data.scale), int(end / data.scale)
+        self.cut(data, start)
+        self.cut(data, end)
+        self.slices.append((node, index))
+        return Layout(data.axis, self.span(data, start, end), data.scale), ""
+
+    def visit_split(self, node: ir.Node, inputs: list[Layout | None], where: str) -> None:
+        """Split on the channel axis: each output keeps its range of the channels (spaces cut at
+        the boundaries; removal rewrites the sizes); on another axis every output keeps them all."""
+        data = inputs[0]
+        for layout in inputs[1:]:
+            self.block(layout, f"{where}: reads channels as split sizes")
+        if data is None:
+            return
+        shape = self.shape(node.inputs[0])
+        if shape is None:
+            self.block(data, f"{where}: input of unknown shape")
+            return
+        outputs = [v for v in node.outputs if v is not None]
+        if node.attributes.get_int("axis", 0) % len(shape) != data.axis:
+            for output in outputs:
+                self.set_layout(output, data)
+            return
+        sizes = self.split_sizes(node, data.entries, len(outputs))
+        bounds = [Fraction(b) / data.scale for b in itertools.accumulate([0, *sizes])] if sizes is not None else None
+        if bounds is None or any(b.denominator != 1 for b in bounds) or len(outputs) != len(node.outputs):
+            self.block(data, f"{where}: split sizes not constant or inside a unit")
+            return
+        for bound in bounds[1:-1]:
+            self.cut(data, int(bound))
+        for output, start, end in zip(outputs, bounds[:-1], bounds[1:]):
+            self.set_layout(output, Layout(data.axis, self.span(data, int(start), int(end)), data.scale))
+        self.splits.append(node)
+
+    def split_sizes(self, node: ir.Node, entries: int, count: int) -> list[int] | None:
+        if self.opset >= 13 and len(node.inputs) > 1 and node.inputs[1] is not None:
+            given = constant_array(node.inputs[1])
+            return None if given is None else [int(s) for s in given]
+        given = node.attributes.get_ints("split", None) if self.opset < 13 else None
+        if given:
+            return list(given)
+        # Equal parts, the last smaller when they do not divide (opset 18's rule).
+        part = -(-entries // count)
+        return [min(part, entries - i * part) for i in range(count)]
 
     def reduced(self, node: ir.Node, data: Layout, rank: int) -> tuple[Layout | None, str]:
         since = _AXES_INPUT_SINCE.get(node.op_type, _AXES_INPUT_SINCE_OTHERS)
@@ -617,10 +757,12 @@ class _Builder:
                 self.reasons.setdefault(space, []).append(
                     f"heads of {grain} channels do not divide {self.sizes[space]} channels")
         for key, layout in list(self.layouts.items()):
+            layout = self.layouts[key] = Layout(layout.axis, self.leaves(layout.segments), layout.scale)
             units = self.in_units(layout.segments, layout.scale, f"value {self.values[key].name!r}")
             if units is not None:
                 self.layouts[key] = Layout(layout.axis, *units)
         for index, member in enumerate(self.members):
+            member = self.members[index] = dataclasses.replace(member, segments=self.leaves(member.segments))
             units = self.in_units(member.segments, member.scale, f"{_name(member.node)!r} input {member.input}")
             if units is not None:
                 self.members[index] = dataclasses.replace(member, segments=units[0], scale=units[1])
@@ -631,6 +773,8 @@ class _Builder:
         groups: list[Group] = []
         group_of_space: dict[int, int] = {}
         for space in range(len(self.parent)):
+            if space in self.children:
+                continue
             root = self.find(space)
             if root not in roots:
                 roots[root] = len(groups)
@@ -651,7 +795,7 @@ class _Builder:
         for group in groups:
             if not group.producers and not group.reasons:
                 group.reasons.append("no weighted producer")
-        return Groups(groups, group_of_space, self.layouts, self.values, self.reshapes)
+        return Groups(groups, group_of_space, self.layouts, self.values, self.reshapes, self.splits, self.slices)
 
 
 def _subgraph_attrs(node: ir.Node):

@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from onnxc.graph.edit import add_initializer, drop_initializer
 from onnxc.graph.groups import Groups, Layout, Member
+from onnxc.graph.ops import default_opset
 from onnxc.irutil import constant_array
 
 # (id(node), input index) -> the tensor to slice instead of the node's own, and the axes already cut.
@@ -73,6 +74,8 @@ def remove_channels(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarr
             node.attributes["group"] = ir.AttrInt64("group", int(array.shape[0]))
     _resize_values(groups, kept)
     replaced += _retarget_reshapes(graph, groups, kept)
+    replaced += _resize_splits(model, groups, kept)
+    replaced += _move_slices(graph, groups, kept)
     drop_unused(graph, replaced)
     return len(plans)
 
@@ -126,3 +129,43 @@ def drop_unused(graph: ir.Graph, values: list[ir.Value]) -> None:
             graph.remove(producer, safe=True)
         elif value.name in graph.initializers and not value.is_graph_input():
             drop_initializer(graph, value)
+
+
+def _resize_splits(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarray]) -> list[ir.Value]:
+    """A Split of the channel axis gets its outputs' new sizes (as an input from opset 13, where
+    an equal split's ``num_outputs`` gives way to them); returns the old sizes input."""
+    replaced = []
+    for node in groups.splits:
+        sizes = np.array([_kept_entries(groups, groups.layouts[id(v)], kept) for v in node.outputs], np.int64)
+        if all(groups.layouts[id(v)].entries == n for v, n in zip(node.outputs, sizes)):
+            continue
+        if default_opset(model) < 13:
+            node.attributes["split"] = ir.AttrInt64s("split", sizes.tolist())
+            continue
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            replaced.append(node.inputs[1])
+        else:
+            node.resize_inputs(2)
+        node.replace_input_with(1, add_initializer(model.graph, f"{node.name or 'split'}_sizes", sizes))
+        node.attributes.pop("num_outputs", None)
+    return replaced
+
+
+def _move_slices(graph: ir.Graph, groups: Groups, kept: Mapping[int, np.ndarray]) -> list[ir.Value]:
+    """A Slice of the channel axis gets its range among the kept channels; returns the old bounds."""
+    replaced = []
+    for node, index in groups.slices:
+        source, sliced = groups.layouts[id(node.inputs[0])], groups.layouts[id(node.outputs[0])]
+        first = source.segments.index(sliced.segments[0])
+        start = _kept_entries(groups, Layout(source.axis, source.segments[:first], source.scale), kept)
+        end = start + _kept_entries(groups, sliced, kept)
+        for position, bound in ((1, start), (2, end)):
+            old = node.inputs[position]
+            array = constant_array(old)
+            if int(array[index]) == bound:
+                continue
+            array = array.copy()
+            array[index] = bound
+            node.replace_input_with(position, add_initializer(graph, old.name or f"{node.name}_bounds", array))
+            replaced.append(old)
+    return replaced

@@ -8,14 +8,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def model(nodes: list, weights: dict[str, np.ndarray], inputs: dict[str, list[int]],
-          outputs: dict[str, list[int]], ints: tuple[str, ...] = ()) -> ir.Model:
-    """A checked opset-17 model; ``weights`` become initializers (int64 those named in ``ints``, float32 the rest)."""
+          outputs: dict[str, list[int]], ints: tuple[str, ...] = (), opset: int = 17) -> ir.Model:
+    """A checked model (opset 17 unless told); ``weights`` become initializers (int64 those named
+    in ``ints``, float32 the rest)."""
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
         [numpy_helper.from_array(a.astype(np.int64 if n in ints else np.float32), n) for n, a in weights.items()])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     onnx.checker.check_model(proto, full_check=True)
     return ir.serde.deserialize_model(proto)
 
@@ -153,17 +154,34 @@ def layernorm_mlp(seed: int = 0) -> ir.Model:
     return model(nodes, weights, {"x": [1, 5, 6]}, {"y": [1, 5, 4]})
 
 
-def split_and_shuffle(seed: int = 0) -> ir.Model:
-    """conv_a(8) -> Split(4, 4) -> conv_b, conv_c -> y1, y2; conv_d(8) -> channel shuffle (Reshape
-    [1,2,4,8,8], Transpose, Reshape [1,8,8,8]) -> conv_e -> y3."""
+def split_and_slice(opset: int = 17, seed: int = 0) -> ir.Model:
+    """conv_a(8) -> Split(3, 5) -> conv_b, conv_c -> Add -> y1; conv_d(8) -> Slice [2:] of the
+    channels -> conv_e -> y2 (Split sizes as an input, or an equal split at opset 18)."""
     rng = np.random.default_rng(seed)
+    equal = opset >= 18
+    first = 4 if equal else 3
     weights = {name: rng.normal(size=shape) for name, shape in (
-        ("wa", (8, 3, 3, 3)), ("wb", (2, 4, 3, 3)), ("wc", (2, 4, 3, 3)), ("wd", (8, 3, 3, 3)), ("we", (2, 8, 3, 3)))}
-    weights.update({"split": np.array([4, 4]), "to5": np.array([1, 2, 4, 8, 8]), "to4": np.array([1, 8, 8, 8])})
-    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Split", ["a", "split"], ["a1", "a2"], name="split", axis=1),
-             conv("conv_b", "a1", "wb", "y1"), conv("conv_c", "a2", "wc", "y2"), conv("conv_d", "x", "wd", "d"),
-             helper.make_node("Reshape", ["d", "to5"], ["d5"], name="shuffle_split"),
+        ("wa", (8, 3, 3, 3)), ("wb", (2, first, 3, 3)), ("wc", (2, 8 - first, 3, 3)), ("wd", (8, 3, 3, 3)),
+        ("we", (2, 6, 3, 3)))}
+    weights.update({"starts": np.array([2]), "ends": np.array([2**62]), "axes": np.array([1])})
+    split = (helper.make_node("Split", ["a"], ["a1", "a2"], name="split", axis=1, num_outputs=2) if equal else
+             helper.make_node("Split", ["a", "sizes"], ["a1", "a2"], name="split", axis=1))
+    if not equal:
+        weights["sizes"] = np.array([3, 5])
+    nodes = [conv("conv_a", "x", "wa", "a"), split, conv("conv_b", "a1", "wb", "b"), conv("conv_c", "a2", "wc", "c"),
+             helper.make_node("Add", ["b", "c"], ["y1"], name="add"), conv("conv_d", "x", "wd", "d"),
+             helper.make_node("Slice", ["d", "starts", "ends", "axes"], ["s"], name="slice"),
+             conv("conv_e", "s", "we", "y2")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 2, 8, 8], "y2": [1, 2, 8, 8]},
+                 ints=("sizes", "starts", "ends", "axes"), opset=opset)
+
+
+def channel_shuffle(seed: int = 0) -> ir.Model:
+    """conv_d(8) -> channel shuffle (Reshape [1,2,4,8,8], Transpose, Reshape [1,8,8,8]) -> conv_e -> y."""
+    rng = np.random.default_rng(seed)
+    weights = {"wd": rng.normal(size=(8, 3, 3, 3)), "we": rng.normal(size=(2, 8, 3, 3)),
+               "to5": np.array([1, 2, 4, 8, 8]), "to4": np.array([1, 8, 8, 8])}
+    nodes = [conv("conv_d", "x", "wd", "d"), helper.make_node("Reshape", ["d", "to5"], ["d5"], name="shuffle_split"),
              helper.make_node("Transpose", ["d5"], ["t5"], name="shuffle", perm=[0, 2, 1, 3, 4]),
-             helper.make_node("Reshape", ["t5", "to4"], ["s"], name="shuffle_merge"), conv("conv_e", "s", "we", "y3")]
-    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y1": [1, 2, 8, 8], "y2": [1, 2, 8, 8], "y3": [1, 2, 8, 8]},
-                 ints=("split", "to5", "to4"))
+             helper.make_node("Reshape", ["t5", "to4"], ["s"], name="shuffle_merge"), conv("conv_e", "s", "we", "y")]
+    return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 2, 8, 8]}, ints=("to5", "to4"))

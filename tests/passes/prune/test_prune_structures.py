@@ -16,7 +16,7 @@ import onnxc
 from onnxc.analysis import parameter_count
 from onnxc.irutil import constant_array
 from onnxc.models_zoo import build
-from prune_models import channel_op, flatten_gemm, layernorm_mlp, split_and_shuffle
+from prune_models import channel_op, channel_shuffle, flatten_gemm, layernorm_mlp, split_and_slice
 from test_prune_small import X, prune, run, weight, zeroed
 
 
@@ -79,16 +79,32 @@ def test_layernorm_over_the_channels_prunes_its_parameters():
     assert run(pruned, x)[0].shape == (1, 5, 4)
 
 
-def test_split_and_channel_shuffle_stay_whole_with_reasons():
-    original = split_and_shuffle()
+@pytest.mark.parametrize("opset", [17, 18])
+def test_split_and_slice_of_the_channels_keep_their_ranges(opset):
+    original = split_and_slice(opset)
     pruned, pass_ = prune(original, ratio=0.5)
-    reasons = pass_.details()["unprunable_reasons"]
-    assert reasons["conv_a (8 channels)"] == "Split 'split': splits channels"
+    first = 4 if opset >= 18 else 3
+    kept_first = first - first // 2
+    # Each Split part and each side of the Slice's start is a group of its own.
+    assert weight(pruned, "conv_a").shape[0] == kept_first + 8 - first - (8 - first) // 2
+    assert weight(pruned, "conv_d").shape[0] == 1 + 3 and weight(pruned, "conv_e").shape[1] == 3
+    split = next(n for n in pruned.graph if n.name == "split")
+    assert constant_array(split.inputs[1]).tolist() == [kept_first, 8 - first - (8 - first) // 2]
+    slice_ = next(n for n in pruned.graph if n.name == "slice")
+    assert (constant_array(slice_.inputs[1]).tolist(), constant_array(slice_.inputs[2]).tolist()) == ([1], [4])
+    reference = zeroed(original, {"wa": (0, removed(weight(original, "conv_a"), weight(pruned, "conv_a"))),
+                                  "wd": (0, removed(weight(original, "conv_d"), weight(pruned, "conv_d")))})
+    for got, want in zip(run(pruned, X), run(reference, X)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_channel_shuffle_stays_whole_with_a_reason():
+    original = channel_shuffle()
+    pruned, pass_ = prune(original, ratio=0.5)
     # The shuffle's first Reshape splits the 8 channels into 2 units of 4; its last one cannot merge them back.
-    assert reasons["conv_d (2 channels)"] == "Reshape 'shuffle_merge': moves the channels to other axes"
-    outputs, expected = run(pruned, X), run(original, X)
-    for got, want in zip(outputs, expected):
-        np.testing.assert_array_equal(got, want)
+    assert pass_.details()["unprunable_reasons"]["conv_d (2 channels)"] == \
+        "Reshape 'shuffle_merge': moves the channels to other axes"
+    np.testing.assert_array_equal(run(pruned, X)[0], run(original, X)[0])
 
 
 def bert_feeds() -> dict[str, np.ndarray]:
