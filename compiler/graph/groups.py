@@ -417,6 +417,8 @@ class _Builder:
                 self.set_layout(output, data)
             return
         sizes = self.split_sizes(node, data.entries, len(outputs))
+        if sizes is not None and (sum(sizes) != data.entries or len(sizes) != len(outputs)):
+            sizes = None
         bounds = [Fraction(b) / data.scale for b in itertools.accumulate([0, *sizes])] if sizes is not None else None
         if bounds is None or any(b.denominator != 1 for b in bounds) or len(outputs) != len(node.outputs):
             self.block(data, f"{where}: split sizes not constant or inside a unit")

@@ -85,6 +85,11 @@ def _kept_entries(groups: Groups, layout: Layout, kept: Mapping[int, np.ndarray]
     return units * layout.unit
 
 
+def _pruned(groups: Groups, layout: Layout, kept: Mapping[int, np.ndarray]) -> bool:
+    """Whether ``layout`` loses channels (only then is its unit sure to be whole)."""
+    return any(groups.group_of_space[space] in kept for space, _ in layout.segments)
+
+
 def _retarget_reshapes(graph: ir.Graph, groups: Groups, kept: Mapping[int, np.ndarray]) -> list[ir.Value]:
     """Write the new channel count into the Reshape targets that spell it; returns the old targets.
     Reshapes sharing a target and a new count share the new one."""
@@ -92,6 +97,8 @@ def _retarget_reshapes(graph: ir.Graph, groups: Groups, kept: Mapping[int, np.nd
     replaced = []
     for node, axis in groups.reshapes:
         layout = groups.layouts[id(node.outputs[0])]
+        if not _pruned(groups, layout, kept):
+            continue
         count = _kept_entries(groups, layout, kept)
         old = node.inputs[1]
         target = constant_array(old)
@@ -111,7 +118,7 @@ def _resize_values(groups: Groups, kept: Mapping[int, np.ndarray]) -> None:
     """Declared shapes follow the new channel counts."""
     for key, layout in groups.layouts.items():
         value = groups.values[key]
-        if value.shape is None or layout.axis >= len(value.shape):
+        if value.shape is None or layout.axis >= len(value.shape) or not _pruned(groups, layout, kept):
             continue
         size = _kept_entries(groups, layout, kept)
         if size != layout.entries:
@@ -136,6 +143,8 @@ def _resize_splits(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarra
     an equal split's ``num_outputs`` gives way to them); returns the old sizes input."""
     replaced = []
     for node in groups.splits:
+        if not _pruned(groups, groups.layouts[id(node.inputs[0])], kept):
+            continue
         sizes = np.array([_kept_entries(groups, groups.layouts[id(v)], kept) for v in node.outputs], np.int64)
         if all(groups.layouts[id(v)].entries == n for v, n in zip(node.outputs, sizes)):
             continue
@@ -156,6 +165,8 @@ def _move_slices(graph: ir.Graph, groups: Groups, kept: Mapping[int, np.ndarray]
     replaced = []
     for node, index in groups.slices:
         source, sliced = groups.layouts[id(node.inputs[0])], groups.layouts[id(node.outputs[0])]
+        if not _pruned(groups, source, kept):
+            continue
         first = source.segments.index(sliced.segments[0])
         start = _kept_entries(groups, Layout(source.axis, source.segments[:first], source.scale), kept)
         end = start + _kept_entries(groups, sliced, kept)
