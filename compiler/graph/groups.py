@@ -226,6 +226,21 @@ class _Builder:
             shape = tuple(value.shape)
         return None if shape is None else tuple(shape)
 
+    def rank(self, value: ir.Value | None) -> int | None:
+        """The rank, from the concrete shape or else the declared one (its dims may be symbolic)."""
+        shape = self.shape(value)
+        if shape is not None:
+            return len(shape)
+        return None if value is None or value.shape is None else len(value.shape)
+
+    def dim(self, value: ir.Value, axis: int) -> int | None:
+        """Dim ``axis`` of ``value`` where it is a known number."""
+        shape = self.shape(value)
+        if shape is not None:
+            return shape[axis]
+        dim = value.shape[axis] if value.shape is not None else None
+        return dim if isinstance(dim, int) else None
+
     def layout(self, value: ir.Value | None) -> Layout | None:
         layout = None if value is None else self.layouts.get(id(value))
         if layout is None or not self.children:
@@ -319,6 +334,9 @@ class _Builder:
         rule = channel_rule(node)
         inputs = [self.layout(v) for v in node.inputs]
         where = f"{node.op_type} {_name(node)!r}"
+        if node.op_type == "Shape" and node.domain in ("", "ai.onnx"):
+            self.visit_shape(node, inputs[0], where)
+            return
         if rule is None or any(True for _ in _subgraph_attrs(node)):
             for layout in inputs:
                 self.block(layout, f"{where}: op not in the channel table")
@@ -328,6 +346,23 @@ class _Builder:
             return
         handler = getattr(self, f"visit_{rule.kind}")
         handler(node, rule, inputs, where)
+
+    def visit_shape(self, node: ir.Node, data: Layout | None, where: str) -> None:
+        """Shape reads the dims at run time, so it follows a new channel count; what must not read
+        it is arithmetic built for the old one: the channel dim may only be dropped (a Gather or
+        Slice of the other dims) or never read."""
+        rank = self.rank(node.inputs[0])
+        if data is None or rank is None:
+            self.block(data, f"{where}: shape of unknown rank")
+            return
+        start, end, _ = slice(node.attributes.get_int("start", 0), node.attributes.get_int("end", rank)).indices(rank)
+        if not start <= data.axis < end:
+            return
+        position, length = data.axis - start, end - start
+        for use in node.outputs[0].uses():
+            if not _skips(use.node, use.idx, position, length):
+                self.block(data, f"{where}: {_name(use.node)!r} reads the channel count")
+                return
 
     def visit_mixing(self, node: ir.Node, rule, inputs: list[Layout | None], where: str) -> None:
         data = inputs[0] if inputs else None
@@ -344,7 +379,7 @@ class _Builder:
     def moved(self, node: ir.Node, data: Layout) -> tuple[Layout | None, str]:
         """Where a mixing op puts the channel axis whole, or why it does not."""
         op = node.op_type
-        rank = len(self.shape(node.inputs[0]) or ())
+        rank = self.rank(node.inputs[0]) or 0
         if op == "Transpose":
             perm = node.attributes.get_ints("perm", None) or list(reversed(range(rank)))
             if data.axis not in perm:
@@ -380,7 +415,7 @@ class _Builder:
         rest = [constant_array(v) if v is not None else None for v in node.inputs[3:5]]
         if starts is None or ends is None or any(r is None for r, v in zip(rest, node.inputs[3:5]) if v is not None):
             return None, "slices with bounds that are not constant"
-        rank = len(self.shape(node.inputs[0]) or ())
+        rank = self.rank(node.inputs[0]) or 0
         if not rank:
             return None, "input of unknown rank"
         axes = [int(a) % rank for a in (rest[0] if rest and rest[0] is not None else range(len(starts)))]
@@ -526,8 +561,7 @@ class _Builder:
             return
         for layout in inputs[1:]:
             self.block(layout, f"{where}: reads channels as a weight")
-        out_shape = self.shape(node.outputs[0])
-        rank = len(out_shape) if out_shape is not None else (weight.ndim if node.op_type != "Gemm" else 2)
+        rank = self.rank(node.outputs[0]) or (weight.ndim if node.op_type != "Gemm" else 2)
         out_axis = 1 if node.op_type in ("Conv", "ConvTranspose", "Gemm") else rank - 1
         group = node.attributes.get_int("group", 1) if node.op_type in ("Conv", "ConvTranspose") else 1
         has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
@@ -555,7 +589,7 @@ class _Builder:
         # The data input's channels are the weight's input-channel axis.
         if data is not None:
             in_axis = weight_input_axis(node, weight)
-            data_rank = len(self.shape(node.inputs[0]) or ()) or rank
+            data_rank = self.rank(node.inputs[0]) or rank
             expected = 0 if node.op_type == "Gemm" and node.attributes.get_int("transA", 0) else (
                 1 if node.op_type != "MatMul" else data_rank - 1)
             if data.axis != expected:
@@ -633,7 +667,7 @@ class _Builder:
             self.block(layout, f"{where}: channels in a parameter input")
         if data is None:
             return
-        rank = len(self.shape(node.inputs[0]) or ()) or data.axis + 1
+        rank = self.rank(node.inputs[0]) or data.axis + 1
         if data.axis != rule.data_axis % rank:
             self.block(data, f"{where}: normalizes another axis than the channels")
             return
@@ -683,25 +717,30 @@ class _Builder:
         tracked = [layout for layout in inputs if layout is not None]
         if not tracked:
             return
-        out_shape = self.shape(node.outputs[0])
         first = tracked[0]
         ok = True
         for layout in tracked[1:]:
             ok = self.unify(first, layout, where) and ok
         if not ok:
             return
-        rank = len(out_shape) if out_shape is not None else None
+        rank = self.rank(node.outputs[0])
         for index, (value, layout) in enumerate(zip(node.inputs, inputs)):
             if layout is not None or value is None:
                 continue
             array = constant_array(value)
-            shape = array.shape if array is not None else self.shape(value)
-            if shape is None or rank is None:
+            operand_rank = array.ndim if array is not None else self.rank(value)
+            if operand_rank is None or rank is None:
                 self.block(first, f"{where}: operand {index} of unknown shape")
                 return
-            axis = first.axis - (rank - len(shape))
-            if axis < 0 or shape[axis] == 1:
+            axis = first.axis - (rank - operand_rank)
+            if axis < 0:
                 continue
+            size = array.shape[axis] if array is not None else self.dim(value, axis)
+            if size == 1:
+                continue
+            if size is None:
+                self.block(first, f"{where}: operand {index} of unknown shape")
+                return
             if array is None:
                 self.block(first, f"{where}: operand {index} carries channels from elsewhere")
                 return
@@ -712,8 +751,7 @@ class _Builder:
         tracked = [layout for layout in inputs if layout is not None]
         if not tracked:
             return
-        out_shape = self.shape(node.outputs[0])
-        rank = len(out_shape) if out_shape is not None else None
+        rank = self.rank(node.outputs[0])
         axis = node.attributes.get_int("axis", 0)
         if rank is not None:
             axis %= rank
@@ -798,6 +836,24 @@ class _Builder:
             if not group.producers and not group.reasons:
                 group.reasons.append("no weighted producer")
         return Groups(groups, group_of_space, self.layouts, self.values, self.reshapes, self.splits, self.slices)
+
+
+def _skips(node: ir.Node, index: int, position: int, length: int) -> bool:
+    """Whether ``node`` reads entries of a shape vector (its input ``index``) other than ``position``."""
+    if index != 0:
+        return False
+    if node.op_type == "Gather":
+        indices = constant_array(node.inputs[1])
+        return indices is not None and position not in {int(i) % length for i in indices.reshape(-1)}
+    if node.op_type == "Slice" and len(node.inputs) >= 3:
+        bounds = [constant_array(v) if v is not None else None for v in node.inputs[1:5]]
+        if any(b is None for b, v in zip(bounds, node.inputs[1:5]) if v is not None):
+            return False
+        if len(node.inputs) > 4 and node.inputs[4] is not None and int(bounds[3][0]) != 1:
+            return False
+        start, end, _ = slice(int(bounds[0][0]), int(bounds[1][0])).indices(length)
+        return not start <= position < end
+    return False
 
 
 def _subgraph_attrs(node: ir.Node):

@@ -185,3 +185,21 @@ def channel_shuffle(seed: int = 0) -> ir.Model:
              helper.make_node("Transpose", ["d5"], ["t5"], name="shuffle", perm=[0, 2, 1, 3, 4]),
              helper.make_node("Reshape", ["t5", "to4"], ["s"], name="shuffle_merge"), conv("conv_e", "s", "we", "y")]
     return model(nodes, weights, {"x": [1, 3, 8, 8]}, {"y": [1, 2, 8, 8]}, ints=("to5", "to4"))
+
+
+def shape_reader(index: int, seed: int = 0) -> ir.Model:
+    """conv_a(8) -> Relu -> conv_b(4) -> y, and Gather(Shape(relu output), [index]) -> dim (int64)."""
+    rng = np.random.default_rng(seed)
+    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             conv("conv_b", "r", "wb", "y"), helper.make_node("Shape", ["r"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "index"], ["dim"], name="gather")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8]),
+         helper.make_tensor_value_info("dim", TensorProto.INT64, [1])],
+        [numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "wa"),
+         numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "wb"),
+         numpy_helper.from_array(np.array([index], np.int64), "index")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(proto, full_check=True)
+    return ir.serde.deserialize_model(proto)

@@ -16,7 +16,7 @@ import onnxc
 from onnxc.analysis import parameter_count
 from onnxc.irutil import constant_array
 from onnxc.models_zoo import build
-from prune_models import channel_op, channel_shuffle, flatten_gemm, layernorm_mlp, split_and_slice
+from prune_models import channel_op, channel_shuffle, flatten_gemm, layernorm_mlp, shape_reader, split_and_slice
 from test_prune_small import X, prune, run, weight, zeroed
 
 
@@ -105,6 +105,14 @@ def test_channel_shuffle_stays_whole_with_a_reason():
     assert pass_.details()["unprunable_reasons"]["conv_d (2 channels)"] == \
         "Reshape 'shuffle_merge': moves the channels to other axes"
     np.testing.assert_array_equal(run(pruned, X)[0], run(original, X)[0])
+
+
+def test_shape_read_for_other_dims_lets_the_channels_go_but_not_the_channel_count():
+    pruned, pass_ = prune(shape_reader(-2), ratio=0.5)  # H
+    assert pass_.details()["pruned"] == 1 and weight(pruned, "conv_b").shape == (4, 4, 3, 3)
+    assert run(pruned, X)[1].tolist() == [8]
+    _, pass_ = prune(shape_reader(1), ratio=0.5)  # C
+    assert pass_.details()["unprunable_reasons"]["conv_a (8 channels)"] == "Shape 'shape': 'gather' reads the channel count"
 
 
 def bert_feeds() -> dict[str, np.ndarray]:
