@@ -55,6 +55,9 @@ class Layout:
     axis: int
     segments: tuple[tuple[int, int], ...]  # (space id, channel count)
     scale: Fraction = Fraction(1)
+    # Dims merged in front of the channels ([N, H, W, C] -> [N, H*W*C]): the axis holds ``outer``
+    # blocks of all the channels, channel entries at o * (block) + offset.
+    outer: int = 1
 
     @property
     def size(self) -> int:
@@ -63,7 +66,7 @@ class Layout:
     @property
     def entries(self) -> int:
         """Entries of the tensor's channel axis (an int wherever the layout is consistent)."""
-        return int(self.size * self.scale)
+        return int(self.size * self.scale) * self.outer
 
     @property
     def unit(self) -> int:
@@ -83,6 +86,7 @@ class Member:
     segments: tuple[tuple[int, int], ...]
     role: str  # "producer", "param" or "consumer"
     scale: Fraction = Fraction(1)
+    outer: int = 1  # blocks of all the segments along the axis (see Layout.outer)
 
     @property
     def unit(self) -> int:
@@ -91,7 +95,7 @@ class Member:
     @property
     def entries(self) -> int:
         """Entries of the sliced axis the member covers."""
-        return int(sum(length for _, length in self.segments) * self.scale)
+        return int(sum(length for _, length in self.segments) * self.scale) * self.outer
 
 
 @dataclasses.dataclass
@@ -245,7 +249,7 @@ class _Builder:
         layout = None if value is None else self.layouts.get(id(value))
         if layout is None or not self.children:
             return layout
-        return Layout(layout.axis, self.leaves(layout.segments), layout.scale)
+        return dataclasses.replace(layout, segments=self.leaves(layout.segments))
 
     # Cutting spaces (Split, Slice).
     def leaves(self, segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
@@ -301,7 +305,8 @@ class _Builder:
     def unify(self, a: Layout, b: Layout, where: str) -> bool:
         """Tie two layouts channel for channel; False (both blocked) when their segments differ."""
         a, b = self.align(a, b)
-        if [n for _, n in a.segments] != [n for _, n in b.segments] or a.axis != b.axis or a.scale != b.scale:
+        if ([n for _, n in a.segments] != [n for _, n in b.segments] or a.axis != b.axis or a.scale != b.scale
+                or a.outer != b.outer):
             reason = f"{where}: operands with different channel layouts"
             self.block(a, reason)
             self.block(b, reason)
@@ -319,7 +324,7 @@ class _Builder:
             for _, length in self.leaves(other.segments)[:-1]:
                 position += length
                 self.cut(layout, position)
-        return (Layout(a.axis, self.leaves(a.segments), a.scale), Layout(b.axis, self.leaves(b.segments), b.scale))
+        return dataclasses.replace(a, segments=self.leaves(a.segments)), dataclasses.replace(b, segments=self.leaves(b.segments))
 
     # The walk.
     def run(self) -> Groups:
@@ -344,6 +349,12 @@ class _Builder:
         if node.op_type == "Split":
             self.visit_split(node, inputs, where)
             return
+        if rule.kind in ("normalized", "concatenate") or node.op_type in ("Slice", *_RESHAPES):
+            interleaved = [layout for layout in inputs if layout is not None and layout.outer != 1]
+            for layout in interleaved:
+                self.block(layout, f"{where}: channels interleaved with other dims")
+            if interleaved:
+                return
         handler = getattr(self, f"visit_{rule.kind}")
         handler(node, rule, inputs, where)
 
@@ -384,7 +395,7 @@ class _Builder:
             perm = node.attributes.get_ints("perm", None) or list(reversed(range(rank)))
             if data.axis not in perm:
                 return None, "transposes with unknown rank"
-            return Layout(list(perm).index(data.axis), data.segments, data.scale), ""
+            return dataclasses.replace(data, axis=list(perm).index(data.axis)), ""
         if op in _RESHAPES:
             return self.reshaped(node, data)
         if op == "Slice":
@@ -403,7 +414,7 @@ class _Builder:
             indices = self.shape(node.inputs[1])
             if axis == data.axis or indices is None:
                 return None, "gathers along the channels (or indices of unknown rank)"
-            return Layout(data.axis + (len(indices) - 1 if axis < data.axis else 0), data.segments, data.scale), ""
+            return dataclasses.replace(data, axis=data.axis + (len(indices) - 1 if axis < data.axis else 0)), ""
         return None, "mixes channels"
 
     def sliced(self, node: ir.Node, data: Layout) -> tuple[Layout | None, str]:
@@ -443,8 +454,8 @@ class _Builder:
         if data is None:
             return
         shape = self.shape(node.inputs[0])
-        if shape is None:
-            self.block(data, f"{where}: input of unknown shape")
+        if shape is None or data.outer != 1:
+            self.block(data, f"{where}: input of unknown shape or channels interleaved with other dims")
             return
         outputs = [v for v in node.outputs if v is not None]
         if node.attributes.get_int("axis", 0) % len(shape) != data.axis:
@@ -493,7 +504,7 @@ class _Builder:
             return None, "reduces over the channels"
         if node.attributes.get_int("keepdims", 1):
             return data, ""
-        return Layout(data.axis - sum(a < data.axis for a in reduced), data.segments, data.scale), ""
+        return dataclasses.replace(data, axis=data.axis - sum(a < data.axis for a in reduced)), ""
 
     def reshaped(self, node: ir.Node, data: Layout) -> tuple[Layout | None, str]:
         """The channel axis ``a`` of ``[..., C, ...]`` kept (dims after it regrouped), merged with
@@ -506,6 +517,11 @@ class _Builder:
         a = data.axis
         if a >= len(before) or before[a] != data.entries:
             return None, "reshapes an axis of another size than the channels"
+        lead = 0
+        while lead < a and lead < len(after) and before[lead] == after[lead]:
+            lead += 1
+        if lead < a:
+            return self.merged_behind(node, data, before, after, lead)
         b = a
         while b < len(after) and after[b] == 1 and before[a] != 1:
             b += 1
@@ -518,7 +534,7 @@ class _Builder:
                 end += 1
             if merged != after[b]:
                 return None, "merges the channels with other axes unevenly"
-            moved = Layout(b, data.segments, data.scale * (after[b] // before[a]))
+            moved = dataclasses.replace(data, axis=b, scale=data.scale * (after[b] // before[a]))
         else:
             if b + 1 >= len(after) or after[b] * after[b + 1] != before[a]:
                 return None, "splits the channel axis other than in two"
@@ -532,6 +548,24 @@ class _Builder:
             if problem:
                 return None, problem
         return moved, ""
+
+    def merged_behind(self, node: ir.Node, data: Layout, before: Shape, after: Shape, lead: int
+                      ) -> tuple[Layout | None, str]:
+        """Dims ``lead .. a-1`` merged in front of the channels (a channels-last Flatten): each
+        channel's entries repeat once per position of those dims (:attr:`Layout.outer`)."""
+        a = data.axis
+        merged, end = math.prod(before[lead:a + 1]), a + 1
+        while merged < after[lead] and end < len(before):
+            merged *= before[end]
+            end += 1
+        if merged != after[lead]:
+            return None, "moves the channels to other axes"
+        if node.op_type == "Reshape":
+            problem = self.target_problem(node, a, lead)
+            if problem:
+                return None, problem
+        return dataclasses.replace(data, axis=lead, scale=data.scale * math.prod(before[a + 1:end]),
+                                   outer=data.outer * math.prod(before[lead:a])), ""
 
     def target_problem(self, node: ir.Node, a: int, b: int) -> str | None:
         """Why a Reshape's target could not follow a new channel count; a literal count at ``b``
@@ -571,7 +605,7 @@ class _Builder:
             return
         if node.op_type == "Conv" and group > 1:
             if (group == weight.shape[0] and weight.shape[1] == 1 and data is not None and data.entries == group
-                    and data.scale == 1):
+                    and data.scale == 1 and data.outer == 1):
                 # Depthwise: output channel c reads input channel c alone, so they are one channel.
                 self.set_layout(node.outputs[0], Layout(out_axis, data.segments))
                 self.members.append(Member(node, 1, 0, data.segments, "producer"))
@@ -597,7 +631,7 @@ class _Builder:
             elif weight.shape[in_axis] != data.entries:
                 self.block(data, f"{where}: weight input axis {weight.shape[in_axis]} != {data.entries} channels")
             else:
-                self.members.append(Member(node, 1, in_axis, data.segments, "consumer", data.scale))
+                self.members.append(Member(node, 1, in_axis, data.segments, "consumer", data.scale, data.outer))
         size = weight.shape[weight_axis(node, weight)]
         space = self.new_space(size, node)
         layout = Layout(out_axis, ((space, size),))
@@ -643,7 +677,7 @@ class _Builder:
                 self.block(tracked[0][0], f"{where}: operand {1 - tracked[0][2]} carries channels from elsewhere")
                 return
         first = tracked[0][0]
-        self.set_layout(node.outputs[0], Layout(out_axis, first.segments, first.scale))
+        self.set_layout(node.outputs[0], dataclasses.replace(first, axis=out_axis))
 
     def add_param(self, node: ir.Node, index: int, array: np.ndarray | None, axis: int | None, layout: Layout,
                   where: str) -> None:
@@ -659,7 +693,7 @@ class _Builder:
         if array.shape[axis] != layout.entries:
             self.block(layout, f"{where}: input {index} has {array.shape[axis]} entries for {layout.entries} channels")
             return
-        self.members.append(Member(node, index, axis, layout.segments, "param", layout.scale))
+        self.members.append(Member(node, index, axis, layout.segments, "param", layout.scale, layout.outer))
 
     def visit_normalized(self, node: ir.Node, rule, inputs: list[Layout | None], where: str) -> None:
         data = inputs[0]
@@ -797,10 +831,10 @@ class _Builder:
                 self.reasons.setdefault(space, []).append(
                     f"heads of {grain} channels do not divide {self.sizes[space]} channels")
         for key, layout in list(self.layouts.items()):
-            layout = self.layouts[key] = Layout(layout.axis, self.leaves(layout.segments), layout.scale)
+            layout = self.layouts[key] = dataclasses.replace(layout, segments=self.leaves(layout.segments))
             units = self.in_units(layout.segments, layout.scale, f"value {self.values[key].name!r}")
             if units is not None:
-                self.layouts[key] = Layout(layout.axis, *units)
+                self.layouts[key] = dataclasses.replace(layout, segments=units[0], scale=units[1])
         for index, member in enumerate(self.members):
             member = self.members[index] = dataclasses.replace(member, segments=self.leaves(member.segments))
             units = self.in_units(member.segments, member.scale, f"{_name(member.node)!r} input {member.input}")

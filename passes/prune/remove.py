@@ -24,14 +24,16 @@ Overrides = Mapping[tuple[int, int], tuple[np.ndarray, frozenset[int]]]
 
 def member_indices(groups: Groups, member: Member, kept: Mapping[int, np.ndarray]) -> np.ndarray:
     """The kept positions along ``member``'s axis (its segments laid end to end, each unit
-    ``member.unit`` consecutive entries)."""
+    ``member.unit`` consecutive entries, the whole repeated ``member.outer`` times)."""
     parts, offset, unit = [], 0, member.unit
     for space, length in member.segments:
         gid = groups.group_of_space[space]
         units = kept[gid] if gid in kept else np.arange(length)
         parts.append(offset + (units[:, None] * unit + np.arange(unit)[None]).reshape(-1))
         offset += length * unit
-    return np.concatenate(parts)
+    block = np.concatenate(parts)
+    # Channels-last flattening repeats the block of all channels ``outer`` times along the axis.
+    return (np.arange(member.outer)[:, None] * offset + block[None]).reshape(-1)
 
 
 def all_members(groups: Groups) -> list[Member]:
@@ -82,7 +84,7 @@ def remove_channels(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarr
 
 def _kept_entries(groups: Groups, layout: Layout, kept: Mapping[int, np.ndarray]) -> int:
     units = sum(len(kept[g]) if (g := groups.group_of_space[s]) in kept else n for s, n in layout.segments)
-    return units * layout.unit
+    return units * layout.unit * layout.outer
 
 
 def _pruned(groups: Groups, layout: Layout, kept: Mapping[int, np.ndarray]) -> bool:

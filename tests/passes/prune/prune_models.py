@@ -106,15 +106,20 @@ def constant_node_weight(seed: int = 0) -> ir.Model:
 
 
 def flatten_gemm(kind: str, seed: int = 0) -> ir.Model:
-    """x[1,3,4,4] -> conv_a(6) -> Relu -> (Flatten | Reshape [0,-1] | Reshape [1,96]) -> Gemm(5, transB)."""
+    """x[1,3,4,4] -> conv_a(6) -> Relu -> (Flatten | Reshape [0,-1] | Reshape [1,96] | Transpose to
+    NHWC and Flatten: ``channels_last``) -> Gemm(5, transB)."""
     rng = np.random.default_rng(seed)
     weights = {"wa": rng.normal(size=(6, 3, 3, 3)), "wg": rng.normal(size=(5, 96)), "bg": rng.normal(size=5)}
-    if kind == "flatten":
+    before = []
+    if kind in ("flatten", "channels_last"):
         flat = helper.make_node("Flatten", ["r"], ["f"], name="flat", axis=1)
     else:
         weights["target"] = np.array([0, -1] if kind == "reshape_any" else [1, 96])
         flat = helper.make_node("Reshape", ["r", "target"], ["f"], name="flat")
-    nodes = [conv("conv_a", "x", "wa", "a"), helper.make_node("Relu", ["a"], ["r"], name="relu"), flat,
+    if kind == "channels_last":
+        before = [helper.make_node("Transpose", ["r0"], ["r"], name="nhwc", perm=[0, 2, 3, 1])]
+    nodes = [conv("conv_a", "x", "wa", "a"),
+             helper.make_node("Relu", ["a"], ["r0" if before else "r"], name="relu"), *before, flat,
              helper.make_node("Gemm", ["f", "wg", "bg"], ["y"], name="fc", transB=1)]
     return model(nodes, weights, {"x": [1, 3, 4, 4]}, {"y": [1, 5]}, ints=("target",))
 
@@ -177,7 +182,7 @@ def split_and_slice(opset: int = 17, seed: int = 0) -> ir.Model:
 
 
 def channel_shuffle(seed: int = 0) -> ir.Model:
-    """conv_d(8) -> channel shuffle (Reshape [1,2,4,8,8], Transpose, Reshape [1,8,8,8]) -> conv_e -> y."""
+    """conv_d(8) -> channel shuffle of 2 groups (Reshape [1,2,4,8,8], Transpose, Reshape [1,8,8,8]) -> conv_e -> y."""
     rng = np.random.default_rng(seed)
     weights = {"wd": rng.normal(size=(8, 3, 3, 3)), "we": rng.normal(size=(2, 8, 3, 3)),
                "to5": np.array([1, 2, 4, 8, 8]), "to4": np.array([1, 8, 8, 8])}

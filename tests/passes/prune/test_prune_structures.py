@@ -27,14 +27,17 @@ def removed(original: np.ndarray, pruned: np.ndarray, axis: int = 0, width: int 
     return [i for i, block in enumerate(blocks) if not any(np.array_equal(block, k) for k in kept)]
 
 
-@pytest.mark.parametrize("kind", ["flatten", "reshape_any", "reshape_literal"])
+@pytest.mark.parametrize("kind", ["flatten", "reshape_any", "reshape_literal", "channels_last"])
 def test_flatten_or_reshape_into_gemm_removes_each_channels_rows(kind):
     original = flatten_gemm(kind)
     pruned, _ = prune(original, ratio=0.5)
     gone = removed(weight(original, "conv_a"), weight(pruned, "conv_a"))
     assert len(gone) == 3
-    # NCHW flatten: channel c is Gemm inputs 16c .. 16c+15.
-    rows = [r for c in range(6) if c not in gone for r in range(16 * c, 16 * c + 16)]
+    # NCHW flatten: channel c is Gemm inputs 16c .. 16c+15; NHWC: inputs 6p + c for each of the 16 positions p.
+    if kind == "channels_last":
+        rows = [6 * p + c for p in range(16) for c in range(6) if c not in gone]
+    else:
+        rows = [r for c in range(6) if c not in gone for r in range(16 * c, 16 * c + 16)]
     np.testing.assert_array_equal(weight(pruned, "fc"), weight(original, "fc")[:, rows])
     assert parameter_count(original) - parameter_count(pruned) == 3 * 27 + 5 * 48
     if kind == "reshape_literal":
@@ -98,13 +101,19 @@ def test_split_and_slice_of_the_channels_keep_their_ranges(opset):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_channel_shuffle_stays_whole_with_a_reason():
+def test_channel_shuffle_prunes_whole_shuffle_groups():
     original = channel_shuffle()
     pruned, pass_ = prune(original, ratio=0.5)
-    # The shuffle's first Reshape splits the 8 channels into 2 units of 4; its last one cannot merge them back.
-    assert pass_.details()["unprunable_reasons"]["conv_d (2 channels)"] == \
-        "Reshape 'shuffle_merge': moves the channels to other axes"
-    np.testing.assert_array_equal(run(pruned, X)[0], run(original, X)[0])
+    # The shuffle's first Reshape splits the 8 channels into 2 groups of 4: the unit. Its last one
+    # interleaves them (channel 2j + g is channel 4g + j): group g's channels come back every 2nd entry.
+    assert pass_.details()["per_group"] == {"conv_d (2 channels)": "2 -> 1"}
+    gone = removed(weight(original, "conv_d"), weight(pruned, "conv_d"), width=4)
+    assert len(gone) == 1 and weight(pruned, "conv_e").shape == (2, 4, 3, 3)
+    np.testing.assert_array_equal(weight(pruned, "conv_e"), weight(original, "conv_e")[:, [2 * j + 1 - gone[0] for j in range(4)]])
+    targets = sorted(constant_array(n.inputs[1]).tolist() for n in pruned.graph if n.op_type == "Reshape")
+    assert targets == [[1, 1, 4, 8, 8], [1, 4, 8, 8]]
+    reference = zeroed(original, {"wd": (0, list(range(4 * gone[0], 4 * gone[0] + 4)))})
+    np.testing.assert_allclose(run(pruned, X)[0], run(reference, X)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_shape_read_for_other_dims_lets_the_channels_go_but_not_the_channel_count():
