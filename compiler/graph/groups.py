@@ -18,15 +18,22 @@ consecutive entries (scale ``H*W``); a Reshape splitting ``[B, S, H*D]`` into ``
 the whole group's pruning *unit* ``D`` channels wide (a head): once the walk is done, segments
 count units and ``scale`` is the tensor entries per unit (:attr:`Layout.unit`,
 :attr:`Member.unit`); a group's ``size`` counts units, and :attr:`Group.unit` is the width of
-one unit in its producers' weights. The Reshapes whose target names a channel count are listed
-(:attr:`Groups.reshapes`) so that removal rewrites their literal.
+one unit in its producers' weights. Dims merged in *front* of the channels (a channels-last
+Flatten, a channel shuffle's last Reshape) repeat the block of all channels along the axis
+(``outer``). A Split or Slice of the channel axis cuts the spaces at its boundaries (every space
+tied to a cut one is cut alike) and keeps the parts in its outputs. The Reshapes whose target names
+a channel count, and the Splits and Slices of the channel axis, are listed (:class:`Groups`) so
+that removal rewrites their constants.
 
-Whatever cannot follow the channels makes the spaces it touches unprunable with a reason, never
-an error: an op the table calls ``mixing`` or does not know (and a mixing op that does move
-the channel axis whole: Transpose, Reshape/Flatten/Squeeze/Unsqueeze that keep, merge or split it
-as above, Softmax and reductions over other axes, a MatMul of two computed tensors batched over
-the channels), a channel reaching a graph output or a subgraph, a non-constant weight, a grouped
-Conv, operands whose layouts disagree.
+Mixing ops (Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Softmax, reductions, Gather, Slice, a
+MatMul of two computed tensors) are followed where the channel axis moves whole: moved by a
+Transpose; kept, merged with neighbouring dims or split in two by a Reshape whose target is a
+constant that can take the new count; not the axis a Softmax, reduction or Gather works on;
+a batch axis of both operands of a product (attention's heads). A Shape may read the other dims.
+Whatever else cannot follow the channels makes the spaces it touches unprunable with a reason,
+never an error: another mixing op or one the table does not know, a channel reaching a graph
+output or a subgraph, a non-constant weight or Reshape target, a grouped (not depthwise) Conv,
+operands whose layouts disagree, a Shape whose channel count is read.
 """
 from __future__ import annotations
 
