@@ -62,6 +62,8 @@ def remove_channels(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarr
     graph = model.graph
     plans = cuts(groups, kept)
     replaced: list[ir.Value] = []
+    # A weight several nodes share (an unrolled recurrence's steps) sliced alike stays one tensor.
+    made: dict[tuple[int, tuple, str, bytes], ir.Value] = {}
     for key, (member, axes) in plans.items():
         node = member.node
         old = node.inputs[member.input]
@@ -69,8 +71,11 @@ def remove_channels(model: ir.Model, groups: Groups, kept: Mapping[int, np.ndarr
         for axis, indices in sorted(axes.items()):
             if axis not in done:
                 array = np.take(array, indices, axis=axis)
-        new = add_initializer(graph, old.name or f"{node.name}_input{member.input}", np.ascontiguousarray(array))
-        node.replace_input_with(member.input, new)
+        array = np.ascontiguousarray(array)
+        identity = (id(old), array.shape, array.dtype.str, array.tobytes())
+        if identity not in made:
+            made[identity] = add_initializer(graph, old.name or f"{node.name}_input{member.input}", array)
+        node.replace_input_with(member.input, made[identity])
         replaced.append(old)
         if node.op_type == "Conv" and node.attributes.get_int("group", 1) > 1 and member.input == 1:
             node.attributes["group"] = ir.AttrInt64("group", int(array.shape[0]))
