@@ -134,7 +134,8 @@ class Prune(Pass):
         consumers = {}
         for group in groups.groups:
             for member in group.members:
-                if member.role != "consumer" or (id(member.node), 1) in consumers:
+                # A weight several nodes share (unrolled recurrence steps) would be refitted once per node.
+                if member.role != "consumer" or (id(member.node), 1) in consumers or len(member.node.inputs[1].uses()) > 1:
                     continue
                 indices = member_indices(groups, member, kept)
                 if len(indices) < member.entries:
