@@ -14,8 +14,10 @@ which tensors belong to one channel. The table says it per op type:
   channel axis of its own must lose the same entries.
 * ``concatenate``: channels of several tensors are joined or split along ``axis`` (Concat,
   Split): a channel keeps its identity at an offset when ``axis`` is the channel axis.
-* ``mixing``: the op moves channels to other axes or combines them (Reshape, Flatten, Transpose,
-  Softmax, reductions, ...): channel identity does not survive it.
+* ``mixing``: the op may move channels to other axes or combine them (Reshape, Flatten, Transpose,
+  Softmax, reductions, Slice, ...): channel identity survives only where the channel axis moves
+  whole, which :mod:`onnxc.graph.groups` works out per node (a Transpose, a Reshape merging or
+  splitting it, a Softmax or reduction over other axes, a Slice of a range of it).
 
 Axes are those of the layouts ONNX defines: data channels on axis 1 for convolutions,
 normalizations ([N, C, ...]) and Gemm ([M, K] in, [M, N] out), on the last axis for MatMul and

@@ -158,6 +158,7 @@ class Prune(Pass):
         calibration, held_out, note = self._feeds(model)
         scores = group_scores(groups, self.criterion, self._moments(model, groups, calibration),
                               centred=self._reconstructs())
+        round_to = groups.round_steps(self.round_to)
         details: dict[str, Any] = {}
         grams: Grams | None = None
         found: Searched | None = None
@@ -166,15 +167,15 @@ class Prune(Pass):
                 grams, details["reconstruction_skipped"] = self._grams(model, groups, calibration, scores)
             found = search_counts(
                 model, groups, scores, self._cost_model(model, groups, shapes), self.macs or self.params, held_out,
-                shapes=shapes, ratios=self.search_ratios, max_ratio=self.max_ratio, round_to=self.round_to,
+                shapes=shapes, ratios=self.search_ratios, max_ratio=self.max_ratio, round_to=round_to,
                 max_evaluations=self.max_evaluations, grams=grams, ridge=self.ridge, progress=self.context.progress)
             keep = found.keep
             details["search"] = {"feeds": note, **found.report(groups)}
         elif self.ratio is not None:
-            keep = by_ratio(scores, self.ratio, self.round_to)
+            keep = by_ratio(scores, self.ratio, round_to)
         else:
             keep = by_cost(scores, self._cost_model(model, groups, shapes), self.macs or self.params, self.max_ratio,
-                           self.round_to)
+                           round_to)
         kept = {gid: kept_indices(scores[gid], count) for gid, count in keep.items() if count < len(scores[gid])}
         details = {**self._group_details(groups, kept), **details}
         if not kept:

@@ -42,7 +42,8 @@ DATA_CRITERIA = ("activation", "taylor")
 
 def _norms(member: Member, criterion: str) -> np.ndarray:
     array = np.abs(constant_array(member.node.inputs[member.input]).astype(np.float64))
-    moved = np.moveaxis(array, member.axis, 0).reshape(array.shape[member.axis], -1)
+    # One row per unit: a head's channels are consecutive entries of the axis.
+    moved = np.moveaxis(array, member.axis, 0).reshape(array.shape[member.axis] // member.unit, -1)
     if criterion == "l2":
         return np.sqrt((moved ** 2).sum(axis=1))
     return moved.sum(axis=1)
@@ -56,6 +57,8 @@ def _data_input(groups: Groups, member: Member) -> tuple[ir.Value, Layout] | Non
     """The input a consumer multiplies by its weight, and its layout, when that lays the channels
     out as the weight's input axis does."""
     node = member.node
+    if member.unit != 1 or member.outer != 1:
+        return None  # heads or repeated channel blocks: the moments are per channel, the scores per unit
     data = node.inputs[1 - member.input] if member.input in (0, 1) and len(node.inputs) > 1 else None
     layout = groups.layouts.get(id(data)) if data is not None else None
     if layout is None or layout.segments != member.segments or not data.name:

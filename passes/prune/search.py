@@ -66,7 +66,7 @@ class Searched:
 
 def search_counts(model: ir.Model, groups: Groups, scores: Mapping[int, np.ndarray], cost_model: CostModel,
                   target: float, feeds: Sequence[Feeds], *, shapes: Mapping, ratios: Sequence[float], max_ratio: float,
-                  round_to: int, max_evaluations: int, grams: Grams | None, ridge: float,
+                  round_to: Mapping[int, int], max_evaluations: int, grams: Grams | None, ridge: float,
                   progress: bool | None) -> Searched:
     """Kept channel counts per group meeting ``target`` × the original cost with the least
     predicted output error; see the module docstring. The model is not changed."""
@@ -97,7 +97,7 @@ def search_counts(model: ir.Model, groups: Groups, scores: Mapping[int, np.ndarr
 
 
 def _changes(groups: Groups, scores: Mapping[int, np.ndarray], ratios: Sequence[float], max_ratio: float,
-             round_to: int, max_evaluations: int) -> list[tuple[int, int]]:
+             round_to: Mapping[int, int], max_evaluations: int) -> list[tuple[int, int]]:
     """(group id, kept count) of every candidate the sensitivity step runs."""
     allowed = sorted({r for r in ratios if 0 < r <= max_ratio} or {max_ratio})
     per_group = max(1, max_evaluations // max(1, len(scores)))
@@ -107,7 +107,7 @@ def _changes(groups: Groups, scores: Mapping[int, np.ndarray], ratios: Sequence[
     changes = []
     for gid in sorted(scores):
         size = groups.groups[gid].size
-        counts = {keep_count(size, int(math.floor(r * size + 1e-9)), round_to) for r in allowed}
+        counts = {keep_count(size, int(math.floor(r * size + 1e-9)), round_to[gid]) for r in allowed}
         changes += [(gid, count) for count in sorted(counts, reverse=True) if count < size]
     return changes
 
@@ -120,7 +120,7 @@ def _monotone(size: int, found: Sequence[tuple[int, float]]) -> list[tuple[int, 
     return levels
 
 
-def _allocate(levels: Mapping[int, list[tuple[int, float]]], cost_model: CostModel, goal: float, round_to: int,
+def _allocate(levels: Mapping[int, list[tuple[int, float]]], cost_model: CostModel, goal: float, round_to: Mapping[int, int],
               sizes: Mapping[int, int]) -> tuple[dict[int, int], float]:
     """Greedy: kept counts per group and the predicted error; see the module docstring."""
     at = {gid: 0 for gid in levels}
@@ -153,7 +153,7 @@ def _allocate(levels: Mapping[int, list[tuple[int, float]]], cost_model: CostMod
         gid, before, after = last
         (high, high_power), (low, low_power) = (levels[gid][before][0], power[gid][before]), \
                                                 (levels[gid][after][0], power[gid][after])
-        options = [c for c in range(low, high + 1) if keep_count(sizes[gid], sizes[gid] - c, round_to) == c]
+        options = [c for c in range(low, high + 1) if keep_count(sizes[gid], sizes[gid] - c, round_to[gid]) == c]
         best_count = min(options, key=lambda c: (abs(cost_model.cost({**keep, gid: c}) - goal), c))
         share = (best_count - low) / max(high - low, 1)
         total_power += (1 - share) * low_power + share * high_power - power[gid][after]

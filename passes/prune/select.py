@@ -37,9 +37,10 @@ def kept_indices(scores: np.ndarray, keep: int) -> np.ndarray:
     return np.sort(order[:keep])
 
 
-def by_ratio(scores: Mapping[int, np.ndarray], ratio: float, round_to: int) -> dict[int, int]:
-    """Kept channel count per group when each loses ``ratio`` of its channels."""
-    return {gid: keep_count(len(s), int(math.floor(ratio * len(s) + 1e-9)), round_to) for gid, s in scores.items()}
+def by_ratio(scores: Mapping[int, np.ndarray], ratio: float, round_to: Mapping[int, int]) -> dict[int, int]:
+    """Kept unit count per group when each loses ``ratio`` of its units; ``round_to``: per group id
+    (:meth:`onnxc.graph.groups.Groups.round_steps`)."""
+    return {gid: keep_count(len(s), int(math.floor(ratio * len(s) + 1e-9)), round_to[gid]) for gid, s in scores.items()}
 
 
 class MacsModel:
@@ -58,7 +59,8 @@ class MacsModel:
             out = groups.layouts.get(id(node.outputs[0])) if node.outputs else None
             data = groups.layouts.get(id(node.inputs[0])) if node.inputs and node.inputs[0] is not None else None
             depthwise = node.op_type == "Conv" and node.attributes.get_int("group", 1) > 1
-            if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and not depthwise:
+            # A batched product over the channels (attention) or a depthwise Conv scales once.
+            if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and not depthwise and data != out:
                 self.terms.append((macs, out, data))
             else:
                 self.terms.append((macs, out if out is not None else data, None))
@@ -105,14 +107,14 @@ CostModel = MacsModel | ParamsModel
 
 
 def by_cost(scores: Mapping[int, np.ndarray], model: CostModel, target: float, max_ratio: float,
-            round_to: int) -> dict[int, int]:
+            round_to: Mapping[int, int]) -> dict[int, int]:
     """Kept counts per group whose predicted cost is closest to ``target`` × the original: every
     channel scoring under one global threshold goes, at most ``max_ratio`` of a group."""
     caps = {gid: int(math.floor(max_ratio * len(s) + 1e-9)) for gid, s in scores.items()}
     sorted_scores = {gid: np.sort(s) for gid, s in scores.items()}
 
     def counts(threshold: float) -> dict[int, int]:
-        return {gid: keep_count(len(s), min(caps[gid], int(np.searchsorted(s, threshold, side="left"))), round_to)
+        return {gid: keep_count(len(s), min(caps[gid], int(np.searchsorted(s, threshold, side="left"))), round_to[gid])
                 for gid, s in sorted_scores.items()}
 
     thresholds = np.unique(np.concatenate([*scores.values(), [np.inf]])) if scores else np.array([np.inf])

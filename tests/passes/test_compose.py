@@ -27,7 +27,8 @@ def test_prune_lowrank_quantize_compose_into_a_valid_smaller_int8_model():
     original = ir.serde.deserialize_model(build("resnet18", image=32, width=16))
     model = ir.serde.deserialize_model(build("resnet18", image=32, width=16))
     report = onnxc.compile(model, "default,prune(macs=0.6),lowrank(ratio=0.6),quantize",
-                           context=Context(calibration_data=images(16, seed=1)))
+                           # The end-of-run speed check would judge a sub-millisecond model by timing noise.
+                           context=Context(calibration_data=images(16, seed=1), check_speed=False))
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     details = {step.name: step.details for step in report.passes}
     assert details["lowrank"]["totals"]["layers"] > 0

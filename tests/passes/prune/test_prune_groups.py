@@ -16,7 +16,7 @@ def _reasons(m: ir.Model) -> dict[str, list[str]]:
     return {g.name: g.reasons for g in find_groups(m, concrete_shapes(m, resolve_input_shapes(m))).groups}
 
 
-def test_unknown_op_split_grouped_conv_and_computed_weight_block_with_reasons():
+def test_unknown_op_grouped_conv_outputs_and_computed_weight_block_with_reasons():
     rng = np.random.default_rng(0)
     weights = {"wa": rng.normal(size=(4, 3, 3, 3)), "wb": rng.normal(size=(4, 3, 3, 3)),
                "wg": rng.normal(size=(4, 2, 3, 3)), "wc": rng.normal(size=(4, 3, 3, 3))}
@@ -32,7 +32,8 @@ def test_unknown_op_split_grouped_conv_and_computed_weight_block_with_reasons():
         [numpy_helper.from_array(a.astype(np.float32), n) for n, a in weights.items()])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("my.ops", 1)])
     reasons = _reasons(ir.serde.deserialize_model(proto))
-    assert reasons["conv_a"] == ["Split 'split': splits channels"]
+    # The Split follows the channels: each half of conv_a is a group, blocked by its own output.
+    assert reasons["conv_a"] == ["reaches graph output 'a2'"]
     assert reasons["conv_b"] == ["Conv 'grouped': grouped convolution (group=2)"]
     assert reasons["conv_c"] == ["Custom 'custom': op not in the channel table"]
     assert "conv_w" not in reasons  # a computed weight starts no group

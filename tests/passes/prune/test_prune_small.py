@@ -130,7 +130,7 @@ def test_unprunable_groups_say_why_and_stay_whole():
     original = mixing()
     pruned, pass_ = prune(original, ratio=0.5)
     reasons = pass_.details()["unprunable_reasons"]
-    assert reasons == {"conv_a (4 channels)": "Transpose 'tr': mixes channels",
+    assert reasons == {"conv_a (4 channels)": "DepthToSpace 'd2s': mixes channels",
                        "conv_b (4 channels)": "reaches graph output 'y2'"}
     assert weight(pruned, "conv_a").shape == (4, 3, 3, 3)
     np.testing.assert_array_equal(run(pruned, X)[0], run(original, X)[0])
