@@ -69,6 +69,27 @@ from onnxc.search.variants import Variants
 from onnxc.registry import register_pass
 
 DEFAULT_ENERGY = 0.95
+# Whitening a weight shared by unrolled steps reads this many of its readers' inputs.
+_GRAM_READERS = 4
+# Gram accumulators collected in one pass over the calibration data, by their estimated bytes.
+_GRAM_BUDGET_BYTES = 1 << 30
+# Bytes per Gram entry while collecting: sum and compensation term, in each of the two streams.
+_GRAM_ENTRY_BYTES = 4 * 8
+
+
+def _within_budget(widths: dict[str, int]) -> list[list[str]]:
+    """Names of the accumulators (by their row width) in batches of at most ``_GRAM_BUDGET_BYTES``
+    (one over it alone)."""
+    batches: list[list[str]] = []
+    used = _GRAM_BUDGET_BYTES
+    for name, width in widths.items():
+        cost = width * width * _GRAM_ENTRY_BYTES
+        if not batches or used + cost > _GRAM_BUDGET_BYTES:
+            batches.append([])
+            used = 0
+        batches[-1].append(name)
+        used += cost
+    return batches
 
 
 @register_pass
@@ -173,7 +194,26 @@ class LowRank(Pass):
         return PassResult(model, bool(factorized))
 
     def _plan(self, model: ir.Model) -> tuple[list[Layer], dict[str, str]]:
-        """The main graph's contractions with a constant weight, and why each left out was left out."""
+        """The main graph's contractions with a constant weight, and why each left out was left out.
+        Nodes reading one weight the same way (op and attributes) are one layer: they keep sharing it."""
+        layers, skipped = self._readers(model)
+        by_weight: dict[int, list[Layer]] = {}
+        for layer in layers:
+            by_weight.setdefault(id(layer.node.inputs[1]), []).append(layer)
+        planned = []
+        for readers in by_weight.values():
+            first = readers[0]
+            kinds = {(r.node.op_type, tuple(sorted((k, repr(a.value)) for k, a in r.node.attributes.items())))
+                     for r in readers}
+            if len(kinds) > 1 or len(readers) != len(first.node.inputs[1].uses()):
+                for reader in readers:
+                    skipped[reader.name] = "its weight is shared with nodes that read it otherwise"
+                continue
+            planned.append(dataclasses.replace(first, sharers=tuple(r.node for r in readers[1:]),
+                                               sharer_positions=tuple(r.position for r in readers[1:])))
+        return planned, skipped
+
+    def _readers(self, model: ir.Model) -> tuple[list[Layer], dict[str, str]]:
         layers, skipped = [], {}
         for position, node in enumerate(model.graph):
             if node.op_type not in ("MatMul", "Gemm", "Conv") or node.domain not in ("", "ai.onnx"):
@@ -227,7 +267,7 @@ class LowRank(Pass):
             names = ValueNames(candidate)
             for code in sorted(keep or ()):
                 index, level = divmod(code, len(LEVELS))
-                layer = dataclasses.replace(layers[index], node=nodes[layers[index].position])
+                layer = layers[index].in_graph(nodes)
                 factorize_layer(candidate.graph, layer, *spectra[layer.name][0].factors(ladders[index].ranks[level]), names)
 
         variants = Variants(model, write, split.guard, label="low-rank candidate")
@@ -249,25 +289,45 @@ class LowRank(Pass):
         return ranks, {**outcome.record, "feeds": split.note}
 
     def _grams(self, model: ir.Model, layers: list[Layer], limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``XᵀX / n`` and the covariance of each layer's input rows over the calibration data, by layer name."""
+        """``XᵀX / n`` and the covariance of each layer's input rows over the calibration data, by layer name.
+
+        A shared weight's metric is the sum over its readers' inputs (at most ``_GRAM_READERS`` of
+        them, evenly spaced). The Grams are collected in as many passes over the data as keep them
+        within ``_GRAM_BUDGET_BYTES`` (each stream holds its own copy, with its compensation terms):
+        an unrolled LSTM's 40 steps over 4096 inputs held 15 GB at once.
+        """
         self.require("calibration")
         accumulators: dict[str, GramAccumulator] = {}
-        readers: dict[str, str] = {}
+        widths: dict[str, int] = {}
+        readers: dict[str, list[str]] = {}
         for layer in layers:
             rows = layer.rows()
-            source = layer.node.inputs[0].name
-            if source not in accumulators:
-                accumulators[source] = GramAccumulator(rows)
-            # Convs of one input with other strides or pads see other rows: those are factorized plainly.
-            if accumulators[source].state().rows == rows:
-                readers[layer.name] = source
-        data = self.context.calibration(model, limit)
-        states = {name: acc.state() for name, acc in
-                  collect_activations(model, accumulators, data, progress=self.context.progress).items()}
+            nodes = layer.readers()
+            picked = sorted({round(i * (len(nodes) - 1) / max(_GRAM_READERS - 1, 1)) for i in range(_GRAM_READERS)})
+            for node in (nodes[i] for i in picked if i < len(nodes)):
+                source = node.inputs[0].name
+                if source not in accumulators:
+                    accumulators[source] = GramAccumulator(rows)
+                    widths[source] = layer.matrix.shape[0]
+                # Convs of one input with other strides or pads see other rows: those are factorized plainly.
+                if accumulators[source].state().rows == rows:
+                    readers.setdefault(layer.name, []).append(source)
+        states = {}
+        for batch in _within_budget(widths):
+            data = self.context.calibration(model, limit)
+            found = collect_activations(model, {name: accumulators[name] for name in batch}, data,
+                                        progress=self.context.progress)
+            states.update({name: acc.state() for name, acc in found.items()})
+            for name in batch:
+                del accumulators[name]  # its state is kept; the accumulator's stream copies go
         grams = {}
         for layer in layers:
-            state = states.get(readers.get(layer.name, ""))
-            if state is None or state.count == 0 or state.gram is None:
+            sources = [states[name] for name in readers.get(layer.name, []) if states[name].count > 0]
+            if not sources:
                 continue
+            merged = GramAccumulator(sources[0].rows)
+            for state in sources:
+                merged.merge(state)
+            state = merged.state()
             grams[layer.name] = (state.gram[0] / state.count, state.covariance()[0])
         return grams

@@ -22,6 +22,18 @@ class Layer:
     weight: np.ndarray
     matrix: np.ndarray
     spatial: bool = False
+    # Nodes (and their graph positions) that read the same weight the same way: the unrolled steps
+    # of a recurrence. They are factorized with ``node``, into the same two factors.
+    sharers: tuple[ir.Node, ...] = ()
+    sharer_positions: tuple[int, ...] = ()
+
+    def readers(self) -> tuple[ir.Node, ...]:
+        return (self.node, *self.sharers)
+
+    def in_graph(self, nodes: list[ir.Node]) -> Layer:
+        """This layer on a copy of its graph, whose nodes (in order) are ``nodes``."""
+        return dataclasses.replace(self, node=nodes[self.position],
+                                   sharers=tuple(nodes[p] for p in self.sharer_positions))
 
     def break_even(self) -> float:
         """The rank below which both the parameters and the multiply-accumulates drop."""
@@ -73,8 +85,18 @@ def weight_matrix(node: ir.Node, weight: np.ndarray) -> tuple[np.ndarray, bool, 
 
 
 def factorize_layer(graph: ir.Graph, layer: Layer, first: np.ndarray, second: np.ndarray, names: ValueNames) -> None:
-    """Put ``X A`` then ``· B`` (same op type) in place of ``layer.node``; drop its weight if unread."""
-    node = layer.node
+    """Put ``X A`` then ``· B`` (same op type) in place of each of the layer's readers, all with the
+    same two factors; drop the weight once nothing reads it."""
+    weight = layer.node.inputs[1]
+    made: dict[str, ir.Value] = {}
+    for node in layer.readers():
+        _factorize_node(graph, layer, node, first, second, names, made)
+    if use_count(weight) == 0 and weight.is_initializer() and not weight.is_graph_output() and not weight.is_graph_input():
+        graph.initializers.pop(weight.name)
+
+
+def _factorize_node(graph: ir.Graph, layer: Layer, node: ir.Node, first: np.ndarray, second: np.ndarray,
+                    names: ValueNames, made: dict[str, ir.Value]) -> None:
     weight = node.inputs[1]
     dtype = layer.weight.dtype
     output = node.outputs[0]
@@ -84,21 +106,21 @@ def factorize_layer(graph: ir.Graph, layer: Layer, first: np.ndarray, second: np
     rank = first.shape[1]
     attrs = node.attributes
     if node.op_type == "MatMul":
-        nodes = [ir.node("MatMul", [node.inputs[0], _constant(graph, names, weight, "a", first, dtype)],
+        nodes = [ir.node("MatMul", [node.inputs[0], _constant(graph, names, made, weight, "a", first, dtype)],
                          outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
-                 ir.node("MatMul", [hidden, _constant(graph, names, weight, "b", second, dtype)],
+                 ir.node("MatMul", [hidden, _constant(graph, names, made, weight, "b", second, dtype)],
                          outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
     elif node.op_type == "Gemm":
         transposed = attrs.get_int("transB", 0)
         stored = (first.T, second.T) if transposed else (first, second)
         tail = {key: attrs[key].value for key in ("alpha", "beta") if key in attrs}
         bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
-        nodes = [ir.node("Gemm", [node.inputs[0], _constant(graph, names, weight, "a", stored[0], dtype)],
+        nodes = [ir.node("Gemm", [node.inputs[0], _constant(graph, names, made, weight, "a", stored[0], dtype)],
                          {"transB": transposed}, outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
-                 ir.node("Gemm", [hidden, _constant(graph, names, weight, "b", stored[1], dtype), *bias],
+                 ir.node("Gemm", [hidden, _constant(graph, names, made, weight, "b", stored[1], dtype), *bias],
                          {"transB": transposed, **tail}, outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
     elif layer.spatial:
-        nodes = _spatial(graph, layer, first, second, names, dtype, hidden, result, base)
+        nodes = _spatial(graph, layer, node, first, second, names, made, dtype, hidden, result, base)
     else:
         spatial = layer.weight.shape[2:]
         ones = (1,) * len(spatial)
@@ -108,21 +130,19 @@ def factorize_layer(graph: ir.Graph, layer: Layer, first: np.ndarray, second: np
         a = first.T.reshape(rank, first.shape[0], *ones)
         b = second.T.reshape(second.shape[1], rank, *ones)
         bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
-        nodes = [ir.node("Conv", [node.inputs[0], _constant(graph, names, weight, "a", a, dtype)], kept,
+        nodes = [ir.node("Conv", [node.inputs[0], _constant(graph, names, made, weight, "a", a, dtype)], kept,
                          outputs=[hidden], name=names.fresh(f"{base}_lowrank_a")),
-                 ir.node("Conv", [hidden, _constant(graph, names, weight, "b", b, dtype), *bias],
+                 ir.node("Conv", [hidden, _constant(graph, names, made, weight, "b", b, dtype), *bias],
                          {"kernel_shape": list(ones)}, outputs=[result], name=names.fresh(f"{base}_lowrank_b"))]
     graph.insert_before(node, nodes)
     replace_value(output, result, names)
     graph.remove(node, safe=True)
-    if use_count(weight) == 0 and weight.is_initializer() and not weight.is_graph_output() and not weight.is_graph_input():
-        graph.initializers.pop(weight.name)
 
 
-def _spatial(graph: ir.Graph, layer: Layer, first: np.ndarray, second: np.ndarray, names: ValueNames,
-             dtype: np.dtype, hidden: ir.Value, result: ir.Value, base: str) -> list[ir.Node]:
+def _spatial(graph: ir.Graph, layer: Layer, node: ir.Node, first: np.ndarray, second: np.ndarray, names: ValueNames,
+             made: dict[str, ir.Value], dtype: np.dtype, hidden: ir.Value, result: ir.Value, base: str) -> list[ir.Node]:
     """A kh×1 Conv (vertical geometry) then a 1×kw Conv (horizontal geometry and the bias)."""
-    node, weight = layer.node, layer.node.inputs[1]
+    weight = node.inputs[1]
     out, channels, kh, kw = layer.weight.shape
     rank = first.shape[1]
     attrs = node.attributes
@@ -133,20 +153,24 @@ def _spatial(graph: ir.Graph, layer: Layer, first: np.ndarray, second: np.ndarra
     horizontal = second.reshape(rank, out, kw).transpose(1, 0, 2).reshape(out, rank, 1, kw)
     bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] is not None else []
     return [
-        ir.node("Conv", [node.inputs[0], _constant(graph, names, weight, "v", vertical, dtype)],
+        ir.node("Conv", [node.inputs[0], _constant(graph, names, made, weight, "v", vertical, dtype)],
                 {"kernel_shape": [kh, 1], "strides": [strides[0], 1], "dilations": [dilations[0], 1],
                  "pads": [pads[0], 0, pads[2], 0]}, outputs=[hidden], name=names.fresh(f"{base}_lowrank_v")),
-        ir.node("Conv", [hidden, _constant(graph, names, weight, "h", horizontal, dtype), *bias],
+        ir.node("Conv", [hidden, _constant(graph, names, made, weight, "h", horizontal, dtype), *bias],
                 {"kernel_shape": [1, kw], "strides": [1, strides[1]], "dilations": [1, dilations[1]],
                  "pads": [0, pads[1], 0, pads[3]]}, outputs=[result], name=names.fresh(f"{base}_lowrank_h")),
     ]
 
 
-def _constant(graph: ir.Graph, names: ValueNames, weight: ir.Value, suffix: str, array: np.ndarray,
-              dtype: np.dtype) -> ir.Value:
+def _constant(graph: ir.Graph, names: ValueNames, made: dict[str, ir.Value], weight: ir.Value, suffix: str,
+              array: np.ndarray, dtype: np.dtype) -> ir.Value:
+    """The factor initializer ``suffix`` of ``weight``, made once for all the nodes that share it."""
+    if suffix in made:
+        return made[suffix]
     data = np.ascontiguousarray(array.astype(dtype))
     value = ir.Value(name=names.fresh(f"{weight.name}_lowrank_{suffix}"), shape=ir.Shape(data.shape),
                      type=ir.TensorType(ir.DataType.from_numpy(data.dtype)))
     value.const_value = ir.Tensor(data, name=value.name)
     graph.register_initializer(value)
+    made[suffix] = value
     return value

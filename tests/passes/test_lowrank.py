@@ -346,3 +346,16 @@ def test_whitened_spatial_svd_beats_plain_at_the_same_rank_on_correlated_images(
         errors[whiten] = np.sqrt(sum(((g - r) ** 2).sum() for g, r in zip(got, reference)) /
                                  sum((r ** 2).sum() for r in reference))
     assert errors[True] < 0.5 * errors[False], errors
+
+
+def test_a_weight_shared_by_unrolled_steps_is_factorized_once_into_shared_factors():
+    """Three steps of a recurrence read one weight: three private factor pairs would triple it."""
+    w = gaussian(64, 64, seed=7)
+    nodes = [helper.make_node("MatMul", [f"x{t}", "w"], [f"y{t}"], name=f"step{t}") for t in range(3)]
+    model = float_model(nodes, [(f"x{t}", [8, 64]) for t in range(3)], [(f"y{t}", [8, 64]) for t in range(3)], {"w": w})
+    calibration = [{f"x{t}": gaussian(8, 64, seed=10 * s + t) for t in range(3)} for s in range(4)]
+    details = lowrank(model, "ratio=0.5", Context(calibration_data=calibration))
+    assert details["totals"]["layers"] == 1 and details["layers"][0]["whitened"]
+    assert op_count(model, "MatMul") == 6 and len(model.graph.initializers) == 2
+    factors = {node.inputs[1].name for node in model.graph}
+    assert len(factors) == 2, factors
