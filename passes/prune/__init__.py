@@ -31,27 +31,26 @@ global taylor 0.213; searched ratios 0.162 (36 candidates; 0.159 with refitted c
 prediction was 0.170), searched with taylor 0.209, with activation 0.205 (all with reconstruction).
 
 Real accuracy, benchmarks/bench_prune_digits.py (the zoo's digits CNN, 450 held-out test digits,
-128 calibration digits, no fine-tuning; MACs counted by onnxc on each evaluated model; only conv1
-is prunable here, conv2's channels reach the classifier through a Flatten of 4x4 maps that the
-groups do not follow yet):
+128 calibration digits, no fine-tuning; MACs counted by onnxc on each evaluated model; conv2's
+channels reach the classifier through a Flatten of 4x4 maps, which the groups follow):
 
     variant                                  MACs target  MACs kept  conv channels  test accuracy
     original                                 -            1.000      16/32          0.9911
     onnxc plain (l1)                         0.70         0.706      11/32          0.0956
     onnxc + reconstruction                   0.70         0.706      11/32          0.9844
-    onnxc searched + reconstruction          0.70         0.706      11/32          0.9844
-    onnxc searched + reconstruction, taylor  0.70         0.706      11/32          0.9911
+    onnxc searched + reconstruction          0.70         0.692      16/21          0.9933
+    onnxc searched + reconstruction, taylor  0.70         0.685      14/24          0.9933
     Torch-Pruning L1 (MagnitudePruner)       0.70         0.708      13/27          0.8178
-    onnxc plain (l1)                         0.50         0.529      8/32           0.1311
-    onnxc + reconstruction                   0.50         0.529      8/32           0.9733
-    onnxc searched + reconstruction          0.50         0.529      8/32           0.9667
-    onnxc searched + reconstruction, taylor  0.50         0.529      8/32           0.9867
+    onnxc plain (l1)                         0.50         0.505      9/27           0.0978
+    onnxc + reconstruction                   0.50         0.505      9/27           0.9778
+    onnxc searched + reconstruction          0.50         0.496      16/14          0.9711
+    onnxc searched + reconstruction, taylor  0.50         0.507      12/20          0.9933
     Torch-Pruning L1 (MagnitudePruner)       0.50         0.508      11/22          0.3667
 
 conv1's 16 channels have L1 norms within 1.2..2.1 of each other, so plain removal drops
-channels that carry as much as the kept ones; the refit re-expresses conv2's response from the
-kept channels (and puts the removed ones' mean into its bias). The searched rows refit on 96
-digits (32 are held apart to judge), hence 0.9667 against 0.9733 at the same channels.
+channels that carry as much as the kept ones; the refit re-expresses the consumers' response
+from the kept channels (and puts the removed ones' mean into the bias). The searched rows refit
+on 96 digits (32 are held apart to judge).
 """
 from __future__ import annotations
 
