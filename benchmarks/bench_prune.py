@@ -6,8 +6,10 @@
 For each model, from the same FP32 file (the model after onnxc's default lossless pipeline, so BN is
 already folded and the comparison is about pruning alone):
 
-* pruned: ``prune(macs=M)`` with reconstruction on the calibration feeds;
-* pruned+int8: the same followed by ``quantize`` (static, accuracy guard on, same feeds).
+* pruned global: ``prune(macs=M,search=false)`` (one global ranking of channel scores) with
+  reconstruction on the calibration feeds; pruned searched: ``prune(macs=M)``, whose per-group
+  ratios are searched on held-apart calibration feeds (the default with data);
+* +int8: the same followed by ``quantize`` (static, accuracy guard on, same feeds).
 
 Columns: MACs and parameters kept (``onnxc.costs`` / initializer elements), ORT CPU latency ratio
 to the FP32 file (2 intra-op threads, batch 1, the three models interleaved, min over rounds of
@@ -87,7 +89,11 @@ def main() -> None:
         fp32, _ = compiled(proto, "default", calib)
         fp32_proto = ir.to_proto(fp32)
         base_macs, base_params = compute_costs(fp32).total_macs, parameter_count(fp32)
-        variants = {"pruned": f"prune(macs={args.macs})", "pruned+int8": f"prune(macs={args.macs}),quantize"}
+        # The ratio search is on by default with calibration data; the global ranking is its baseline.
+        variants = {"pruned global": f"prune(macs={args.macs},search=false)",
+                    "pruned global+int8": f"prune(macs={args.macs},search=false),quantize",
+                    "pruned searched": f"prune(macs={args.macs})",
+                    "pruned searched+int8": f"prune(macs={args.macs}),quantize"}
         models, seconds = {"fp32": fp32}, {}
         for label, pipeline in variants.items():
             models[label], seconds[label] = compiled(fp32_proto, pipeline, calib)
