@@ -26,7 +26,6 @@ import contextlib
 import ctypes
 import importlib
 import importlib.util
-import os
 import re
 import shlex
 import threading
@@ -40,7 +39,7 @@ import onnx_ir as ir
 from onnxc.backends.base import Artifact, BackendUnavailableError, Feeds, LowerOptions
 from onnxc.backends.tensorrt_rules import Finding, check, errors
 from onnxc.errors import FeatureNotImplementedError, OnnxcError
-from onnxc.io import save, write_text_atomically
+from onnxc.io import save, staged_output, write_text_atomically
 
 # Preferred first: the full TensorRT builds engines for the GPU it runs on.
 BUILDER_MODULES = ("tensorrt", "tensorrt_rtx")
@@ -176,7 +175,8 @@ class TensorRtBackend:
         onnx_files = save(model, out_dir / MODEL_FILE)
         engine, messages = build_engine(trt, out_dir / MODEL_FILE, shapes, tf32=precision == "tf32")
         engine_path = out_dir / ENGINE_FILE
-        _write_bytes_atomically(engine_path, engine)
+        with staged_output(engine_path) as staged:
+            staged.write_bytes(engine)
         command = trtexec_command(MODEL_FILE, ENGINE_FILE, shapes, tf32=precision == "tf32")
         write_text_atomically(out_dir / TRTEXEC_FILE, command + "\n")
         has_gpu, gpu = gpu_status()
@@ -305,15 +305,6 @@ def trtexec_command(onnx_file: str, engine_file: str, shapes: dict[str, Profile]
             spec = ",".join(f"{name}:{'x'.join(str(d) for d in dims[index])}" for name, dims in shapes.items())
             parts.append(f"{flag}={spec}")
     return " ".join(shlex.quote(part) for part in parts)
-
-
-def _write_bytes_atomically(path: Path, data: bytes) -> None:
-    staged = path.with_name(f".{path.name}.partial")
-    try:
-        staged.write_bytes(data)
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 def _cuda_runtime_module():
