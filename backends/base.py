@@ -33,6 +33,15 @@ def require_module(module: str, runtime: str, install: str) -> None:
         raise BackendUnavailableError(f"{runtime} is not installed: {install}")
 
 
+def module_available(module: str, runtime: str, install: str) -> tuple[bool, str]:
+    """:meth:`Backend.available` for a backend that needs only ``module``: yes, or why not."""
+    try:
+        require_module(module, runtime, install)
+    except BackendUnavailableError as error:
+        return False, str(error)
+    return True, ""
+
+
 @dataclasses.dataclass(frozen=True)
 class LowerOptions:
     """What a lowerer is asked for; a backend ignores what does not apply to it and says so in

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.backends.base import Artifact, BackendUnavailableError, Feeds, LowerOptions, require_module
+from onnxc.backends.base import Artifact, Feeds, LowerOptions, module_available, require_module
 from onnxc.errors import OnnxcError
 
 INSTALL = "pip install 'onnxc[openvino]'"
@@ -60,11 +60,7 @@ class OpenVinoBackend:
     name = "openvino"
 
     def available(self) -> tuple[bool, str]:
-        try:
-            _openvino()
-        except BackendUnavailableError as error:
-            return False, str(error)
-        return True, ""
+        return module_available("openvino", "OpenVINO", INSTALL)
 
     def lower(self, model: ir.Model, out_dir: Path, options: LowerOptions | None = None) -> Artifact:
         ov = _openvino()

@@ -24,9 +24,9 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions, require_module
+from onnxc.backends.base import Artifact, LowerOptions, module_available, require_module
 from onnxc.backends.tvm_vm import LIBRARY, RUN_SCRIPT, SIGNATURE, TvmRunner
-from onnxc.errors import OnnxcError
+from onnxc.errors import OnnxcError, first_line
 from onnxc.io import write_text_atomically
 
 INSTALL = "pip install 'onnxc[tvm]'"
@@ -47,11 +47,7 @@ class TvmBackend:
     arch = ""
 
     def available(self) -> tuple[bool, str]:
-        try:
-            require_module("tvm", "TVM", INSTALL)
-        except BackendUnavailableError as error:
-            return False, str(error)
-        return True, ""
+        return module_available("tvm", "TVM", INSTALL)
 
     def target(self, integer_kernels: bool) -> dict[str, Any]:
         """The LLVM target as TVM's JSON dict."""
@@ -184,7 +180,7 @@ def import_onnx(model: ir.Model, inputs: dict[str, tuple[tuple[int, ...], str]])
             ops = str(error).strip().splitlines()[0].rsplit(":", 1)[-1].strip()
             raise OnnxcError(f"TVM's ONNX importer does not support op {ops}") from None
         except Exception as error:  # noqa: BLE001 - the frontend raises whatever its converters do
-            raise OnnxcError(f"TVM cannot import the model: {_first_line(error)}") from None
+            raise OnnxcError(f"TVM cannot import the model: {first_line(error)}") from None
 
 
 def _build(module, target: dict[str, Any]):
@@ -226,7 +222,3 @@ def _ignored(options: LowerOptions) -> list[str]:
         ignored.append("threads (set TVM_NUM_THREADS when running the build)")
     return ignored
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxc.errors import OnnxcError
+from onnxc.errors import OnnxcError, first_line
 from onnxc.irutil import constant_array, weightless_proto
 from onnxc.shapes import apply_inferred
 
@@ -95,7 +95,7 @@ def _static_reason(model: ir.Model, symbol: str) -> str:
         inferred = onnx.shape_inference.infer_shapes(weightless_proto(model), check_type=True, strict_mode=True,
                                                      data_prop=True)
     except Exception as error:  # noqa: BLE001 - ONNX raises several types for an inconsistent graph
-        return f"shape inference fails with a symbolic batch: {_first_line(error)}"
+        return f"shape inference fails with a symbolic batch: {first_line(error)}"
     apply_inferred(model, inferred)
     shapes = _inferred_leading_dims(inferred.graph)
     batched = _batch_dependent(model)
@@ -210,7 +210,3 @@ def _batch_axis(single: tuple[int, ...], pair: tuple[int, ...]) -> int | None:
         return differing[0]
     return None
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

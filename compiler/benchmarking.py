@@ -30,7 +30,7 @@ import onnx_ir as ir
 from onnxc._version import __version__
 from onnxc.backends.base import Artifact, Backend, Feeds, LowerOptions, Runner
 from onnxc.batching import dynamic_batch
-from onnxc.errors import OnnxcError
+from onnxc.errors import OnnxcError, first_line
 from onnxc.targets import TargetUnavailableError, get_target
 from onnxc.timing import compare_latency
 
@@ -422,6 +422,5 @@ def _cannot_run(runner: Runner, feeds: Feeds) -> str:
     try:
         runner.run(feeds)
     except Exception as error:  # noqa: BLE001 - each runtime raises its own types for a shape it was not built for
-        text = str(error).strip()
-        return f"the prebuilt artifact does not run it ({text.splitlines()[0] if text else type(error).__name__})"
+        return f"the prebuilt artifact does not run it ({first_line(error)})"
     return ""

@@ -30,6 +30,14 @@ class FeatureNotImplementedError(OnnxcError):
 
 
 
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: how every
+    error from a library is reported in one line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class PassCrashedError(Exception):
     """A pass raised something other than an ``OnnxcError``: a bug in that pass, not bad input.
 

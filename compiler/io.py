@@ -39,7 +39,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from onnxc._version import __version__
-from onnxc.errors import InvalidModelError, ModelLoadError
+from onnxc.errors import InvalidModelError, ModelLoadError, first_line
 from onnxc.irutil import all_graphs
 from onnxc.shapes import apply_inferred, infer_proto
 
@@ -88,11 +88,11 @@ def load(path: str | os.PathLike, *, check: bool = True, infer_shapes: bool = Tr
             onnx.checker.check_model(weightless, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, UnicodeDecodeError) as error:
             # (A name that is not UTF-8 in the checker's message fails its decoding too.)
-            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {_first_line(error)}") from None
+            raise InvalidModelError(f"{path}: the graph fails the ONNX checker: {first_line(error)}") from None
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as error:  # noqa: BLE001 - any deserialization failure means a bad model
-        raise InvalidModelError(f"{path}: cannot read the graph: {_first_line(error)}") from None
+        raise InvalidModelError(f"{path}: cannot read the graph: {first_line(error)}") from None
     if has_external:
         ir.external_data.set_base_dir(model.graph, str(base_dir))
     model.meta[DECLARED_TYPES] = _declared_types(model)
@@ -121,7 +121,7 @@ def _parse_whole(path: Path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
-        raise ModelLoadError(f"{path}: not a readable ONNX model (corrupt or truncated protobuf: {_first_line(error)})") from None
+        raise ModelLoadError(f"{path}: not a readable ONNX model (corrupt or truncated protobuf: {first_line(error)})") from None
     except MemoryError:
         raise ModelLoadError(f"{path}: not a readable ONNX model (protobuf parse ran out of memory)") from None
 
@@ -326,7 +326,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
                 os.replace(staged, path)
             return [path]
     except ValueError as error:
-        raise InvalidModelError(f"cannot save {path}: {_first_line(error)}") from None
+        raise InvalidModelError(f"cannot save {path}: {first_line(error)}") from None
 
 
 def _declared_types(model: ir.Model) -> dict[str, tuple[ir.TypeProtocol | None, ir.Shape | None]]:
@@ -794,7 +794,4 @@ def _has_undecodable_text(proto: onnx.ModelProto) -> bool:
     return False
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 

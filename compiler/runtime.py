@@ -17,7 +17,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxc.context import Feeds
-from onnxc.errors import InvalidModelError
+from onnxc.errors import InvalidModelError, first_line
 from onnxc.io import weight_bytes
 
 IN_MEMORY_LIMIT_BYTES = 512 * 1024 * 1024
@@ -92,7 +92,7 @@ class OrtRunner:
 
 
 def _ort_message(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     # ORT prefixes messages with "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : "; keep the part a user reads.
     parts = text.split(" : ")
     return parts[-1] if len(parts) >= 4 else text
