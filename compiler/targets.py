@@ -92,6 +92,14 @@ class Target:
         module, _, cls = self.backend.partition(":")
         return getattr(importlib.import_module(module), cls)()
 
+    def available_lowerer(self) -> Backend:
+        """:meth:`lowerer` when it can lower here, else TargetUnavailableError saying why (what to install)."""
+        backend = self.lowerer()
+        usable, why = backend.available()
+        if not usable:
+            raise TargetUnavailableError(f"cannot lower for {self.name} here: {why}")
+        return backend
+
 
 def _openvino_latencies(models: dict, feed: dict, **options: object) -> dict[str, float]:
     # Imported when used: the registry loads without OpenVINO installed.

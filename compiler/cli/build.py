@@ -48,16 +48,6 @@ def run(args: argparse.Namespace) -> int:
                             threads=args.threads, verify=not args.no_verify, samples=args.samples, seed=args.seed)
 
 
-def check_buildable(target_name: str) -> None:
-    """One line (exit 2) when ``target_name`` is unknown, has no lowerer, or its runtime is missing."""
-    from onnxc.backends.base import BackendUnavailableError
-    from onnxc.targets import get_target
-
-    available, why = get_target(target_name).lowerer().available()
-    if not available:
-        raise BackendUnavailableError(why)
-
-
 def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes: list[str] | None = None,
                      precision: str | None = None, threads: int | None = None, verify: bool = True,
                      samples: int = 2, seed: int = 0) -> int:
@@ -69,8 +59,7 @@ def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes
     from onnxc.inputs import parse_shape_overrides
     from onnxc.targets import get_target
 
-    check_buildable(target_name)
-    backend = get_target(target_name).lowerer()
+    backend = get_target(target_name).available_lowerer()
     fixed = parse_shape_overrides(shapes)
     _check_shapes_fit(model, fixed)
     options = LowerOptions(shapes={name: tuple(dims) for name, dims in fixed.items()} or None,

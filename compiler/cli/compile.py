@@ -8,6 +8,7 @@ from pathlib import Path
 from onnxc.cli import build
 from onnxc.cli.common import EXIT_OK, SHAPE_HELP, Subparsers, add_command, load_plugins
 from onnxc.cli.settings import compile_settings
+from onnxc.targets import get_target
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     load_plugins(args)
     settings = compile_settings(args)
     if args.build:
-        build.check_buildable(settings.context.target)  # before compiling: a missing runtime is found in a second
+        # Before compiling: a missing runtime is found in a second.
+        get_target(settings.context.target).available_lowerer()
     source, output = Path(args.model), Path(args.output)
     external = {"auto": None, "always": True, "never": False}[args.external_data]
     report, written = compile_file(source, output, settings.pipeline, context=settings.context,
