@@ -24,7 +24,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxc.backends.base import Artifact, LowerOptions, module_available, require_module
+from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions, module_available, require_module
 from onnxc.backends.tvm_vm import LIBRARY, RUN_SCRIPT, SIGNATURE, TvmRunner
 from onnxc.errors import OnnxcError, first_line
 from onnxc.io import write_text_atomically
@@ -101,8 +101,10 @@ class TvmBackend:
         require_module("tvm", "TVM", INSTALL)
         built_for = artifact.metadata.get("arch")
         if built_for != host_arch():
-            raise OnnxcError(f"{artifact.directory} is a TVM build for {built_for}; this machine is {host_arch()}: "
-                             f"run it there: python3 {RUN_SCRIPT} BUILD_DIR inputs.npz outputs.npz")
+            # Not bad input: the build is right, this machine cannot run it (build reports it unverified).
+            # (The folder is not named: ``onnxc build`` loads it from its staging folder.)
+            raise BackendUnavailableError(f"this artifact is a TVM build for {built_for}; this machine is {host_arch()}: "
+                                          f"run it there: python3 {RUN_SCRIPT} BUILD_DIR inputs.npz outputs.npz")
         return TvmRunner(artifact.directory)
 
 

@@ -93,3 +93,19 @@ def test_an_aarch64_build_is_refused_on_x86_with_how_to_run_it(tmp_path):
     with pytest.raises(OnnxcError, match=r"is a TVM build for aarch64; this machine is x86_64: run it there: "
                                          r"python3 run_model.py BUILD_DIR inputs.npz outputs.npz$"):
         TvmArmNeonBackend().load(Artifact.read(tmp_path))
+
+
+@pytest.mark.skipif(host_arch() != "x86_64", reason="checks the refusal on an x86 machine")
+def test_onnxc_build_writes_an_aarch64_build_and_says_it_is_not_verified_here(tmp_path, capsys):
+    import onnx
+    import onnx_ir as ir
+
+    from onnxc.cli import main
+
+    source = tmp_path / "model.onnx"
+    onnx.save(ir.to_proto(conv_model()), source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedBuildWarning)
+        assert main(["build", str(source), "--target", "tvm-arm-neon", "-o", str(tmp_path / "arm")]) == 0
+    assert "not verified (this artifact is a TVM build for aarch64; this machine is x86_64" in capsys.readouterr().out
+    assert (tmp_path / "arm" / "model.so").stat().st_size > 0
