@@ -318,7 +318,7 @@ def save(model: ir.Model, path: str | os.PathLike, *, external_data: bool | None
     model.producer_name = "onnxc"
     model.producer_version = __version__
     try:
-        with _undeclared_types_hidden(model):
+        with _declared_types_written(model):
             if external_data:
                 return _save_with_external_data(model, path)
             with _staged_file(path) as staged:
@@ -334,17 +334,15 @@ def _declared_types(model: ir.Model) -> dict[str, tuple[ir.TypeProtocol | None, 
     a type or shape (only value_info gives those before inference)."""
     declared = {}
     for graph in all_graphs(model):
-        for value in graph.outputs:
+        typed = [value for node in graph for value in node.outputs
+                 if value.name and (value.type is not None or value.shape is not None)]
+        for value in [*graph.outputs, *typed]:
             declared[value.name] = (value.type, None if value.shape is None else value.shape.copy())
-        for node in graph:
-            for value in node.outputs:
-                if value.name and (value.type is not None or value.shape is not None):
-                    declared[value.name] = (value.type, None if value.shape is None else value.shape.copy())
     return declared
 
 
 @contextlib.contextmanager
-def _undeclared_types_hidden(model: ir.Model) -> Iterator[None]:
+def _declared_types_written(model: ir.Model) -> Iterator[None]:
     """While saving a model ``load`` read, give each value the type and shape its file declared
     (none for an intermediate value it did not type), so what inference found is not written;
     everything is restored afterwards. A value whose element type a pass changed keeps its own,
@@ -356,11 +354,11 @@ def _undeclared_types_hidden(model: ir.Model) -> Iterator[None]:
     changed = []
     for graph in all_graphs(model):
         outputs = {id(value) for value in graph.outputs}
-        inputs = {id(value) for value in graph.inputs}
+        interface = outputs | {id(value) for value in graph.inputs}
         values = [value for node in graph for value in node.outputs]
         values += [value for value in graph.outputs if value.producer() is None]
         # A tensor holds its own type and shape: a value_info for an initializer repeats them.
-        values += [value for value in graph.initializers.values() if id(value) not in inputs | outputs]
+        values += [value for value in graph.initializers.values() if id(value) not in interface]
         for value in values:
             was = declared.get(value.name)
             if was is None:
@@ -519,12 +517,12 @@ def _pack_integers(tensor: onnx.TensorProto) -> None:
     field = _PACKED_FIELDS.get(tensor.data_type)
     if field is None or not tensor.HasField("raw_data") or tensor.external_data:
         return
-    values = np.frombuffer(tensor.raw_data, dtype="<i8" if field == "int64_data" else "<i4")
+    values = np.frombuffer(tensor.raw_data, dtype="<i8" if field == "int64_data" else "<i4").tolist()
     packed = onnx.TensorProto()
-    getattr(packed, field).extend(int(v) for v in values)
+    getattr(packed, field).extend(values)
     if len(packed.SerializeToString()) < len(tensor.raw_data) + 2:
         tensor.ClearField("raw_data")
-        getattr(tensor, field).extend(int(v) for v in values)
+        getattr(tensor, field).extend(values)
 
 
 def _preallocate(fd: int, size: int) -> None:
