@@ -14,7 +14,7 @@ from onnxc.costs import compute_costs
 from onnxc.errors import OnnxcError
 from onnxc.graph.ops import DEFAULT_DOMAINS
 from onnxc.io import weight_bytes
-from onnxc.irutil import all_graphs, all_nodes, overridable_initializers
+from onnxc.irutil import all_graphs, all_nodes, constant_node_tensors, overridable_initializers
 from onnxc.text import columns, human_bytes, human_count
 
 
@@ -26,14 +26,6 @@ def op_histogram(model: ir.Model) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def constant_tensor(node: ir.Node) -> ir.TensorProtocol | None:
-    """The tensor a Constant node holds in its ``value`` attribute (None for any other node)."""
-    if node.op_type != "Constant" or node.domain not in DEFAULT_DOMAINS:
-        return None
-    attribute = node.attributes.get("value")
-    return None if attribute is None else attribute.value
-
-
 def parameter_count(model: ir.Model) -> int:
     """Elements held by initializers and Constant nodes of all graphs (weights, biases, constant
     tables): exporters that write weights as Constant nodes (Paddle2ONNX, spox) hold them there."""
@@ -42,10 +34,8 @@ def parameter_count(model: ir.Model) -> int:
         for value in graph.initializers.values():
             if value.const_value is not None:
                 total += math.prod(value.const_value.shape.dims)
-        for node in graph:
-            tensor = constant_tensor(node)
-            if tensor is not None:
-                total += math.prod(tensor.shape.dims)
+        for tensor in constant_node_tensors(graph):
+            total += math.prod(tensor.shape.dims)
     return total
 
 

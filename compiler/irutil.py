@@ -57,6 +57,12 @@ def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
     return None
 
 
+def constant_node_tensors(graph: ir.Graph) -> list[ir.TensorProtocol]:
+    """The tensors the graph's Constant nodes hold (exporters such as Paddle2ONNX keep weights there)."""
+    tensors = (constant_tensor(node.outputs[0]) for node in graph if node.op_type == "Constant" and node.outputs)
+    return [tensor for tensor in tensors if tensor is not None]
+
+
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
     """The numpy array a value always holds, or None when it is not a constant."""
     tensor = constant_tensor(value)

@@ -11,13 +11,12 @@ import onnx
 import onnx_ir as ir
 
 from onnxc import speed
-from onnxc.analysis import constant_tensor
 from onnxc.context import Context
 from onnxc.errors import InvalidModelError, OnnxcError, PassCrashedError, PassFailedError
 from onnxc.graph.edit import list_initializers_as_inputs
 from onnxc.inputs import random_feeds, resolve_input_shapes
 from onnxc.io import tensor_bytes
-from onnxc.irutil import all_graphs
+from onnxc.irutil import all_graphs, constant_node_tensors
 from onnxc.pass_base import Pass, unmet_requirements
 from onnxc.progress import progress_bar
 from onnxc.verify import Comparison, compare_outputs, run_feeds
@@ -253,7 +252,7 @@ class _StatsCounter:
         for graph in all_graphs(model):
             nodes += len(graph)
             weights = [value.const_value for value in graph.initializers.values()]
-            constants = [constant_tensor(node) for node in graph]
+            constants = constant_node_tensors(graph)
             for tensor, is_initializer in [*((t, True) for t in weights), *((t, False) for t in constants)]:
                 if tensor is None:
                     continue
