@@ -58,7 +58,7 @@ from onnxc.calibration import GramAccumulator, collect_activations
 from onnxc.errors import PipelineError
 from onnxc.factorize import Spectrum, rank_for_ratio, spectrum
 from onnxc.graph.edit import ValueNames
-from onnxc.irutil import constant_array
+from onnxc.irutil import constant_array, use_count
 from onnxc.pass_base import Pass, PassResult, option
 from onnxc.passes.lowrank.rewrite import Layer, factorize_layer, weight_matrix
 from onnxc.passes.lowrank.search import LEVELS, Assignment, Ladder, search_levels
@@ -205,7 +205,7 @@ class LowRank(Pass):
             first = readers[0]
             kinds = {(r.node.op_type, tuple(sorted((k, repr(a.value)) for k, a in r.node.attributes.items())))
                      for r in readers}
-            if len(kinds) > 1 or len(readers) != len(first.node.inputs[1].uses()):
+            if len(kinds) > 1 or len(readers) != use_count(first.node.inputs[1]):
                 for reader in readers:
                     skipped[reader.name] = "its weight is shared with nodes that read it otherwise"
                 continue

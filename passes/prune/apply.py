@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxc.graph.groups import Groups, Member
+from onnxc.irutil import use_count
 from onnxc.passes.prune.refit import Grams, refit_consumers, shift_biases
 from onnxc.passes.prune.remove import member_indices, remove_channels
 
@@ -22,7 +23,7 @@ def consumers_of(groups: Groups, kept: Kept) -> dict[tuple[int, int], tuple[Memb
         for member in group.members:
             # A weight several nodes share (unrolled recurrence steps) would be refitted once per
             # node, each refit its own copy: captcha-crnn's parameters went to 12.8x the original.
-            if member.role != "consumer" or (id(member.node), 1) in consumers or len(member.node.inputs[1].uses()) > 1:
+            if member.role != "consumer" or (id(member.node), 1) in consumers or use_count(member.node.inputs[1]) > 1:
                 continue
             indices = member_indices(groups, member, kept)
             if len(indices) < member.entries:
