@@ -24,11 +24,13 @@ boundary. Merging a pickled state keeps the pair.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnxc.calibration.accumulators import StateAccumulator
+from onnxc.calibration.collect import collect_activations
 from onnxc.calibration.rows import ConvRows, MatMulRows
 
 # Row values (float64) per block: 8 MiB of rows held at once, and BLAS runs on blocks large
@@ -118,3 +120,48 @@ def _compensated_sum(a: np.ndarray, a_low: np.ndarray | None, b: np.ndarray,
     error = error + _low(a_low, a) + _low(b_low, b)
     high = total + error
     return high, error - (high - total)  # Fast2Sum (|total| >= |error|): the pair's rounding and remainder
+
+
+# Gram bytes held at once while collecting: each entry is a sum and its compensation term, in each
+# of the engine's two streams.
+GRAM_BUDGET_BYTES = 1 << 30
+GRAM_ENTRY_BYTES = 4 * 8
+
+
+@dataclass(frozen=True)
+class GramRequest:
+    """The Gram of ``tensor`` read as ``rows`` (``width`` values per row and group)."""
+
+    tensor: str
+    rows: MatMulRows | ConvRows
+    width: int
+
+    @property
+    def bytes(self) -> int:
+        return GRAM_ENTRY_BYTES * self.rows.groups * self.width * self.width
+
+
+def collect_grams(model, requests: Iterable[GramRequest], open_data: Callable[[], Iterable],
+                  progress: bool | None = None, budget: int = GRAM_BUDGET_BYTES) -> dict[GramRequest, GramState]:
+    """The Gram of each request over the data, in as many passes over it (``open_data()`` each) as
+    keep the Grams being collected within ``budget`` bytes (a request over it goes alone).
+
+    The engine takes one accumulator per tensor, so requests reading one tensor as other rows (a
+    3x3 and a 1x1 Conv of one input) go in later passes. ``model`` is not changed.
+    """
+    pending = list(dict.fromkeys(requests))
+    found: dict[GramRequest, GramState] = {}
+    while pending:
+        batch: dict[str, GramRequest] = {}
+        used, later = 0, []
+        for request in pending:
+            if request.tensor in batch or batch and used + request.bytes > budget:
+                later.append(request)
+                continue
+            batch[request.tensor] = request
+            used += request.bytes
+        accumulators = {tensor: GramAccumulator(request.rows) for tensor, request in batch.items()}
+        collected = collect_activations(model, accumulators, open_data(), progress=progress)
+        found.update({batch[tensor]: accumulator.state() for tensor, accumulator in collected.items()})
+        pending = later
+    return found

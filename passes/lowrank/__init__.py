@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.calibration import GramAccumulator, collect_activations
+from onnxc.calibration import GramAccumulator, GramRequest, collect_grams
 from onnxc.errors import PipelineError
 from onnxc.factorize import Spectrum, rank_for_ratio, spectrum
 from onnxc.graph.edit import ValueNames
@@ -71,27 +71,6 @@ from onnxc.registry import register_pass
 DEFAULT_ENERGY = 0.95
 # Whitening a weight shared by unrolled steps reads this many of its readers' inputs.
 _GRAM_READERS = 4
-# Gram accumulators collected in one pass over the calibration data, by their estimated bytes.
-_GRAM_BUDGET_BYTES = 1 << 30
-# Bytes per Gram entry while collecting: sum and compensation term, in each of the two streams.
-_GRAM_ENTRY_BYTES = 4 * 8
-
-
-def _within_budget(widths: dict[str, int]) -> list[list[str]]:
-    """Names of the accumulators (by their row width) in batches of at most ``_GRAM_BUDGET_BYTES``
-    (one over it alone)."""
-    batches: list[list[str]] = []
-    used = _GRAM_BUDGET_BYTES
-    for name, width in widths.items():
-        cost = width * width * _GRAM_ENTRY_BYTES
-        if not batches or used + cost > _GRAM_BUDGET_BYTES:
-            batches.append([])
-            used = 0
-        batches[-1].append(name)
-        used += cost
-    return batches
-
-
 @register_pass
 class LowRank(Pass):
     """Factorize MatMul/Gemm/Conv weights by truncated SVD (whitened by calibration data when given)."""
@@ -292,37 +271,20 @@ class LowRank(Pass):
         """``XᵀX / n`` and the covariance of each layer's input rows over the calibration data, by layer name.
 
         A shared weight's metric is the sum over its readers' inputs (at most ``_GRAM_READERS`` of
-        them, evenly spaced). The Grams are collected in as many passes over the data as keep them
-        within ``_GRAM_BUDGET_BYTES`` (each stream holds its own copy, with its compensation terms):
-        an unrolled LSTM's 40 steps over 4096 inputs held 15 GB at once.
+        them, evenly spaced): an unrolled LSTM's 40 steps over 4096 inputs would hold 15 GB of Grams.
         """
         self.require("calibration")
-        accumulators: dict[str, GramAccumulator] = {}
-        widths: dict[str, int] = {}
-        readers: dict[str, list[str]] = {}
+        requests: dict[str, list[GramRequest]] = {}
         for layer in layers:
-            rows = layer.rows()
             nodes = layer.readers()
             picked = sorted({round(i * (len(nodes) - 1) / max(_GRAM_READERS - 1, 1)) for i in range(_GRAM_READERS)})
-            for node in (nodes[i] for i in picked if i < len(nodes)):
-                source = node.inputs[0].name
-                if source not in accumulators:
-                    accumulators[source] = GramAccumulator(rows)
-                    widths[source] = layer.matrix.shape[0]
-                # Convs of one input with other strides or pads see other rows: those are factorized plainly.
-                if accumulators[source].state().rows == rows:
-                    readers.setdefault(layer.name, []).append(source)
-        states = {}
-        for batch in _within_budget(widths):
-            data = self.context.calibration(model, limit)
-            found = collect_activations(model, {name: accumulators[name] for name in batch}, data,
-                                        progress=self.context.progress)
-            states.update({name: acc.state() for name, acc in found.items()})
-            for name in batch:
-                del accumulators[name]  # its state is kept; the accumulator's stream copies go
+            requests[layer.name] = [GramRequest(nodes[i].inputs[0].name, layer.rows(), layer.matrix.shape[0])
+                                    for i in picked if i < len(nodes)]
+        states = collect_grams(model, [r for wanted in requests.values() for r in wanted],
+                               lambda: self.context.calibration(model, limit), self.context.progress)
         grams = {}
         for layer in layers:
-            sources = [states[name] for name in readers.get(layer.name, []) if states[name].count > 0]
+            sources = [states[r] for r in requests[layer.name] if states[r].count > 0]
             if not sources:
                 continue
             merged = GramAccumulator(sources[0].rows)

@@ -2,8 +2,8 @@
 
 One Gram accumulator per consumer, on its input in the original model
 (the removed channels are columns of that input, so the original Gram holds everything the least
-squares needs: :func:`onnxc.reconstruct.refit`). Grams are collected a few at a time so their
-memory stays under :data:`GRAM_BYTES`. Conv (group 1, im2col rows), Gemm and MatMul with a 2-D
+squares needs: :func:`onnxc.reconstruct.refit`), collected by :func:`onnxc.calibration.collect_grams`
+within its memory budget. Conv (group 1, im2col rows), Gemm and MatMul with a 2-D
 weight are refitted; the intercept goes into the bias (added when a Conv or Gemm has none). The
 Grams are compensated sums (:mod:`onnxc.calibration.gram`) so that the same data gives
 byte-identical weights whatever the engine's streams did.
@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxc.calibration import GramAccumulator, GramState, collect_activations, rows_for
+from onnxc import calibration
+from onnxc.calibration import GramRequest, GramState, rows_for
 from onnxc.graph.channels import weight_axis, weight_input_axis
 from onnxc.graph.edit import add_initializer
 from onnxc.graph.groups import Member
@@ -24,8 +25,6 @@ from onnxc.irutil import constant_array
 from onnxc.passes.prune.remove import drop_unused
 from onnxc.reconstruct import refit
 
-# Gram matrices (float64) held at once while collecting.
-GRAM_BYTES = 1 << 30
 # Widest input row refitted: its float64 Gram is 512 MiB.
 MAX_WIDTH = 8192
 
@@ -62,49 +61,20 @@ def positions(model: ir.Model) -> dict[int, int]:
 
 
 def collect_grams(model: ir.Model, nodes: Sequence[ir.Node], data, progress: bool | None) -> tuple[Grams, dict[str, str]]:
-    """The Gram of each refittable node's input rows in ``model`` on ``data``, and why the others
-    are not refitted. The model is not changed."""
+    """The Gram of each refittable node's input rows in ``model`` on ``data`` (read as many times as
+    the Grams' memory needs), and why the others are not refitted. The model is not changed."""
     report: dict[str, str] = {}
-    todo: list[tuple[ir.Node, int]] = []
+    requests: dict[ir.Node, GramRequest] = {}
     for node in dict.fromkeys(nodes):
         weight = constant_array(node.inputs[1])
         reason = _skip_reason(node, weight)
         if reason:
             report[node.name] = f"skipped: {reason}"
         else:
-            todo.append((node, _rows_width(node, weight)))
+            requests[node] = GramRequest(node.inputs[0].name, rows_for(node), _rows_width(node, weight))
+    states = calibration.collect_grams(model, requests.values(), lambda: data, progress)
     where = positions(model)
-    grams: Grams = {}
-    chunk: list[ir.Node] = []
-    used = 0
-    for item in todo + [None]:
-        width = 0 if item is None else item[1]
-        if item is None or (chunk and used + 8 * width * width > GRAM_BYTES):
-            grams.update({where[id(node)]: state for node, state in _collect_chunk(model, chunk, data, progress)})
-            chunk, used = [], 0
-        if item is not None:
-            chunk.append(item[0])
-            used += 8 * width * width
-    return grams, report
-
-
-def _collect_chunk(model, chunk, data, progress) -> list[tuple[ir.Node, GramState]]:
-    """The chunk's Grams; the engine takes one accumulator per tensor, so consumers reading one
-    tensor through different row layouts (a 3x3 and a 1x1 Conv) take turns."""
-    found = []
-    while chunk:
-        accumulators, now, later = {}, [], []
-        for node in chunk:
-            name, rows = node.inputs[0].name, rows_for(node)
-            if accumulators.setdefault(name, GramAccumulator(rows)).state().rows == rows:
-                now.append(node)
-            else:
-                later.append(node)
-        states = {name: acc.state() for name, acc in
-                  collect_activations(model, accumulators, data, progress=progress).items()}
-        found += [(node, states[node.inputs[0].name]) for node in now]
-        chunk = later
-    return found
+    return {where[id(node)]: states[request] for node, request in requests.items()}, report
 
 
 def refit_consumers(model: ir.Model, consumers: Mapping[tuple[int, int], tuple[Member, np.ndarray]], grams: Grams,
