@@ -23,7 +23,9 @@ its default types, MinMax) on the same calibration feeds, judged the same way; `
 Intel NNCF's post-training ``nncf.quantize`` on the ONNX model (its defaults, same feeds).
 ``--build TARGET`` also lowers each compiled model for TARGET (``onnxc build``'s lowerer, e.g.
 openvino) and verifies the artifact against ORT on the same feeds (onnxc.backends.verify's bounds):
-the build column says ok, mismatch, or error with the one line saying which op and why.
+the build column says ok, mismatch, or error with the one line saying which op and why; a built
+model is then timed as ``onnxc bench original compiled --target TARGET --batch 1`` does at the
+first feed's shapes (both lowered for the target; speed-up = original's median over compiled's).
 ``--backend-tests`` runs ONNX's node and data test cases through the pipeline instead: every
 written model must pass the checker and ORT's outputs must equal the expected ones.
 
@@ -147,6 +149,23 @@ def _build_and_verify(target_name: str, model_path: Path, feeds: list[dict], fol
     return {"build": "ok" if verification.passed else "mismatch", "build_note": note}
 
 
+def _bench_on_target(target_name: str, source: Path, compiled: Path, feed: dict, rounds: int) -> dict:
+    """``onnxc bench original compiled --target TARGET --batch 1`` at the feed's shapes: the
+    compiled model's speed-up over the original, both lowered for the target."""
+    from onnxc.benchmarking import bench
+    from onnxc.errors import OnnxcError
+
+    try:
+        result = bench({"original": source, "compiled": compiled}, target_name, [1],
+                       shapes={name: list(array.shape) for name, array in feed.items()}, rounds=rounds)
+    except OnnxcError as error:
+        return {"bench_note": _one_line(error)}
+    measured = result.get("compiled", 1)
+    notes = [note for facts in result.models.values() for note in facts.notes if "skipped" in note]
+    return {"bench_speedup": result.speedup("compiled", 1), "bench_ms": measured.median_s * 1e3 if measured else None,
+            **({"bench_note": notes[0]} if notes else {})}
+
+
 def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int, build: str | None = None) -> dict:
     """One row: compile ``name`` with ``tool`` and judge the output against the original."""
     import onnx
@@ -191,6 +210,8 @@ def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int
             row["latency_ratio"] = after / before
         if build:
             row.update(_build_and_verify(build, target, feeds, Path(tmp) / "build"))
+            if row["build"] in ("ok", "mismatch"):
+                row.update(_bench_on_target(build, source, target, feeds[0], max(latency_rounds, 3)))
     return row
 
 
@@ -271,8 +292,11 @@ def print_table(rows: list[dict]) -> None:
     built = [row for row in rows if "build" in row]
     if built:
         print()
-        print(table(["model", "tool", "build", "verification against ORT / why not"],
-                    [[row["model"], row["tool"], row["build"], row["build_note"]] for row in built]))
+        print(table(["model", "tool", "build", "ms on target", "speed-up on target", "verification against ORT / why not"],
+                    [[row["model"], row["tool"], row["build"], _fmt(row.get("bench_ms"), ".3f"),
+                      _fmt(row.get("bench_speedup"), ".3f"), row["build_note"] + (f"; bench: {row['bench_note']}"
+                                                                                   if "bench_note" in row else "")]
+                     for row in built]))
 
 
 def run_models(args: argparse.Namespace) -> list[dict]:
