@@ -132,12 +132,3 @@ def output_steps(model: ir.Model) -> dict[str, float | None]:
             value = node.inputs[0]
         steps[output.name] = step
     return steps
-
-
-def generated_feeds(model: ir.Model, shapes: dict[str, list[int]] | None = None, *, samples: int = 2,
-                    seed: int = 0) -> list[Feeds]:
-    """``samples`` seeded input sets as ``onnxc compare`` generates them (symbolic dims resolved)."""
-    from onnxc.inputs import random_feeds, resolve_input_shapes
-
-    resolved = resolve_input_shapes(model, shapes)
-    return [random_feeds(model, resolved, seed=seed + i) for i in range(samples)]

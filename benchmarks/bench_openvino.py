@@ -29,7 +29,8 @@ import onnxc
 from onnxc import models_zoo
 from onnxc.backends.base import LowerOptions
 from onnxc.backends.openvino import OpenVinoBackend
-from onnxc.backends.verify import generated_feeds, verify_runner
+from onnxc.backends.verify import verify_runner
+from onnxc.inputs import seeded_feeds
 from onnxc.report import table
 from onnxc.runtime import OrtRunner
 from onnxc.timing import compare_latency
@@ -67,7 +68,7 @@ def main() -> None:
         checks = {"OpenVINO FP32 (f32)": (runners["OpenVINO FP32 (f32)"], fp32, artifacts["fp32"]),
                   "OpenVINO INT8": (runners["OpenVINO INT8"], int8, artifacts["int8"])}
         for name, (runner, model, artifact) in checks.items():
-            verification = verify_runner(runner, model, generated_feeds(model, samples=2),
+            verification = verify_runner(runner, model, seeded_feeds(model, samples=2),
                                          precision=artifact.metadata["precision_ran"])
             print(f"{name}: ran {artifact.metadata['precision_ran']}, verification "
                   f"{'matches ORT' if verification.passed else 'MISMATCH'}: {'; '.join(verification.lines())}")

@@ -6,6 +6,8 @@ Generated data is seeded, so the same model and seed give the same feeds.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import onnx_ir as ir
 
@@ -69,6 +71,14 @@ def resolve_input_shapes(
                 resolved.append(concrete)
         shapes[name] = resolved
     return shapes
+
+
+def seeded_feeds(model: ir.Model, shapes: Mapping[str, Sequence[int]] | None = None, *, samples: int = 2,
+                 seed: int = 0) -> list[Feeds]:
+    """``samples`` input sets of :func:`random_feeds` (seeds ``seed``, ``seed + 1``, ...), symbolic
+    dims resolved with ``shapes`` over the defaults: what ``onnxc compare`` and ``onnxc build`` verify on."""
+    resolved = resolve_input_shapes(model, {name: list(dims) for name, dims in (shapes or {}).items()})
+    return [random_feeds(model, resolved, seed=seed + i) for i in range(samples)]
 
 
 def random_feeds(model: ir.Model, shapes: dict[str, list[int]], *, seed: int = 0) -> Feeds:

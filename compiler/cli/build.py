@@ -55,8 +55,8 @@ def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes
     it on ``samples`` generated input sets, print the summary; exit 1 when the artifact's outputs
     are outside the verification bound (:mod:`onnxc.backends.verify`)."""
     from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions
-    from onnxc.backends.verify import generated_feeds, verify_runner
-    from onnxc.inputs import parse_shape_overrides
+    from onnxc.backends.verify import verify_runner
+    from onnxc.inputs import parse_shape_overrides, seeded_feeds
     from onnxc.targets import get_target
 
     backend = get_target(target_name).available_lowerer()
@@ -68,7 +68,7 @@ def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes
     with staged_folder(out_dir) as staged:
         artifact = backend.lower(model, staged, options)
         if verify:
-            feeds = generated_feeds(model, fixed, samples=samples, seed=seed)
+            feeds = seeded_feeds(model, fixed, samples=samples, seed=seed)
             try:
                 runner = backend.load(artifact)
             except BackendUnavailableError as error:

@@ -13,7 +13,7 @@ from onnxc.errors import OnnxcError
 def feeds_from_args(args: argparse.Namespace, model: ir.Model, samples: int) -> list[dict[str, np.ndarray]]:
     """The given inputs when they cover the model; else ``samples`` sets of generated inputs
     (one when some inputs were given), the given arrays in each."""
-    from onnxc.inputs import parse_shape_overrides, random_feeds, resolve_input_shapes
+    from onnxc.inputs import parse_shape_overrides, seeded_feeds
 
     given = {}
     for item in args.input or []:
@@ -32,5 +32,5 @@ def feeds_from_args(args: argparse.Namespace, model: ir.Model, samples: int) -> 
     if not missing:
         return [given]
     overrides = {**{k: list(v.shape) for k, v in given.items()}, **parse_shape_overrides(args.shape)}
-    shapes = resolve_input_shapes(model, overrides)
-    return [{**random_feeds(model, shapes, seed=args.seed + i), **given} for i in range(samples if not given else 1)]
+    generated = seeded_feeds(model, overrides, samples=samples if not given else 1, seed=args.seed)
+    return [{**feeds, **given} for feeds in generated]

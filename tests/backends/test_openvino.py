@@ -23,8 +23,8 @@ import onnxc  # noqa: E402
 from onnxc import models_zoo  # noqa: E402
 from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions  # noqa: E402
 from onnxc.backends.openvino import OpenVinoBackend, OpenVinoConversionError  # noqa: E402
-from onnxc.backends.verify import generated_feeds, output_steps, verify_runner  # noqa: E402
-from onnxc.inputs import random_feeds, resolve_input_shapes  # noqa: E402
+from onnxc.backends.verify import output_steps, verify_runner  # noqa: E402
+from onnxc.inputs import random_feeds, resolve_input_shapes, seeded_feeds  # noqa: E402
 from onnxc.targets import get_target  # noqa: E402
 
 TOKENS = {name: [1, 16] for name in ("input_ids", "attention_mask", "token_type_ids")}
@@ -60,7 +60,7 @@ def lower_and_verify(model: ir.Model, directory, shapes=None, **options):
     artifact = backend.lower(model, directory, LowerOptions(threads=1, **options))
     runner = backend.load(Artifact.read(directory))
     try:
-        verification = verify_runner(runner, model, generated_feeds(model, shapes, samples=2),
+        verification = verify_runner(runner, model, seeded_feeds(model, shapes, samples=2),
                                      precision=artifact.metadata["precision_ran"])
     finally:
         runner.close()
@@ -189,7 +189,7 @@ def test_missing_openvino_names_the_install_command(monkeypatch, tmp_path):
 
 def test_the_openvino_target_times_models():
     model = zoo_model("mobilenetv2")
-    feed = generated_feeds(model)[0]
+    feed = seeded_feeds(model)[0]
     times = get_target("openvino").latencies({"a": model, "b": model}, feed, rounds=1, calls_per_round=2)
     assert set(times) == {"a", "b"} and all(0 < t < 10 for t in times.values())
 
@@ -234,7 +234,7 @@ def test_f32_switches_off_dynamic_activation_quantization(tmp_path):
     (check,) = verification.outputs
     assert check.rule == FLOAT_RULE and check.max_rel <= 1e-6, check
     # The control: the plugin's own default at f32 quantizes the MatMul's activations.
-    feed = generated_feeds(model)[0]
+    feed = seeded_feeds(model)[0]
     compiled = openvino.Core().compile_model(read_onnx(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     default = compiled.create_infer_request().infer(feed)[compiled.outputs[0]]
     runner = OpenVinoBackend().load(artifact)
