@@ -14,9 +14,14 @@ page for a text detector, does not turn a 1e-5 error into a large relative one):
   can land one step apart; the output may then differ by a step, not more;
 - quantized model whose output is computed in float from quantized inputs (a float head), or
   a model quantized with integer ops (DynamicQuantizeLinear, MatMulInteger, ConvInteger,
-  QLinear*): ``max_rel <= 5e-2`` and cosine >= 0.999, a looser bound, since a one-step flip of an
-  input moves such an output by an amount no scale in the graph states (and a runtime may
-  dequantize integer weights and skip dynamic activation quantization altogether).
+  QLinear*): ``rel_error <= 5e-2`` (RMS error over the output's spread,
+  :mod:`onnxc.search.errors`, the measure quantize's accuracy guard bounds) and cosine >= 0.999.
+  A one-step flip of an input moves such an output by an amount no scale in the graph states, at
+  a few positions: PP-OCRv4's text detector on OpenVINO differs from ORT by up to 0.29 on a
+  handful of its sigmoid map's pixels (rel_error 0.034), yet its mask agrees with the float
+  model's as well as ORT's own int8 run does (IoU 0.974 vs 0.976). So this bound judges the bulk
+  of the output, not its worst element (and a runtime may dequantize integer weights and skip
+  dynamic activation quantization altogether).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import onnx_ir as ir
 
 from onnxc.backends.base import Feeds, Runner
 from onnxc.irutil import constant_array
+from onnxc.search.errors import output_errors
 from onnxc.verify import compare_outputs
 
 FLOAT_RTOL = 1e-3
@@ -53,6 +59,7 @@ class OutputCheck:
     cosine: float
     rule: str
     passed: bool
+    rel_error: float | None = None  # RMS error over the output's spread (float outputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +72,9 @@ class Verification:
         return all(check.passed for check in self.outputs)
 
     def lines(self) -> list[str]:
-        return [f"{c.name}: max abs {c.max_abs:.3g}  rel {c.max_rel:.3g}  cosine {c.cosine:.6f}  "
-                f"[{c.rule}] {'ok' if c.passed else 'MISMATCH'}" for c in self.outputs]
+        return [f"{c.name}: max abs {c.max_abs:.3g}  rel {c.max_rel:.3g}  "
+                + ("" if c.rel_error is None else f"rel_error {c.rel_error:.3g}  ")
+                + f"cosine {c.cosine:.6f}  [{c.rule}] {'ok' if c.passed else 'MISMATCH'}" for c in self.outputs]
 
     def as_dict(self) -> dict:
         return {"feeds": self.feeds, "passed": self.passed, "outputs": [dataclasses.asdict(c) for c in self.outputs]}
@@ -82,6 +90,7 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
     steps = output_steps(model)
     quantized = _is_quantized(model)
     checks = []
+    spread_errors = {error.name: error.rel_error for error in output_errors(reference, candidate).outputs}
     for diff in compare_outputs(reference, candidate).outputs:
         scale = _largest_magnitude(reference, diff.name)
         max_rel = diff.max_abs / scale if scale > 0 else (0.0 if diff.max_abs == 0 else math.inf)
@@ -89,12 +98,15 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
         if quantized and step is not None:
             rule, passed = f"<= one output step {step:.3g}", diff.max_abs <= step
         elif quantized:
-            rule = f"float output of a quantized model: rel <= {QUANTIZED_RTOL:g}, cosine >= {QUANTIZED_MIN_COSINE:g}"
-            passed = max_rel <= QUANTIZED_RTOL and diff.cosine >= QUANTIZED_MIN_COSINE
+            # Integer outputs (indices) have no spread to measure against: their largest error counts.
+            rel_error = spread_errors.get(diff.name, max_rel)
+            rule = f"float output of a quantized model: rel_error <= {QUANTIZED_RTOL:g}, cosine >= {QUANTIZED_MIN_COSINE:g}"
+            passed = rel_error <= QUANTIZED_RTOL and diff.cosine >= QUANTIZED_MIN_COSINE
         else:
             rtol = REDUCED_PRECISION_RTOL if (precision or "").lower() in REDUCED_PRECISIONS else FLOAT_RTOL
             rule, passed = f"rel <= {rtol:g}", max_rel <= rtol
-        checks.append(OutputCheck(diff.name, diff.max_abs, max_rel, diff.cosine, rule, passed))
+        checks.append(OutputCheck(diff.name, diff.max_abs, max_rel, diff.cosine, rule, passed,
+                                  spread_errors.get(diff.name)))
     return Verification(len(feeds), checks)
 
 

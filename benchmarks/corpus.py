@@ -143,7 +143,8 @@ def _build_and_verify(target_name: str, model_path: Path, feeds: list[dict], fol
         return {"build": "bug", "build_note": _one_line(error)}
     worst = max(verification.outputs, key=lambda check: check.max_rel)
     int8 = artifact.metadata.get("int8_layers") or {}
-    note = f"{worst.name}: rel {worst.max_rel:.2g}, cosine {worst.cosine:.5f} [{worst.rule}]"
+    spread = "" if worst.rel_error is None else f", rel_error {worst.rel_error:.2g}"
+    note = f"{worst.name}: rel {worst.max_rel:.2g}{spread}, cosine {worst.cosine:.5f} [{worst.rule}]"
     if int8:
         note += "; int8 at run time: " + ", ".join(f"{layer} {n}" for layer, n in int8.items())
     return {"build": "ok" if verification.passed else "mismatch", "build_note": note}

@@ -36,7 +36,7 @@ ZOO = {
     "bert": (dict(layers=1, hidden=64, heads=2, intermediate=128, vocab=1000), TOKENS),
 }
 FLOAT_RULE = "rel <= 0.001"
-FLOAT_OUTPUT_OF_QUANTIZED_RULE = "float output of a quantized model: rel <= 0.05, cosine >= 0.999"
+FLOAT_OUTPUT_OF_QUANTIZED_RULE = "float output of a quantized model: rel_error <= 0.05, cosine >= 0.999"
 
 
 def zoo_model(name: str) -> ir.Model:

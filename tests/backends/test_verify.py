@@ -1,0 +1,64 @@
+"""backends.verify's bound for a float output of a quantized model: the bulk of the output, not
+its worst element (a one-step flip upstream moves a few positions far)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxc.backends.verify import QUANTIZED_RTOL, verify_runner
+from onnxc.runtime import OrtRunner
+
+
+def _quantized_sigmoid_head() -> ir.Model:
+    """x -> Q/DQ -> Conv -> Sigmoid -> y: a float output computed from quantized inputs."""
+    rng = np.random.default_rng(0)
+    init = [numpy_helper.from_array(np.float32(0.02), "sx"), numpy_helper.from_array(np.uint8(128), "zx"),
+            numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("Conv", ["xd", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 32, 32])], init)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto, full_check=True)
+    return ir.serde.deserialize_model(proto)
+
+
+class _Perturbed:
+    """ORT's outputs with ``change(y)`` applied: what another runtime's rounding could give."""
+
+    def __init__(self, model: ir.Model, change):
+        self.runner, self.change = OrtRunner(model), change
+
+    def run(self, feeds):
+        return {name: self.change(value) for name, value in self.runner.run(feeds).items()}
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def _feeds():
+    rng = np.random.default_rng(1)
+    return [{"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(2)]
+
+
+def _spikes(y: np.ndarray) -> np.ndarray:
+    flipped = y.copy()
+    flipped.reshape(-1)[::400] += 0.3  # 6 of 2048 values moved by 0.3, the rest exact
+    return flipped
+
+
+def test_a_few_far_positions_pass_where_the_bulk_agrees():
+    model = _quantized_sigmoid_head()
+    (check,) = verify_runner(_Perturbed(model, _spikes), model, _feeds()).outputs
+    assert check.max_rel > 0.29 and check.rel_error < QUANTIZED_RTOL and check.cosine > 0.999
+    assert check.passed, check
+
+
+def test_an_output_off_everywhere_fails():
+    model = _quantized_sigmoid_head()
+    (check,) = verify_runner(_Perturbed(model, lambda y: y + 0.1 * np.sign(y - 0.5)), model, _feeds()).outputs
+    assert check.rel_error > QUANTIZED_RTOL and not check.passed, check
