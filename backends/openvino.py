@@ -28,6 +28,7 @@ import onnx_ir as ir
 
 from onnxc.backends.base import Artifact, Feeds, LowerOptions, module_available, require_module
 from onnxc.errors import OnnxcError
+from onnxc.inputs import check_input_shapes
 
 INSTALL = "pip install 'onnxc[openvino]'"
 DEFAULT_PRECISION = "f32"
@@ -66,6 +67,7 @@ class OpenVinoBackend:
         ov = _openvino()
         options = options or LowerOptions()
         precision = hint_for(options.precision)
+        check_input_shapes(model, options.shapes or {})
         ov_model = read_onnx(model)
         if options.shapes:
             _reshape(ov_model, options.shapes)
@@ -233,10 +235,6 @@ def openvino_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_r
 
 def _reshape(ov_model, shapes: dict[str, tuple[int, ...]]) -> None:
     ov = _openvino()
-    known = {name for port in ov_model.inputs for name in port.get_names()}
-    unknown = sorted(set(shapes) - known)
-    if unknown:
-        raise OnnxcError(f"model has no input {unknown[0]!r} (inputs: {', '.join(sorted(known))})")
     try:
         ov_model.reshape({name: ov.PartialShape([int(d) for d in shape]) for name, shape in shapes.items()})
     except RuntimeError as error:

@@ -39,6 +39,7 @@ import onnx_ir as ir
 from onnxc.backends.base import Artifact, BackendUnavailableError, Feeds, LowerOptions
 from onnxc.backends.tensorrt_rules import Finding, check, errors
 from onnxc.errors import FeatureNotImplementedError, OnnxcError
+from onnxc.inputs import check_input_shapes
 from onnxc.io import save, staged_output, write_text_atomically
 
 # Preferred first: the full TensorRT builds engines for the GPU it runs on.
@@ -221,9 +222,7 @@ Profile = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 def profile_shapes(model: ir.Model, shapes: dict[str, tuple[int, ...]] | None) -> dict[str, Profile]:
     """(min, opt, max) shapes of each graph input with a symbolic axis or a shape given."""
     shapes = dict(shapes or {})
-    unknown = sorted(set(shapes) - {value.name for value in model.graph.inputs})
-    if unknown:
-        raise OnnxcError(f"shapes given for {', '.join(unknown)}, which the model has no input named")
+    check_input_shapes(model, shapes)
     profiles: dict[str, Profile] = {}
     for value in model.graph.inputs:
         if value.const_value is not None:
@@ -234,9 +233,6 @@ def profile_shapes(model: ir.Model, shapes: dict[str, tuple[int, ...]] | None) -
         given = shapes.get(value.name)
         if given is not None:
             given = tuple(int(d) for d in given)
-            if len(given) != len(dims) or any(d is not None and d != g for d, g in zip(dims, given)):
-                raise OnnxcError(f"shape {list(given)} for input {value.name!r} does not fit its shape "
-                                 f"{[d if d is not None else '?' for d in dims]}")
         if all(d is not None for d in dims):
             continue
         if any(d is None for d in dims[1:]) and given is None:

@@ -27,6 +27,7 @@ import onnx_ir as ir
 from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions, module_available, require_module
 from onnxc.backends.tvm_vm import LIBRARY, RUN_SCRIPT, SIGNATURE, TvmRunner
 from onnxc.errors import OnnxcError, first_line
+from onnxc.inputs import check_input_shapes
 from onnxc.io import write_text_atomically
 
 INSTALL = "pip install 'onnxc[tvm]'"
@@ -147,9 +148,7 @@ def fixed_inputs(model: ir.Model, shapes: dict[str, tuple[int, ...]] | None) -> 
     """Each graph input's fixed shape and numpy dtype: ``shapes`` where given, else the model's own;
     a symbolic dimension left over is one line asking for ``--shape``."""
     shapes = dict(shapes or {})
-    unknown = sorted(set(shapes) - {value.name for value in model.graph.inputs})
-    if unknown:
-        raise OnnxcError(f"--shape names {', '.join(unknown)}, which the model does not take as input")
+    check_input_shapes(model, shapes)
     fixed = {}
     for value in model.graph.inputs:
         shape = shapes.get(value.name)

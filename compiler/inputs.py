@@ -32,6 +32,23 @@ def parse_shape_overrides(items: list[str] | None) -> dict[str, list[int]]:
     return shapes
 
 
+def check_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> None:
+    """One line when ``shapes`` names something that is not a graph input, or fixes a dim the model
+    already fixes to another size: a given shape may only fix symbolic dims."""
+    inputs = {value.name: value for value in model.graph.inputs if not value.is_initializer()}
+    for name, dims in shapes.items():
+        if name not in inputs:
+            raise OnnxcError(f"model has no input {name!r} (inputs: {', '.join(sorted(inputs))})")
+        declared = inputs[name].shape
+        if declared is None:
+            continue
+        if len(declared) != len(dims) or any(isinstance(d, int) and d >= 0 and d != given
+                                             for d, given in zip(declared, dims)):
+            shown = [d if isinstance(d, int) and d >= 0 else "?" for d in declared]
+            raise OnnxcError(f"shape {'x'.join(map(str, dims))} for input {name!r} does not fit its declared shape "
+                             f"{shown}: only symbolic dims can be fixed")
+
+
 def resolve_input_shapes(
     model: ir.Model,
     overrides: dict[str, list[int]] | None = None,

@@ -56,12 +56,12 @@ def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes
     are outside the verification bound (:mod:`onnxc.backends.verify`)."""
     from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions
     from onnxc.backends.verify import verify_runner
-    from onnxc.inputs import parse_shape_overrides, seeded_feeds
+    from onnxc.inputs import check_input_shapes, parse_shape_overrides, seeded_feeds
     from onnxc.targets import get_target
 
     backend = get_target(target_name).available_lowerer()
     fixed = parse_shape_overrides(shapes)
-    _check_shapes_fit(model, fixed)
+    check_input_shapes(model, fixed)
     options = LowerOptions(shapes={name: tuple(dims) for name, dims in fixed.items()} or None,
                            precision=precision, threads=threads)
     verification, unverified = None, "--no-verify"
@@ -84,21 +84,6 @@ def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes
             artifact.write_manifest()
     print(format_build(Artifact.read(out_dir), verification, unverified))
     return EXIT_OK if verification is None or verification.passed else EXIT_MISMATCH
-
-
-def _check_shapes_fit(model: ir.Model, shapes: dict[str, list[int]]) -> None:
-    """``--shape`` may fix symbolic dims only: the artifact is verified against the ONNX model,
-    which ORT runs at its own fixed dims."""
-    inputs = {value.name: value for value in model.graph.inputs if not value.is_initializer()}
-    for name, dims in shapes.items():
-        if name not in inputs:
-            raise OnnxcError(f"model has no input {name!r} (inputs: {', '.join(sorted(inputs))})")
-        declared = inputs[name].shape
-        if declared is None:
-            continue
-        if len(declared) != len(dims) or any(isinstance(d, int) and d >= 0 and d != given for d, given in zip(declared, dims)):
-            raise OnnxcError(f"--shape {name}={'x'.join(map(str, dims))} does not fit the model's input shape "
-                             f"{list(declared)}: only symbolic dims can be fixed")
 
 
 @contextlib.contextmanager

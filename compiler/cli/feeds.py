@@ -13,7 +13,7 @@ from onnxc.errors import OnnxcError
 def feeds_from_args(args: argparse.Namespace, model: ir.Model, samples: int) -> list[dict[str, np.ndarray]]:
     """The given inputs when they cover the model; else ``samples`` sets of generated inputs
     (one when some inputs were given), the given arrays in each."""
-    from onnxc.inputs import parse_shape_overrides, seeded_feeds
+    from onnxc.inputs import check_input_shapes, parse_shape_overrides, seeded_feeds
 
     given = {}
     for item in args.input or []:
@@ -24,11 +24,8 @@ def feeds_from_args(args: argparse.Namespace, model: ir.Model, samples: int) -> 
             given[name] = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as error:
             raise OnnxcError(f"cannot read input {file!r}: {error}") from None
-    known = {v.name for v in model.graph.inputs if not v.is_initializer()}
-    unknown = set(given) - known
-    if unknown:
-        raise OnnxcError(f"model has no input {sorted(unknown)[0]!r} (inputs: {', '.join(sorted(known))})")
-    missing = known - set(given)
+    check_input_shapes(model, {name: array.shape for name, array in given.items()})
+    missing = {v.name for v in model.graph.inputs if not v.is_initializer()} - set(given)
     if not missing:
         return [given]
     overrides = {**{k: list(v.shape) for k, v in given.items()}, **parse_shape_overrides(args.shape)}

@@ -53,7 +53,7 @@ def test_build_writes_ir_and_a_verified_manifest(resnet_path, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--target", "cuda"], "onnxc: error: unknown target 'cuda'; known targets: "),
-    (["--target", "openvino", "--shape", "input=2x3x32x32"], "onnxc: error: --shape input=2x3x32x32 does not fit"),
+    (["--target", "openvino", "--shape", "input=2x3x32x32"], "onnxc: error: shape 2x3x32x32 for input 'input' does not fit"),
     (["--target", "openvino", "--precision", "int4"], "onnxc: error: OpenVINO has no precision 'int4'"),
 ])
 def test_bad_usage_is_exit_2_with_one_line_and_no_folder(resnet_path, tmp_path, capsys, argv, message):

@@ -216,9 +216,9 @@ def test_profile_shapes_symbolic_batch_fixed_and_given():
     assert profile_shapes(dynamic, {"input": (4, 3, 32, 32)}) == {"input": ((1, 3, 32, 32), (4, 3, 32, 32),
                                                                             (4, 3, 32, 32))}
     assert profile_shapes(zoo_model("resnet18"), None) == {}
-    with pytest.raises(OnnxcError, match=r"shape \[4, 3, 64, 64\] for input 'input' does not fit"):
+    with pytest.raises(OnnxcError, match="shape 4x3x64x64 for input 'input' does not fit"):
         profile_shapes(dynamic, {"input": (4, 3, 64, 64)})
-    with pytest.raises(OnnxcError, match="no input named"):
+    with pytest.raises(OnnxcError, match="model has no input 'image'"):
         profile_shapes(dynamic, {"image": (1, 3, 32, 32)})
 
 
