@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx_ir as ir
 
 from onnxc.calibration.accumulators import StateAccumulator
 from onnxc.calibration.collect import collect_activations
@@ -141,7 +142,7 @@ class GramRequest:
         return GRAM_ENTRY_BYTES * self.rows.groups * self.width * self.width
 
 
-def collect_grams(model, requests: Iterable[GramRequest], open_data: Callable[[], Iterable],
+def collect_grams(model: ir.Model, requests: Iterable[GramRequest], open_data: Callable[[], Iterable],
                   progress: bool | None = None, budget: int = GRAM_BUDGET_BYTES) -> dict[GramRequest, GramState]:
     """The Gram of each request over the data, in as many passes over it (``open_data()`` each) as
     keep the Grams being collected within ``budget`` bytes (a request over it goes alone).
