@@ -154,15 +154,16 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
 
 
 def guard_bound(options, context: Context) -> Bound:
-    """The accuracy guard's bound: the options given, else the default; inactive with ``guard=false``.
+    """The accuracy guard's bound: the options given, else the default (rel_error and decision
+    agreement); inactive with ``guard=false``.
 
     Thresholds calibrated on random data (``--calib-random``) are judged on random data too,
     which real inputs may not resemble: the default bound is then relaxed to catch only a
     model int8 wrecks, with one warning."""
     if not options.guard:
         return Bound()
-    rel_error, agreement = options.max_rel_error, None
-    if rel_error is None and options.max_error is None and options.min_cosine is None:
+    rel_error, agreement = options.max_rel_error, options.min_agreement
+    if rel_error is None and agreement is None and options.max_error is None and options.min_cosine is None:
         rel_error, agreement = DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT
         if context.calibration_data is None and context.calibration_allow_random and not context.verification_inputs:
             # What a model decides on noise says nothing of its decisions on real inputs.

@@ -283,6 +283,8 @@ def test_guard_options_are_checked():
         onnxc.compile(small_cnn(), "quantize(guard=false,max_error=1)", context=Context(calibration_data=CALIB))
     with pytest.raises(PipelineError, match="max_rel_error must be >= 0"):
         onnxc.compile(small_cnn(), "quantize(max_rel_error=-1)", context=Context(calibration_data=CALIB))
+    with pytest.raises(PipelineError, match=r"min_agreement must be in \[0, 1\], got 1.5"):
+        onnxc.compile(small_cnn(), "quantize(min_agreement=1.5)", context=Context(calibration_data=CALIB))
 
 
 def test_an_explicit_bound_replaces_the_default():
@@ -291,3 +293,5 @@ def test_an_explicit_bound_replaces_the_default():
     _, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,max_rel_error=0.3,min_cosine=0.9)",
                           data=CALIB)
     assert report.passes[0].details["guard"]["bound"] == {"min_cosine": 0.9, "max_rel_error": 0.3}
+    _, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,min_agreement=0.99)", data=CALIB)
+    assert report.passes[0].details["guard"]["bound"] == {"min_agreement": 0.99}
