@@ -30,9 +30,11 @@ Per float output, over all the feeds together:
   step, a classifier's class, a segmenter's class per pixel): the share of positions whose arg-max
   is float's, over the positions where float's winner leads by more than :data:`DECISIVE_MARGIN`
   times the candidate's RMS error (a closer call flips by the noise ``rel_error`` already bounds).
-  It is measured where the last axis holds comparable scores: a probability distribution
-  (non-negative, summing to 1), or any axis the per-slice measure did not find packing different
-  quantities (a detector head's box coordinates are no classes);
+  It is measured where the last axis holds classes: not an ordered axis (pixels, time steps,
+  anchors), whose neighbouring values move together (lag-1 correlation above
+  :data:`ORDERED_AXIS`; classes are in no order); and scores comparable with each other: a
+  probability distribution (non-negative, summing to 1), or any axis the per-slice measure did
+  not find packing different quantities (a detector head's box coordinates are no classes);
 * ``score_iou``: decisions by threshold on probability-like values (a sigmoid objectness or class
   score, a softmax face probability, a text-probability map): per slice along the feature axis
   (the whole output when it has none) whose float values all lie in [0, 1], the IoU of the set of
@@ -73,6 +75,9 @@ SPREAD_RATIO = 100.0
 SCORE_THRESHOLD = 0.5
 MIN_DECISIONS = 32
 PROBABILITY_SUM = 1e-3
+# An axis whose neighbouring values correlate above ORDERED_AXIS is an ordered one (a probability
+# map's columns, a signal's time steps, a detector's anchors in raster order), not classes.
+ORDERED_AXIS = 0.5
 # top1_agreement counts the positions where float's winner leads by more than DECISIVE_MARGIN
 # times the candidate's RMS error on the output: closer calls flip by the very noise rel_error
 # bounds (an embedding's largest feature among near-equals), farther ones only where error
@@ -213,7 +218,7 @@ def _top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], pa
     if reference[0].ndim < 2 or reference[0].shape[-1] < 2:  # a 1-D output's only axis is its positions
         return None
     r, c = _rows(reference, candidate, -1)
-    if r.shape[0] == 0:
+    if r.shape[0] == 0 or _neighbour_correlation(r) > ORDERED_AXIS:
         return None
     probabilities = bool((r >= 0).all() and np.allclose(r.sum(axis=1), 1.0, rtol=0.0, atol=PROBABILITY_SUM))
     if packed_last and not probabilities:
@@ -224,6 +229,14 @@ def _top1_agreement(reference: list[np.ndarray], candidate: list[np.ndarray], pa
     if not decided.any():
         return None
     return float(np.mean(r[decided].argmax(axis=1) == c[decided].argmax(axis=1)))
+
+
+def _neighbour_correlation(rows: np.ndarray) -> float:
+    """Correlation of each value with the next one along the rows (0 when either side is constant)."""
+    left, right = rows[:, :-1].ravel(), rows[:, 1:].ravel()
+    if left.std() == 0 or right.std() == 0:
+        return 0.0
+    return float(np.corrcoef(left, right)[0, 1])
 
 
 def _score_iou(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int | None) -> float | None:

@@ -59,6 +59,19 @@ def test_top1_agreement_skips_a_packed_detector_head_and_1d_outputs():
     assert _one(sequence, sequence[::-1].copy()).top1_agreement is None
 
 
+def test_top1_agreement_skips_an_ordered_last_axis():
+    """A text-probability map [1, 1, 32, 64]: its last axis is image columns, not classes."""
+    columns = np.linspace(0, 6 * np.pi, 64)
+    rows = np.arange(32)[:, None] / 5
+    probability = (0.5 + 0.5 * np.sin(columns[None, :] + rows))[None, None].astype(np.float32)
+    raised = np.clip(probability + 0.01, 0, 1)
+    error = _one(probability, raised)
+    assert error.top1_agreement is None
+    # The map is still judged by its set above 0.5, which the shift only grows.
+    assert error.score_iou == pytest.approx(np.count_nonzero(probability > 0.5) / np.count_nonzero(raised > 0.5))
+    assert error.score_iou < 1.0
+
+
 def test_top1_agreement_measures_probabilities_even_along_a_packed_axis():
     """A 2-class softmax map: background ~0.98 beside face ~0.02 is a packed axis by the slice
     measure's rule, yet its arg-max is the face decision."""

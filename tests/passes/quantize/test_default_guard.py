@@ -198,14 +198,15 @@ def test_a_detector_score_packed_next_to_pixel_boxes_is_judged_by_its_own_spread
     assert whole.slice_axis == -1 and whole.rel_error == pytest.approx(per_channel.max())
 
 def test_a_tagger_whose_decisive_calls_flip_keeps_its_layer_float():
-    """Logits whose RMS error stays at 5% of their spread while int8 flips calls float makes by a
-    wide margin: rel_error alone quantizes everything; the default guard keeps the tagger float."""
-    model, data, test = tagger(), tagger_feeds(16, 0), tagger_feeds(40, 1)
+    """Logits whose RMS error stays at 7% of their spread while int8 flips calls float makes by a
+    wide margin: rel_error alone quantizes everything; the default guard keeps the tagger float.
+    32 feeds: the guard judges on 8 held apart (2 would see too few decisive calls)."""
+    model, data, test = tagger(), tagger_feeds(32, 0), tagger_feeds(40, 1)
     reference = run_feeds(model, test)
     rel_only, report = quantized(model, "quantize(never_slower=false,float_head=false,max_rel_error=0.1)", data=data)
     assert report.passes[0].details["guard"]["kept_float"] == []
     [logits, _] = output_errors(reference, run_feeds(rel_only, test)).outputs
-    assert logits.rel_error < 0.06 and logits.top1_agreement < 0.95
+    assert logits.rel_error < 0.1 and logits.top1_agreement < 0.9
 
     out, report = quantized(model, SMALL, data=data)
     checked(out)
