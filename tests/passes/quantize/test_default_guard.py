@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import onnx_ir as ir
 import pytest
 from guard_models import detector_feeds, detector_head, speech_feeds, speech_quality, tagger, tagger_feeds
 from quantize_models import feeds, mlp, quantized, small_cnn, smooth_images
