@@ -126,3 +126,19 @@ def test_the_bound_judges_agreements_and_exact_keeps_which_were_measured():
     exact = measured.exact().outputs
     assert (exact[0].top1_agreement, exact[0].score_iou) == (1.0, 1.0)
     assert (exact[1].top1_agreement, exact[1].score_iou) == (None, None)
+
+
+def test_a_distributions_sets_are_the_positions_each_class_wins_not_its_values_above_half():
+    """A softmax over 10 classes whose winners' probabilities drop from 0.55 to 0.45 while still
+    winning: no decision changed; class 3 losing 8 of its 100 positions to class 4 is one."""
+    winners = np.arange(POSITIONS) % 10
+    reference = np.full((1, POSITIONS, 10), 0.45 / 9, np.float32)
+    reference[0, np.arange(POSITIONS), winners] = 0.55
+    candidate = np.full_like(reference, 0.55 / 9)
+    candidate[0, np.arange(POSITIONS), winners] = 0.45
+    assert _one(reference, candidate).score_iou == 1.0
+    moved = np.flatnonzero(winners == 3)[:8]
+    candidate[0, moved, 3], candidate[0, moved, 4] = 0.01, 0.5
+    error = _one(reference, candidate)
+    # Class 3 wins 100 positions in float, 92 in the candidate; class 4 gains 8 (100 of 108).
+    assert error.score_iou == pytest.approx(92 / 100)
