@@ -21,8 +21,11 @@ import numpy as np
 from onnxc.errors import OnnxcError
 
 _DATA = Path(__file__).parent / "data"
-_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-_SCANS = ("page", "text", "camera", "page-upside-down")
+# The first four of each are the corpus's default feeds; seeds 4 and up add more of the same kinds
+# (``benchmarks/corpus.py --feeds 8``) without changing what the first four judge.
+_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "immunohistochemistry", "hubble_deep_field",
+           "retina")
+_SCANS = ("page", "text", "camera", "page-upside-down", "words", "coins", "text-upside-down", "clock")
 
 SENTENCES_EN = (
     "The quick brown fox jumps over the lazy dog.",
@@ -43,6 +46,8 @@ SENTENCES_AR = (
     "كتب المعلم الدرس على السبورة",
 )
 NAMES_AR = ("محمد عبد الله", "فاطمة الزهراء", "عبد الرحمن بن عوف", "خديجة بنت خويلد")
+# Printed words (captcha-style text for recognizers and text/icon detectors), from the English sentences.
+_WORDS = tuple(word.strip(".,") for sentence in SENTENCES_EN for word in sentence.split() if len(word) >= 4)
 WORDS_RU = ("переписывание", "подоконник", "безответственность", "разговаривать")
 
 
@@ -56,26 +61,65 @@ def _skimage_data():
 
 @lru_cache(maxsize=None)
 def _load_image(name: str) -> np.ndarray:
+    if name == "motorcycle":
+        return np.asarray(_skimage_data().stereo_motorcycle()[0])
     return np.asarray(getattr(_skimage_data(), name)())
 
 
 def photo(seed: int) -> np.ndarray:
-    """A natural RGB photo, uint8 [H, W, 3]: astronaut, coffee, chelsea (a cat), rocket."""
+    """A natural RGB photo, uint8 [H, W, 3]: astronaut, coffee, chelsea (a cat), rocket; then a
+    motorcycle, a stained tissue slide, the Hubble deep field, a retina."""
     return _load_image(_PHOTOS[seed % len(_PHOTOS)])
 
 
 def scan(seed: int) -> np.ndarray:
     """A grayscale scan, uint8 [H, W]: a printed page, a text sample, the cameraman (no text), the
-    page upside down (what orientation classifiers exist for)."""
+    page upside down (what orientation classifiers exist for); then printed words scattered on a
+    light page, coins, the text sample upside down, a clock."""
     name = _SCANS[seed % len(_SCANS)]
-    if name == "page-upside-down":
-        return _load_image("page")[::-1, ::-1]
+    if name.endswith("-upside-down"):
+        return _load_image(name.removesuffix("-upside-down"))[::-1, ::-1]
+    if name == "words":
+        return _words_page(seed)
     return _load_image(name)
 
 
+def printed_word(seed: int, height: int = 64) -> np.ndarray:
+    """A word printed black on white in Pillow's built-in font, uint8 [height, W], slightly slanted
+    and speckled as captchas are; ``seed`` picks the word, slant and speckle."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    word = _WORDS[seed % len(_WORDS)]
+    font = ImageFont.load_default(size=int(height * 0.7))
+    left, top, right, bottom = font.getbbox(word)
+    image = Image.new("L", (right - left + height // 2, height), 255)
+    ImageDraw.Draw(image).text((height // 4 - left, (height - (bottom - top)) // 2 - top), word, font=font, fill=0)
+    image = image.transform(image.size, Image.Transform.AFFINE, (1, rng.uniform(-0.2, 0.2), 0, 0, 1, 0), fillcolor=255)
+    pixels = np.asarray(image).astype(np.float64)
+    speckle = rng.random(pixels.shape) < 0.02
+    pixels[speckle] = rng.uniform(0, 255, int(speckle.sum()))
+    return pixels.astype(np.uint8)
+
+
+def _words_page(seed: int) -> np.ndarray:
+    """Six printed words at scattered places on a 416 x 416 light page, uint8."""
+    rng = np.random.default_rng(seed)
+    page = np.full((416, 416), 235, np.uint8)
+    for k in range(6):
+        word = printed_word(seed * 7 + k, height=int(rng.integers(32, 64)))[:, :400]
+        y, x = int(rng.integers(0, 416 - word.shape[0])), int(rng.integers(0, 416 - word.shape[1] + 1))
+        page[y:y + word.shape[0], x:x + word.shape[1]] = np.minimum(page[y:y + word.shape[0], x:x + word.shape[1]], word)
+    return page
+
+
 def text_line(seed: int) -> np.ndarray:
-    """One printed line cut from the scanned page, uint8 [h, W], as a text detector would crop it:
-    rows whose share of dark pixels marks ink, bands closer than 4 rows merged, 3 rows of margin."""
+    """One printed line, uint8 [h, W]. Seeds 0-3: cut from the scanned page as a text detector
+    would crop it (rows whose share of dark pixels marks ink, bands closer than 4 rows merged, 3
+    rows of margin; the page has three such lines, so seed 3 is seed 0's); seeds 4 and up: a
+    printed word (:func:`printed_word`)."""
+    if seed >= 4:
+        return printed_word(seed)
     page = _load_image("page")
     inked = np.flatnonzero((page < 100).mean(axis=1) > 0.02)
     bands, start = [], inked[0]

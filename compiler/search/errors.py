@@ -25,7 +25,31 @@ Per float output, over all the feeds together:
   its quietest feature, it would keep layers float for an error no task sees. Slices whose float values are
   (near-)constant (spread at most :data:`CONSTANT_SLICE` of the output's) have no spread to
   measure against and are skipped. ``rel_error`` is the larger of the whole-tensor ratio and
-  this one, so the bound judges every slice.
+  this one, so the bound judges every slice;
+* ``top1_agreement``: decisions by arg-max along the last axis (a recognizer's character per time
+  step, a classifier's class, a segmenter's class per pixel): the share of positions whose arg-max
+  is float's, over the positions where float's winner leads by more than :data:`DECISIVE_MARGIN`
+  times the candidate's RMS error (a closer call flips by the noise ``rel_error`` already bounds).
+  It is measured where the last axis holds classes: not an ordered axis (pixels, time steps,
+  anchors), whose neighbouring values move together (lag-1 correlation above
+  :data:`ORDERED_AXIS`; classes are in no order); and scores comparable with each other: a
+  probability distribution (non-negative, summing to 1), or any axis the per-slice measure did
+  not find packing different quantities (a detector head's box coordinates are no classes);
+* ``score_iou``: decisions as sets, judged by IoU, the worst set's. Where the last axis holds
+  probability distributions (a softmax over classes), a class's set is the positions it wins:
+  a rare class (MTCNN's faces, 1% of the pixels) can lose a tenth of its positions while
+  ``top1_agreement`` over all of them moves by 0.1%. Otherwise, per slice along the feature axis
+  (the whole output when it has none) whose float values all lie in [0, 1] (a sigmoid objectness
+  or class score, a text-probability map), the set of values above :data:`SCORE_THRESHOLD`. A set
+  of fewer than :data:`MIN_DECISIONS` elements (in float and candidate together) is too small to
+  judge: one near-threshold value would swing it by 3% or more. A distribution's values are not
+  judged by threshold: its winner's probability crossing 0.5 changes no decision (PP-OCR's
+  recognizer: 11% of its confident positions did so under int8, none changed class).
+
+rel_error is an RMS over every value of an output; a decision is made by a few of them (the top
+logits among 8210 classes, the 500 anchors whose objectness is high among 14000): int8 error there
+can change what the model decides while the RMS stays small. The two agreement measures judge
+those decisions directly.
 
 Outputs that are not floating point (indices, masks, shapes) are left out: a compressed model is
 judged by the float values that lead to them.
@@ -49,6 +73,20 @@ CONSTANT_SLICE = 1e-4
 # channel means; a transformer feed-forward block's output 0.23 and spreads 8x apart.
 BETWEEN_SHARE = 0.5
 SPREAD_RATIO = 100.0
+# Decisions: a score is "on" above SCORE_THRESHOLD (a probability's even odds); a set judged by
+# score_iou has at least MIN_DECISIONS elements; a probability distribution sums to 1 within
+# PROBABILITY_SUM (float32 softmax over thousands of classes).
+SCORE_THRESHOLD = 0.5
+MIN_DECISIONS = 32
+PROBABILITY_SUM = 1e-3
+# An axis whose neighbouring values correlate above ORDERED_AXIS is an ordered one (a probability
+# map's columns, a signal's time steps, a detector's anchors in raster order), not classes.
+ORDERED_AXIS = 0.5
+# top1_agreement counts the positions where float's winner leads by more than DECISIVE_MARGIN
+# times the candidate's RMS error on the output: closer calls flip by the very noise rel_error
+# bounds (an embedding's largest feature among near-equals), farther ones only where error
+# concentrates on the values that decide (the leading logits among thousands).
+DECISIVE_MARGIN = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +98,13 @@ class OutputError:
     whole_rel_error: float | None = None
     slice_rel_error: float | None = None
     slice_axis: int | None = None
+    top1_agreement: float | None = None
+    score_iou: float | None = None
+
+    @property
+    def agreements(self) -> tuple[float, ...]:
+        """The decision agreements measured on this output (none where it makes no decision)."""
+        return tuple(v for v in (self.top1_agreement, self.score_iou) if v is not None)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,10 +128,17 @@ class Measured:
     def max_rel_error(self) -> float:
         return max((o.rel_error for o in self.outputs), default=0.0)
 
+    @property
+    def min_agreement(self) -> float:
+        return min((a for o in self.outputs for a in o.agreements), default=1.0)
+
     def exact(self) -> Measured:
         """The same outputs with no error at all (the float model measured against itself)."""
-        return Measured(tuple(OutputError(o.name, 0.0, 1.0, 0.0, 0.0, None if o.slice_axis is None else 0.0,
-                                          o.slice_axis) for o in self.outputs))
+        def same(value: float | None, exact: float) -> float | None:
+            return None if value is None else exact
+
+        return Measured(tuple(OutputError(o.name, 0.0, 1.0, 0.0, 0.0, same(o.slice_rel_error, 0.0), o.slice_axis,
+                                          same(o.top1_agreement, 1.0), same(o.score_iou, 1.0)) for o in self.outputs))
 
 
 def output_errors(reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]]) -> Measured:
@@ -112,18 +164,29 @@ def _output_error(name: str, reference: list[np.ndarray], candidate: list[np.nda
     whole = _whole_error(name, reference, candidate)
     if not math.isfinite(whole.rel_error):
         return whole
-    found = _slice_error(reference, candidate)
+    axis = _feature_axis(reference)
+    found = None if axis is None else _slice_error(*_rows(reference, candidate, axis))
+    decisions = _decisions(reference, candidate, None if found is None else axis)
     if found is None:
-        return dataclasses.replace(whole, whole_rel_error=whole.rel_error)
-    axis, worst = found
-    return dataclasses.replace(whole, rel_error=max(whole.rel_error, worst), whole_rel_error=whole.rel_error,
-                               slice_rel_error=worst, slice_axis=axis)
+        return dataclasses.replace(whole, whole_rel_error=whole.rel_error, **decisions)
+    return dataclasses.replace(whole, rel_error=max(whole.rel_error, found), whole_rel_error=whole.rel_error,
+                               slice_rel_error=found, slice_axis=axis, **decisions)
 
 
-def _slice_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[int, float] | None:
-    """(axis, worst slice's rel_error) along the output's feature axis, as the module docstring
-    says; None when it has none. Axes are counted from the end (-1: the last) when that is the
-    last axis, else from the front (1)."""
+def _decisions(reference: list[np.ndarray], candidate: list[np.ndarray], packed_axis: int | None) -> dict:
+    """top1_agreement and score_iou, as the module docstring says; ``packed_axis``: the axis the
+    per-slice measure found packing different quantities, if any."""
+    classes = _class_axis(reference, candidate)
+    if classes is not None and classes[2]:
+        r, c, _ = classes
+        return {"top1_agreement": _top1_agreement(r, c), "score_iou": _class_iou(r, c)}
+    top1 = None if classes is None or packed_axis == -1 else _top1_agreement(*classes[:2])
+    return {"top1_agreement": top1, "score_iou": _score_iou(reference, candidate, packed_axis)}
+
+
+def _feature_axis(reference: list[np.ndarray]) -> int | None:
+    """The output's small feature axis (-1: the last, else 1) as the module docstring says; None
+    when it has none of 2..MAX_SLICES entries."""
     ndim = reference[0].ndim
     if ndim < 2 or any(r.ndim != ndim for r in reference):
         return None
@@ -133,10 +196,22 @@ def _slice_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tu
     length = reference[0].shape[axis]
     if not 2 <= length <= MAX_SLICES or any(r.shape[axis] != length for r in reference):
         return None
+    return -1 if axis == ndim - 1 else axis
+
+
+def _rows(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both outputs over all feeds as float64 rows along ``axis`` (one column per entry of it),
+    rows with a non-finite float value left out (the whole-tensor check judges them)."""
+    length = reference[0].shape[axis]
     r = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in reference]).astype(np.float64)
     c = np.concatenate([np.moveaxis(a, axis, -1).reshape(-1, length) for a in candidate]).astype(np.float64)
-    finite = np.isfinite(r).all(axis=1)  # rows with a non-finite value are left out (the whole check judges them)
-    r, c = r[finite], c[finite]
+    finite = np.isfinite(r).all(axis=1)
+    return r[finite], c[finite]
+
+
+def _slice_error(r: np.ndarray, c: np.ndarray) -> float | None:
+    """The worst slice's rel_error over the columns of ``r``/``c``, as the module docstring says;
+    None when the slices are not clearly different quantities."""
     total = float(r.var()) if r.shape[0] >= MIN_SLICE_VALUES else 0.0
     if total <= 0:
         return None
@@ -148,7 +223,76 @@ def _slice_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tu
     if between < BETWEEN_SHARE and spread[varied].max() < SPREAD_RATIO * spread[varied].min():
         return None
     noise = np.sqrt(np.mean((c - r) ** 2, axis=0))
-    return (-1 if axis == ndim - 1 else axis), float(np.max(noise[varied] / spread[varied]))
+    return float(np.max(noise[varied] / spread[varied]))
+
+
+def _class_axis(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool] | None:
+    """Both outputs as rows along the last axis when it holds classes, and whether the rows are
+    probability distributions; None for a 1-D output (its only axis is its positions) or an
+    ordered last axis (see the module docstring)."""
+    if reference[0].ndim < 2 or reference[0].shape[-1] < 2:
+        return None
+    r, c = _rows(reference, candidate, -1)
+    if r.shape[0] == 0 or _neighbour_correlation(r) > ORDERED_AXIS:
+        return None
+    distributions = bool((r >= 0).all() and np.allclose(r.sum(axis=1), 1.0, rtol=0.0, atol=PROBABILITY_SUM))
+    return r, c, distributions
+
+
+def _top1_agreement(r: np.ndarray, c: np.ndarray) -> float | None:
+    """Share of the decisive rows whose arg-max is float's (see the module docstring); None when
+    float decides none."""
+    top_two = np.partition(r, -2, axis=1)[:, -2:]
+    noise = float(np.sqrt(np.mean((c - r) ** 2)))
+    decided = top_two[:, 1] - top_two[:, 0] > max(DECISIVE_MARGIN * noise, 0.0)
+    if not decided.any():
+        return None
+    return float(np.mean(r[decided].argmax(axis=1) == c[decided].argmax(axis=1)))
+
+
+def _class_iou(r: np.ndarray, c: np.ndarray) -> float | None:
+    """The worst IoU of the sets of rows each class wins, over classes whose set (float's and the
+    candidate's together) has MIN_DECISIONS rows or more; None when none has."""
+    ours, theirs = r.argmax(axis=1), c.argmax(axis=1)
+    worst = None
+    for label in np.union1d(ours, theirs):
+        union = int(np.count_nonzero((ours == label) | (theirs == label)))
+        if union >= MIN_DECISIONS:
+            iou = np.count_nonzero((ours == label) & (theirs == label)) / union
+            worst = iou if worst is None else min(worst, iou)
+    return worst
+
+
+def _neighbour_correlation(rows: np.ndarray) -> float:
+    """Correlation of each value with the next one along the rows (0 when either side is constant)."""
+    left, right = rows[:, :-1].ravel(), rows[:, 1:].ravel()
+    if left.std() == 0 or right.std() == 0:
+        return 0.0
+    return float(np.corrcoef(left, right)[0, 1])
+
+
+def _score_iou(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int | None) -> float | None:
+    """The worst IoU of the above-threshold sets over the probability-like slices along ``axis``
+    (the whole output when None); None when no slice has such a set of MIN_DECISIONS elements."""
+    if axis is None:
+        r = np.concatenate([a.astype(np.float64).ravel() for a in reference])[:, None]
+        c = np.concatenate([a.astype(np.float64).ravel() for a in candidate])[:, None]
+        finite = np.isfinite(r[:, 0])
+        r, c = r[finite], c[finite]
+    else:
+        r, c = _rows(reference, candidate, axis)
+    worst = None
+    for column in range(r.shape[1]):
+        ours, theirs = r[:, column], c[:, column]
+        if ours.size == 0 or ours.min() < 0 or ours.max() > 1 or ours.min() == ours.max():
+            continue
+        above, candidate_above = ours > SCORE_THRESHOLD, theirs > SCORE_THRESHOLD
+        union = int(np.count_nonzero(above | candidate_above))
+        if union < MIN_DECISIONS:
+            continue
+        iou = np.count_nonzero(above & candidate_above) / union
+        worst = iou if worst is None else min(worst, iou)
+    return worst
 
 
 def _whole_error(name: str, reference: list[np.ndarray], candidate: list[np.ndarray]) -> OutputError:

@@ -11,7 +11,9 @@ Modes:
   (:mod:`~onnxc.profiles`, looked up in :mod:`~onnxc.targets`) so that the backend runs integer kernels; regions too
   small to be faster stay float. The accuracy guard is on (``guard=false``: off): on calibration
   feeds held apart, every float output must stay within ``max_rel_error`` (default 0.1: RMS error
-  at most 10% of the output's spread) or the bounds given (``max_error`` / ``min_cosine``); the
+  at most 10% of the output's spread) and make the decisions float makes (``min_agreement``,
+  default 0.95: arg-max classes where float decides clearly, sets of probabilities above 0.5), or
+  meet the bounds given (``max_error`` / ``min_cosine`` / those two); the
   most sensitive layers stay float until it does, and the model stays float when nothing else
   does. Also ``measure``, ``bias_correction``, ``smoothquant``. See
   :mod:`~onnxc.passes.quantize.static` and :mod:`~onnxc.passes.quantize.sensitivity`.
@@ -89,6 +91,9 @@ class Quantize(Pass):
                                                "deviation (default 0.1 when no other bound is given)")
     max_error: float | None = option(None, "accuracy guard: largest absolute output error allowed")
     min_cosine: float | None = option(None, "accuracy guard: smallest output cosine to float allowed")
+    min_agreement: float | None = option(None, "accuracy guard: smallest share of an output's decisions kept "
+                                               "(top-1 class where float decides clearly, IoU of probabilities "
+                                               "above 0.5; default 0.95 when no other bound is given)")
     measure: bool = option(False, "time candidates on the target and keep per op type / region only what is faster")
     bias_correction: bool | None = option(None, "shift biases by the mean output error weight quantization causes "
                                                "(default: on for mode=static)")
@@ -119,11 +124,14 @@ class Quantize(Pass):
             raise bad(f"percentile must be in (0, 100], got {self.percentile}")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
             raise bad(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise bad(f"min_agreement must be in [0, 1], got {self.min_agreement}")
         if self.max_error is not None and self.max_error < 0:
             raise bad(f"max_error must be >= 0, got {self.max_error}")
         if self.max_rel_error is not None and self.max_rel_error < 0:
             raise bad(f"max_rel_error must be >= 0, got {self.max_rel_error}")
-        bounds = [name for name in ("max_rel_error", "max_error", "min_cosine") if getattr(self, name) is not None]
+        bounds = [name for name in ("max_rel_error", "max_error", "min_cosine", "min_agreement")
+                  if getattr(self, name) is not None]
         if not self.guard and bounds:
             raise bad(f"guard=false turns the accuracy guard off, yet {', '.join(bounds)} was given")
         if not 0.0 <= self.smoothquant <= 1.0:
@@ -170,7 +178,7 @@ class Quantize(Pass):
 
     def _refuse_static_only_options(self, profile: TargetProfile) -> None:
         static_only = {"max_error": self.max_error is not None, "min_cosine": self.min_cosine is not None,
-                       "max_rel_error": self.max_rel_error is not None,
+                       "max_rel_error": self.max_rel_error is not None, "min_agreement": self.min_agreement is not None,
                        "bias_correction": self.bias_correction is True, "smoothquant": self.smoothquant > 0}
         used = [name for name, given in static_only.items() if given]
         if used:

@@ -42,7 +42,8 @@ from onnxc.passes.quantize.placement import (Plan, empty_plan_reason, output_hea
 from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
 from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
-from onnxc.passes.quantize.sensitivity import DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR, guard
+from onnxc.passes.quantize.sensitivity import (DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, RANDOM_DATA_MAX_REL_ERROR,
+                                               guard)
 from onnxc.search.bound import Bound
 from onnxc.search.feeds import split_feeds, verification_feeds
 from onnxc.shapes import infer_shapes
@@ -153,26 +154,29 @@ def _quantize_static(options, model: ir.Model, profile: TargetProfile, details: 
 
 
 def guard_bound(options, context: Context) -> Bound:
-    """The accuracy guard's bound: the options given, else the default; inactive with ``guard=false``.
+    """The accuracy guard's bound: the options given, else the default (rel_error and decision
+    agreement); inactive with ``guard=false``.
 
     Thresholds calibrated on random data (``--calib-random``) are judged on random data too,
     which real inputs may not resemble: the default bound is then relaxed to catch only a
     model int8 wrecks, with one warning."""
     if not options.guard:
         return Bound()
-    rel_error = options.max_rel_error
-    if rel_error is None and options.max_error is None and options.min_cosine is None:
-        rel_error = DEFAULT_MAX_REL_ERROR
+    rel_error, agreement = options.max_rel_error, options.min_agreement
+    if rel_error is None and agreement is None and options.max_error is None and options.min_cosine is None:
+        rel_error, agreement = DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT
         if context.calibration_data is None and context.calibration_allow_random and not context.verification_inputs:
-            rel_error = RANDOM_DATA_MAX_REL_ERROR
+            # What a model decides on noise says nothing of its decisions on real inputs.
+            rel_error, agreement = RANDOM_DATA_MAX_REL_ERROR, None
             logger.warning("quantize: the accuracy guard runs on random data (--calib-random); its bound is relaxed "
-                           "from rel_error <= %g to <= %g per output: give --calib-data for a real check",
-                           DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR)
-    return Bound(options.max_error, options.min_cosine, rel_error)
+                           "from rel_error <= %g to <= %g per output and decisions are not judged: give --calib-data "
+                           "for a real check", DEFAULT_MAX_REL_ERROR, RANDOM_DATA_MAX_REL_ERROR)
+    return Bound(options.max_error, options.min_cosine, rel_error, agreement)
 
 
 def _describe(bound: Bound) -> str:
-    names = {"max_error": "max_abs <= {}", "min_cosine": "cosine >= {}", "max_rel_error": "rel_error <= {}"}
+    names = {"max_error": "max_abs <= {}", "min_cosine": "cosine >= {}", "max_rel_error": "rel_error <= {}",
+             "min_agreement": "decision agreement >= {}"}
     return ", ".join(names[k].format(v) for k, v in bound.as_dict().items())
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import onnx_ir as ir
 import pytest
-from guard_models import detector_feeds, detector_head, speech_feeds, speech_quality
+from guard_models import detector_feeds, detector_head, speech_feeds, speech_quality, tagger, tagger_feeds
 from quantize_models import feeds, mlp, quantized, small_cnn, smooth_images
 
 import onnxc
@@ -30,7 +29,7 @@ def test_the_guard_is_on_by_default_and_reports_per_output():
     out, report = quantized(model, SMALL, data=CALIB)
     details = report.passes[0].details
     guard = details["guard"]
-    assert guard["bound"] == {"max_rel_error": 0.1} and guard["metric"].startswith("rel_error")
+    assert guard["bound"] == {"max_rel_error": 0.1, "min_agreement": 0.95} and guard["metric"].startswith("rel_error")
     assert guard["feeds"] == "the last 2 of 8 calibration feeds, held apart (calibration used the first 6)"
     [output] = guard["full"]["outputs"]
     assert output["name"] == "logits" and 0 < output["rel_error"] < 0.1 and output["cosine"] > 0.99
@@ -197,6 +196,29 @@ def test_a_detector_score_packed_next_to_pixel_boxes_is_judged_by_its_own_spread
     whole = output_errors(reference, damaged).outputs[0]
     assert whole.slice_axis == -1 and whole.rel_error == pytest.approx(per_channel.max())
 
+def test_a_tagger_whose_decisive_calls_flip_keeps_its_layer_float():
+    """Logits whose RMS error stays at 7% of their spread while int8 flips calls float makes by a
+    wide margin: rel_error alone quantizes everything; the default guard keeps the tagger float.
+    32 feeds: the guard judges on 8 held apart (2 would see too few decisive calls)."""
+    model, data, test = tagger(), tagger_feeds(32, 0), tagger_feeds(40, 1)
+    reference = run_feeds(model, test)
+    rel_only, report = quantized(model, "quantize(never_slower=false,float_head=false,max_rel_error=0.1)", data=data)
+    assert report.passes[0].details["guard"]["kept_float"] == []
+    [logits, _] = output_errors(reference, run_feeds(rel_only, test)).outputs
+    assert logits.rel_error < 0.1 and logits.top1_agreement < 0.9
+
+    out, report = quantized(model, SMALL, data=data)
+    checked(out)
+    details = report.passes[0].details
+    guard = details["guard"]
+    assert guard["kept_float"] == ["tag"] and details["float_units"] == ["tag"]
+    [full_logits, _] = guard["full"]["outputs"]
+    assert full_logits["rel_error"] < 0.1 and full_logits["top1_agreement"] < 0.95
+    assert guard["result"]["min_agreement"] >= 0.95 and op_count(out, "QuantizeLinear") > 0
+    [logits, embedding] = output_errors(reference, run_feeds(out, test)).outputs
+    assert logits.max_abs == 0.0 and 0 < embedding.rel_error < 0.1 and embedding.top1_agreement == 1.0
+
+
 def _outlier_channel(count: int, seed: int) -> list[dict]:
     """One feature 50x the others, as transformers' outlier features are."""
     rng = np.random.default_rng(seed)
@@ -233,7 +255,7 @@ def test_when_no_layer_meets_the_bound_the_model_comes_back_float(caplog):
     details = report.passes[0].details
     assert details["quantized_units"] == 0 and report.passes[0].changes == 0
     assert details["reason"] == ("no layer can be quantized within the accuracy guard's bound "
-                                 "(rel_error <= 0.1 per output); the model is left float")
+                                 "(rel_error <= 0.1, decision agreement >= 0.95 per output); the model is left float")
     assert details["guard"]["kept_float"] == ["stft"] and details["guard"]["result"]["max_rel_error"] == 0.0
     assert _without_shape_annotations(checked(out)) == before
     assert [r.getMessage() for r in caplog.records if "left float" in r.getMessage()] == [f"quantize: {details['reason']}"]
@@ -261,6 +283,8 @@ def test_guard_options_are_checked():
         onnxc.compile(small_cnn(), "quantize(guard=false,max_error=1)", context=Context(calibration_data=CALIB))
     with pytest.raises(PipelineError, match="max_rel_error must be >= 0"):
         onnxc.compile(small_cnn(), "quantize(max_rel_error=-1)", context=Context(calibration_data=CALIB))
+    with pytest.raises(PipelineError, match=r"min_agreement must be in \[0, 1\], got 1.5"):
+        onnxc.compile(small_cnn(), "quantize(min_agreement=1.5)", context=Context(calibration_data=CALIB))
 
 
 def test_an_explicit_bound_replaces_the_default():
@@ -269,3 +293,5 @@ def test_an_explicit_bound_replaces_the_default():
     _, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,max_rel_error=0.3,min_cosine=0.9)",
                           data=CALIB)
     assert report.passes[0].details["guard"]["bound"] == {"min_cosine": 0.9, "max_rel_error": 0.3}
+    _, report = quantized(small_cnn(), "quantize(never_slower=false,float_head=false,min_agreement=0.99)", data=CALIB)
+    assert report.passes[0].details["guard"]["bound"] == {"min_agreement": 0.99}
