@@ -45,8 +45,13 @@ def test_macs_target_is_met_and_the_model_runs(name):
     assert abs(kept - 0.5) <= 0.05, kept
     x = feeds(1, 0, 64)[0]
     assert session(pruned).run(None, x)[0].shape == session(original).run(None, x)[0].shape == (1, 1000)
-    # round_to=8 by default: every Conv keeps a multiple of 8 output channels (the zoo's counts are).
-    assert all(node.inputs[1].shape[0] % 8 == 0 for node in pruned.graph if node.op_type == "Conv")
+    # round_to=16 by default (ORT's AVX-512 channel block): every Conv that loses output channels
+    # keeps a multiple of 16 (MobileNetV2's 24-channel layers keep 24 or 16), and some do lose them.
+    before = {node.name: node.inputs[1].shape[0] for node in original.graph if node.op_type == "Conv"}
+    after = {node.name: node.inputs[1].shape[0] for node in pruned.graph if node.op_type == "Conv"}
+    cut = {name: count for name, count in after.items() if count < before[name]}
+    assert len(cut) >= len(after) // 3, cut
+    assert all(count % 16 == 0 for count in cut.values()), cut
 
 
 def test_reconstruction_lowers_the_output_error():
