@@ -9,11 +9,15 @@ already folded and the comparison is about pruning alone):
 * pruned global: ``prune(macs=M,search=false)`` (one global ranking of channel scores) with
   reconstruction on the calibration feeds; pruned searched: ``prune(macs=M)``, whose per-group
   ratios are searched on held-apart calibration feeds (the default with data);
-* +int8: the same followed by ``quantize`` (static, accuracy guard on, same feeds).
+* +int8: the same followed by ``quantize`` (static, accuracy guard on, same feeds); int8: the FP32
+  file quantized alone, what pruning multiplies;
+* with ``--also-round-to N``: the searched plan again with ``round_to=N`` (the pass's default is 16,
+  ORT's AVX-512 channel block), to see what channel rounding does at the same MACs.
 
 Columns: MACs and parameters kept (``onnxc.costs`` / initializer elements), ORT CPU latency ratio
-to the FP32 file (2 intra-op threads, batch 1, the three models interleaved, min over rounds of
-the per-round median: ``onnxc.timing.ort_latencies``), and fidelity on held-out inputs: top-1
+to the FP32 file (2 intra-op threads, batch 1, all the models interleaved, min over rounds of
+the per-round median: ``onnxc.timing.ort_latencies``; ``--cpu-time`` adds the same by CPU time at one thread,
+which other jobs on the machine barely move), and fidelity on held-out inputs: top-1
 agreement and logit cosine / RMS error over the logits' spread against FP32. The zoo weights are
 random, so fidelity says how much of the function survives, not accuracy; calibration and test
 inputs are disjoint draws of smooth image-like noise.
@@ -79,9 +83,13 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=32, help="held-out feeds for fidelity (default 32)")
     parser.add_argument("--rounds", type=int, default=7, help="latency rounds (default 7)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (default 2)")
+    parser.add_argument("--also-round-to", type=int, help="add the searched plan with this round_to")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="also time by CPU time at 1 thread (steady when other jobs share the machine)")
     args = parser.parse_args()
 
-    header = ["model", "variant", "MACs kept", "params kept", "latency", "compile s", "fidelity"]
+    header = ["model", "variant", "MACs kept", "params kept", "latency", *(["cpu 1t"] if args.cpu_time else []),
+              "compile s", "fidelity"]
     rows = []
     for name in args.models:
         proto = build(name, image=args.image)
@@ -90,20 +98,28 @@ def main() -> None:
         fp32_proto = ir.to_proto(fp32)
         base_macs, base_params = compute_costs(fp32).total_macs, parameter_count(fp32)
         # The ratio search is on by default with calibration data; the global ranking is its baseline.
-        variants = {"pruned global": f"prune(macs={args.macs},search=false)",
+        variants = {"int8": "quantize",
+                    "pruned global": f"prune(macs={args.macs},search=false)",
                     "pruned global+int8": f"prune(macs={args.macs},search=false),quantize",
                     "pruned searched": f"prune(macs={args.macs})",
                     "pruned searched+int8": f"prune(macs={args.macs}),quantize"}
+        if args.also_round_to:
+            variants[f"pruned searched round_to={args.also_round_to}"] = \
+                f"prune(macs={args.macs},round_to={args.also_round_to})"
         models, seconds = {"fp32": fp32}, {}
         for label, pipeline in variants.items():
             models[label], seconds[label] = compiled(fp32_proto, pipeline, calib)
         latency = ort_latencies(models, test[0], rounds=args.rounds, calls_per_round=10, threads=args.threads)
+        # The calling thread's CPU time, with no worker threads whose time it would miss.
+        cpu = ort_latencies(models, test[0], rounds=args.rounds, calls_per_round=10, threads=1,
+                            clock=time.thread_time) if args.cpu_time else None
         rows.append([name, f"fp32 {args.image}px", f"{base_macs / 1e9:.2f} G", f"{base_params / 1e6:.2f} M",
-                     f"{latency['fp32'] * 1e3:.1f} ms", "", ""])
+                     f"{latency['fp32'] * 1e3:.1f} ms", *([f"{cpu['fp32'] * 1e3:.1f} ms"] if cpu else []), "", ""])
         for label in variants:
             model = models[label]
             rows.append([name, label, f"{compute_costs(model).total_macs / base_macs:.3f}",
                          f"{parameter_count(model) / base_params:.3f}", f"{latency[label] / latency['fp32']:.3f}x",
+                         *([f"{cpu[label] / cpu['fp32']:.3f}x"] if cpu else []),
                          f"{seconds[label]:.1f}", fidelity(fp32, model, test)])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

@@ -24,12 +24,13 @@ def compare_latency(
     min_round_s: float = 0.05,
     settle_s: float = 0.02,
     samples: dict[str, list[float]] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Seconds per call for each contender: min over rounds of the median within a round.
 
     Fast calls get more calls per round (at least ``min_round_s`` per contender and round), so
-    sub-millisecond models are not judged on a handful of noisy samples. ``samples``: see
-    :func:`min_of_medians`.
+    sub-millisecond models are not judged on a handful of noisy samples. ``samples``, ``clock``:
+    see :func:`min_of_medians`.
     """
     slowest_call = 0.0
     for function in contenders.values():
@@ -40,17 +41,20 @@ def compare_latency(
     if slowest_call > 0:
         calls_per_round = max(calls_per_round, min(1000, int(min_round_s / slowest_call) + 1))
     return min_of_medians({name: (function, calls_per_round) for name, function in contenders.items()},
-                          rounds, settle_s=settle_s, samples=samples)
+                          rounds, settle_s=settle_s, samples=samples, clock=clock)
 
 
 def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int, *,
-                   settle_s: float = 0.0, samples: dict[str, list[float]] | None = None) -> dict[str, float]:
+                   settle_s: float = 0.0, samples: dict[str, list[float]] | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Seconds per call for each contender, ``name -> (function, calls per round)``: min over
     rounds of the median within a round; the one timing loop of onnxc and its benchmarks.
 
     With ``settle_s``, each contender's block starts after that idle time and one untimed call;
     without it (a contender whose one call is a whole calibration), the calls are all timed.
     ``samples``, when given, receives every timed call's seconds by name (for percentiles).
+    ``clock``: ``time.thread_time`` counts only the calling thread's CPU time, which other jobs on
+    the machine barely move (for single-threaded calls: it misses other threads' work).
     """
     best = {name: float("inf") for name in contenders}
     order = list(contenders.items())
@@ -63,9 +67,9 @@ def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], roun
                 function()
             round_samples = []
             for _ in range(calls):
-                start = time.perf_counter()
+                start = clock()
                 function()
-                round_samples.append(time.perf_counter() - start)
+                round_samples.append(clock() - start)
             best[name] = min(best[name], statistics.median(round_samples))
             if samples is not None:
                 samples.setdefault(name, []).extend(round_samples)
@@ -73,16 +77,17 @@ def min_of_medians(contenders: dict[str, tuple[Callable[[], object], int]], roun
 
 
 def ort_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_round: int = 5,
-                  label: str = "model", threads: int | None = None) -> dict[str, float]:
+                  label: str = "model", threads: int | None = None,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Seconds per run of each ``ir.Model`` (or file) on ORT CPU with the same ``feed``, interleaved;
     ``label`` names them in errors ("the int8 candidate"); ``threads``: ORT's intra-op threads
-    (None: ORT's default)."""
+    (None: ORT's default); ``clock``: see :func:`min_of_medians` (``time.thread_time`` needs ``threads=1``)."""
     from onnxc.runtime import OrtRunner
 
     runners = {name: OrtRunner(model, label=f"{name} {label}", threads=threads) for name, model in models.items()}
     try:
         return compare_latency({name: (lambda r=r: r.run(feed)) for name, r in runners.items()},
-                               rounds=rounds, calls_per_round=calls_per_round)
+                               rounds=rounds, calls_per_round=calls_per_round, clock=clock)
     finally:
         for runner in runners.values():
             runner.close()
