@@ -11,10 +11,13 @@
 * Both builds are checked against ORT's outputs (1e-3 relative) before timing.
 * Latency: ORT CPU and the TVM builds with ``--threads`` threads each, interleaved round by round,
   minimum over rounds of the per-round median (:func:`onnxc.timing.compare_latency`).
+* ``--kernels``: where each TVM build's time goes, per kernel (median over runs of the time between
+  the VM's calls into it and back, summed over the calls in one run).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import tempfile
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "onnxc")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--kernels", action="store_true", help="also print each TVM build's time per kernel")
     args = parser.parse_args()
     # TVM's thread pool reads this when it starts, i.e. at the first run below.
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
@@ -70,9 +74,36 @@ def main() -> None:
     for name, seconds in latencies.items():
         ratio = seconds / latencies["onnxruntime"]
         print(f"{name:<28} {seconds * 1e3:>10.2f} {ratio:>7.2f}x {builds.get(name, {}).get('build_s', ''):>8}")
+    if args.kernels:
+        for name, runner in runners.items():
+            if name != "onnxruntime":
+                print(f"\n{name}: ms per run by kernel")
+                for kernel, seconds in kernel_times(runner, feed).items():
+                    print(f"{seconds * 1e3:>10.3f}  {kernel}")
     if args.json:
         args.json.write_text(json.dumps({"image": args.image, "threads": args.threads, "builds": builds,
                                          "latency_s": latencies}, indent=2) + "\n")
+
+
+def kernel_times(runner, feed: dict[str, np.ndarray], runs: int = 10) -> dict[str, float]:
+    """Seconds per run spent in each function the build's VM calls, largest first."""
+    spans, started = collections.defaultdict(list), {}
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        now = time.perf_counter()
+        if before_run:
+            started[symbol] = now
+        else:
+            spans[symbol].append(now - started[symbol])
+
+    runner._vm["set_instrument"](instrument)
+    try:
+        for _ in range(runs):
+            runner.run(feed)
+    finally:
+        runner._vm["set_instrument"](None)
+    per_run = {symbol: float(np.median(times)) * len(times) / runs for symbol, times in spans.items()}
+    return dict(sorted(per_run.items(), key=lambda item: -item[1]))
 
 
 if __name__ == "__main__":
