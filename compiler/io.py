@@ -344,8 +344,9 @@ def _declared_types(model: ir.Model) -> dict[str, tuple[ir.TypeProtocol | None, 
 @contextlib.contextmanager
 def _declared_types_written(model: ir.Model) -> Iterator[None]:
     """While saving a model ``load`` read, give each value the type and shape its file declared
-    (none for an intermediate value it did not type), so what inference found is not written;
-    everything is restored afterwards. A value whose element type a pass changed keeps its own,
+    (none for an intermediate value it did not type), so what inference found is not written,
+    unless a pass changed a size the file fixed (then the value's own shape); everything is
+    restored afterwards. A value whose element type a pass changed keeps its own,
     as do values the passes made and graphs built in memory (no record of what was declared)."""
     declared = model.meta.get(DECLARED_TYPES)
     if declared is None:
@@ -366,7 +367,7 @@ def _declared_types_written(model: ir.Model) -> Iterator[None]:
                     continue
                 written = (None, None)
             elif was[0] is None or value.type is None or was[0] == value.type:
-                written = (was[0] or value.type, was[1])
+                written = (was[0] or value.type, was[1] if _agrees(was[1], value.shape) else value.shape)
             else:
                 continue
             changed.append((value, value.type, value.shape))
@@ -376,6 +377,16 @@ def _declared_types_written(model: ir.Model) -> Iterator[None]:
     finally:
         for value, type_, shape in changed:
             value.type, value.shape = type_, shape
+
+
+def _agrees(declared: ir.Shape | None, current: ir.Shape | None) -> bool:
+    """Whether the file's shape still holds for the value: a pass that removed channels changed a
+    size the file fixed, and writing the old one would contradict the weights."""
+    if declared is None or current is None:
+        return True
+    if len(declared) != len(current):
+        return False
+    return all(not isinstance(d, int) or not isinstance(c, int) or d == c for d, c in zip(declared, current))
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:

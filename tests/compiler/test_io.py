@@ -183,3 +183,29 @@ def test_an_exported_model_does_not_grow_by_passing_through_load_and_save(tmp_pa
     for tensor in after.graph.initializer:
         array = onnx.numpy_helper.to_array(tensor)
         assert array.dtype == weights[tensor.name].dtype and np.array_equal(array, weights[tensor.name]), tensor.name
+
+
+def test_a_size_a_pass_changed_is_written_as_it_is_now_not_as_the_file_declared(tmp_path):
+    # prune(macs=0.7) on thai-attacut-sc wrote its Conv's input as the file declared it (64
+    # channels) after removing 16 of them: the full checker rejected the output.
+    rng = np.random.default_rng(0)
+    nodes = [onnx.helper.make_node("Conv", ["x", "w1"], ["hidden"]), onnx.helper.make_node("Conv", ["hidden", "w2"], ["y"])]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "length"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, "length"])],
+        [onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 1)).astype(np.float32), "w1"),
+         onnx.numpy_helper.from_array(rng.standard_normal((2, 4, 1)).astype(np.float32), "w2")],
+        value_info=[onnx.helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1, 4, "length"])])
+    source = tmp_path / "in.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), source)
+    model = onnxc.load(source)
+    first, second = list(model.graph)
+    # What channel removal does: one hidden channel fewer in both weights and in the value between.
+    first.inputs[1].const_value = ir.tensor(first.inputs[1].const_value.numpy()[:3])
+    second.inputs[1].const_value = ir.tensor(second.inputs[1].const_value.numpy()[:, :3])
+    first.outputs[0].shape = ir.Shape([1, 3, "length"])
+    onnxc.save(model, tmp_path / "out.onnx")
+    written = onnx.load(tmp_path / "out.onnx")
+    onnx.checker.check_model(written, full_check=True)
+    (hidden,) = written.graph.value_info
+    assert [d.dim_value or d.dim_param for d in hidden.type.tensor_type.shape.dim] == [1, 3, "length"]
