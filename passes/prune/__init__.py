@@ -202,7 +202,7 @@ class Prune(Pass):
         kept = {gid: kept_indices(scores[gid], count) for gid, count in keep.items() if count < len(scores[gid])}
         details = {**self._group_details(groups, kept), **details}
         if not kept:
-            self._details = details
+            self._details = {**details, "reason": _why_nothing_pruned(groups)}
             return PassResult(model, False)
         before = (compute_costs(model, input_shapes).total_macs, parameter_count(model))
         if self._reconstructs() and grams is None:
@@ -278,6 +278,20 @@ class Prune(Pass):
             "channels": f"{before} -> {after}",
             "per_group": {_label(g): f"{g.size} -> {len(kept[g.id])}" for g in groups.groups if g.id in kept},
         }
+
+
+def _why_nothing_pruned(groups: Groups) -> str:
+    """One line for the report when the model comes back as it was."""
+    if not groups.groups:
+        return "no channels to remove: no Conv, Gemm or MatMul with a constant float weight"
+    unprunable = [g for g in groups.groups if not g.prunable]
+    if len(unprunable) == len(groups.groups):
+        first = unprunable[0]
+        return (f"no group can be pruned ({len(unprunable)} unprunable, see details['unprunable_reasons']; "
+                f"first: {_label(first)}: {'; '.join(first.reasons)})")
+    prunable = len(groups.groups) - len(unprunable)
+    return (f"none of the {prunable} prunable groups loses channels at this target and round_to "
+            "(a group keeps whole multiples of it)")
 
 
 def _label(group: Group) -> str:

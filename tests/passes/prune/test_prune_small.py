@@ -132,6 +132,8 @@ def test_unprunable_groups_say_why_and_stay_whole():
     reasons = pass_.details()["unprunable_reasons"]
     assert reasons == {"conv_a (4 channels)": "DepthToSpace 'd2s': mixes channels",
                        "conv_b (4 channels)": "reaches graph output 'y2'"}
+    assert pass_.details()["reason"] == ("no group can be pruned (2 unprunable, see details['unprunable_reasons']; "
+                                         "first: conv_a (4 channels): DepthToSpace 'd2s': mixes channels)")
     assert weight(pruned, "conv_a").shape == (4, 3, 3, 3)
     np.testing.assert_array_equal(run(pruned, X)[0], run(original, X)[0])
 
@@ -141,8 +143,9 @@ def test_protect_and_round_to():
     pruned, pass_ = prune(original, ratio=0.5, protect=["conv_a*"])
     assert weight(pruned, "conv_a").shape == (8, 3, 3, 3)
     assert "protected by 'conv_a*'" in pass_.details()["unprunable_reasons"]["conv_a (8 channels)"]
-    pruned, _ = prune(original, ratio=0.5, round_to=8)
+    pruned, pass_ = prune(original, ratio=0.5, round_to=8)
     assert weight(pruned, "conv_b").shape == (8, 8, 3, 3)
+    assert pass_.details()["reason"].startswith("none of the 2 prunable groups loses channels at this target and round_to")
 
 
 def test_every_group_keeps_a_channel():
