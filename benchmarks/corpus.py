@@ -77,6 +77,9 @@ def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict])
         return {"status": "bug", "reason": _one_line(error)}
     result = {"status": "ok", "compile_s": time.perf_counter() - start}
     reasons = _pass_reasons(report)
+    speed = report.speed_check or {}
+    if speed.get("kept") == "input":
+        reasons.append(f"speed check: {speed['reason']} ({speed['output_ms']} vs {speed['input_ms']} ms)")
     if reasons:
         result["reason"] = "; ".join(reasons)
     if sum(record.changes for record in report.passes) == 0:
