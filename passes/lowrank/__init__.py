@@ -71,6 +71,14 @@ from onnxc.registry import register_pass
 DEFAULT_ENERGY = 0.95
 # Whitening a weight shared by unrolled steps reads this many of its readers' inputs.
 _GRAM_READERS = 4
+def _why_nothing_factorized(skipped: dict[str, str]) -> str:
+    """One line for the report when the model comes back as it was."""
+    if not skipped:
+        return "nothing to factorize: no MatMul, Gemm or Conv with a constant weight"
+    name, reason = next(iter(skipped.items()))
+    return f"no layer factorized ({len(skipped)} skipped, see details['skipped']; first: {name}: {reason})"
+
+
 @register_pass
 class LowRank(Pass):
     """Factorize MatMul/Gemm/Conv weights by truncated SVD (whitened by calibration data when given)."""
@@ -170,6 +178,8 @@ class LowRank(Pass):
                        "params_kept": round(after / before, 6) if before else 1.0},
             **({"search": search} if search is not None else {}),
         }
+        if not factorized:
+            self._details["reason"] = _why_nothing_factorized(skipped)
         return PassResult(model, bool(factorized))
 
     def _plan(self, model: ir.Model) -> tuple[list[Layer], dict[str, str]]:
