@@ -125,7 +125,8 @@ def test_rank_rule_skips_layers_where_factorizing_saves_nothing():
     assert "saves nothing (break-even rank 48.0)" in details["skipped"]["big"]
     assert "min_size" in details["skipped"]["small"]
     assert "saves nothing (break-even rank 48.0)" in details["skipped"]["conv3x3"]
-    assert details["reason"].startswith("no layer factorized (3 skipped, see details['skipped']; first: big: ")
+    assert details["reason"] == ("no layer factorized (3 skipped, see details['skipped']; "
+                                 "first: small: 768 weights, fewer than min_size=4096)")
     assert ir.to_proto(model).SerializeToString() == before
     assert break_even_rank(96, 96) == 48.0
 
