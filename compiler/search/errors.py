@@ -57,8 +57,9 @@ judged by the float values that lead to them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -87,6 +88,10 @@ ORDERED_AXIS = 0.5
 # bounds (an embedding's largest feature among near-equals), farther ones only where error
 # concentrates on the values that decide (the leading logits among thousands).
 DECISIVE_MARGIN = 4.0
+
+
+# Both outputs over all feeds as float64 rows along an axis (:func:`_rows`).
+Rows = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,23 +170,26 @@ def _output_error(name: str, reference: list[np.ndarray], candidate: list[np.nda
     if not math.isfinite(whole.rel_error):
         return whole
     axis = _feature_axis(reference)
-    found = None if axis is None else _slice_error(*_rows(reference, candidate, axis))
-    decisions = _decisions(reference, candidate, None if found is None else axis)
+    # The slice measure and the decision measures read the same rows: concatenated once per axis.
+    rows = functools.cache(lambda along: _rows(reference, candidate, along))
+    found = None if axis is None else _slice_error(*rows(axis))
+    decisions = _decisions(reference, candidate, rows, None if found is None else axis)
     if found is None:
         return dataclasses.replace(whole, whole_rel_error=whole.rel_error, **decisions)
     return dataclasses.replace(whole, rel_error=max(whole.rel_error, found), whole_rel_error=whole.rel_error,
                                slice_rel_error=found, slice_axis=axis, **decisions)
 
 
-def _decisions(reference: list[np.ndarray], candidate: list[np.ndarray], packed_axis: int | None) -> dict:
-    """top1_agreement and score_iou, as the module docstring says; ``packed_axis``: the axis the
-    per-slice measure found packing different quantities, if any."""
-    classes = _class_axis(reference, candidate)
+def _decisions(reference: list[np.ndarray], candidate: list[np.ndarray], rows: Rows, packed_axis: int | None) -> dict:
+    """top1_agreement and score_iou, as the module docstring says; ``rows``: both outputs as rows
+    along an axis (:func:`_rows`); ``packed_axis``: the axis the per-slice measure found packing
+    different quantities, if any."""
+    classes = _class_axis(reference, rows)
     if classes is not None and classes[2]:
         r, c, _ = classes
         return {"top1_agreement": _top1_agreement(r, c), "score_iou": _class_iou(r, c)}
     top1 = None if classes is None or packed_axis == -1 else _top1_agreement(*classes[:2])
-    return {"top1_agreement": top1, "score_iou": _score_iou(reference, candidate, packed_axis)}
+    return {"top1_agreement": top1, "score_iou": _score_iou(reference, candidate, rows, packed_axis)}
 
 
 def _feature_axis(reference: list[np.ndarray]) -> int | None:
@@ -226,13 +234,13 @@ def _slice_error(r: np.ndarray, c: np.ndarray) -> float | None:
     return float(np.max(noise[varied] / spread[varied]))
 
 
-def _class_axis(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool] | None:
+def _class_axis(reference: list[np.ndarray], rows: Rows) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """Both outputs as rows along the last axis when it holds classes, and whether the rows are
     probability distributions; None for a 1-D output (its only axis is its positions) or an
     ordered last axis (see the module docstring)."""
     if reference[0].ndim < 2 or reference[0].shape[-1] < 2:
         return None
-    r, c = _rows(reference, candidate, -1)
+    r, c = rows(-1)
     if r.shape[0] == 0 or _neighbour_correlation(r) > ORDERED_AXIS:
         return None
     distributions = bool((r >= 0).all() and np.allclose(r.sum(axis=1), 1.0, rtol=0.0, atol=PROBABILITY_SUM))
@@ -271,7 +279,7 @@ def _neighbour_correlation(rows: np.ndarray) -> float:
     return float(np.corrcoef(left, right)[0, 1])
 
 
-def _score_iou(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int | None) -> float | None:
+def _score_iou(reference: list[np.ndarray], candidate: list[np.ndarray], rows: Rows, axis: int | None) -> float | None:
     """The worst IoU of the above-threshold sets over the probability-like slices along ``axis``
     (the whole output when None); None when no slice has such a set of MIN_DECISIONS elements."""
     if axis is None:
@@ -280,7 +288,7 @@ def _score_iou(reference: list[np.ndarray], candidate: list[np.ndarray], axis: i
         finite = np.isfinite(r[:, 0])
         r, c = r[finite], c[finite]
     else:
-        r, c = _rows(reference, candidate, axis)
+        r, c = rows(axis)
     worst = None
     for column in range(r.shape[1]):
         ours, theirs = r[:, column], c[:, column]
