@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +212,14 @@ def int8_layers(runtime: dict[str, dict[str, int]]) -> dict[str, int]:
 
 def openvino_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_round: int = 5,
                        label: str = "model", threads: int | None = None,
-                       precision: str = DEFAULT_PRECISION) -> dict[str, float]:
+                       precision: str = DEFAULT_PRECISION,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Seconds per run of each ``ir.Model`` (or .onnx file) on OpenVINO's CPU plugin with the same
     ``feed``, interleaved (:func:`onnxc.timing.compare_latency`); the signature of
     :func:`onnxc.timing.ort_latencies`. Float runs in ``precision`` (f32: what the
-    INT8-vs-float decision is measured against)."""
+    INT8-vs-float decision is measured against). ``clock``: ``time.process_time`` with
+    ``threads=1`` counts the CPU time of the plugin's one inference thread, which other jobs on
+    the machine barely move."""
     from onnxc.timing import compare_latency
 
     runners = {}
@@ -227,7 +232,7 @@ def openvino_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_r
             output_names = [v.name for v in model.graph.outputs] if isinstance(model, ir.Model) else None
             runners[name] = OpenVinoRunner(compile_for_cpu(ov_model, hint_for(precision), threads), output_names)
         return compare_latency({name: (lambda r=r: r.run(feed)) for name, r in runners.items()},
-                               rounds=rounds, calls_per_round=calls_per_round)
+                               rounds=rounds, calls_per_round=calls_per_round, clock=clock)
     finally:
         for runner in runners.values():
             runner.close()

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_prune.py                                   # resnet50 and mobilenetv2 at 224
     python benchmarks/bench_prune.py --models mobilenetv2 --image 128 --macs 0.5 --calib 16 --test 32
+    python benchmarks/bench_prune.py --models mobilenetv2 --openvino       # also timed on OpenVINO
 
 For each model, from the same FP32 file (the model after onnxc's default lossless pipeline, so BN is
 already folded and the comparison is about pruning alone):
@@ -12,7 +13,12 @@ already folded and the comparison is about pruning alone):
 * +int8: the same followed by ``quantize`` (static, accuracy guard on, same feeds); int8: the FP32
   file quantized alone, what pruning multiplies;
 * with ``--also-round-to N``: the searched plan again with ``round_to=N`` (the pass's default is 16,
-  ORT's AVX-512 channel block), to see what channel rounding does at the same MACs.
+  ORT's AVX-512 channel block), to see what channel rounding does at the same MACs;
+* with ``--openvino``: the FP32 file, the searched plan, and both quantized for the ``openvino``
+  target, timed on OpenVINO's CPU plugin at the f32 precision hint (``onnxc.backends.openvino``,
+  same threads, interleaved), as ratios to OpenVINO running the FP32 file. ORT's int8 depthwise
+  convolutions are no faster than its float ones, so a depthwise network's prune+int8 gain is
+  much larger on OpenVINO.
 
 Columns: MACs and parameters kept (``onnxc.costs`` / initializer elements), ORT CPU latency ratio
 to the FP32 file (2 intra-op threads, batch 1, all the models interleaved, min over rounds of
@@ -35,8 +41,10 @@ from onnxc.analysis import parameter_count
 from onnxc.context import Context
 from onnxc.costs import compute_costs
 from onnxc.models_zoo import build
+from onnxc.report import table
 from onnxc.runtime import OrtRunner
 from onnxc.search.errors import output_errors
+from onnxc.targets import DEFAULT_TARGET
 from onnxc.timing import ort_latencies
 
 
@@ -52,11 +60,12 @@ def image_feeds(count: int, seed: int, size: int) -> list[dict[str, np.ndarray]]
     return feeds
 
 
-def compiled(proto, pipeline: str, calib: list[dict]) -> tuple[ir.Model, float]:
-    """``proto`` compiled through ``pipeline`` with ``calib`` as calibration data, and the seconds it took."""
+def compiled(proto, pipeline: str, calib: list[dict], target: str = DEFAULT_TARGET) -> tuple[ir.Model, float]:
+    """``proto`` compiled through ``pipeline`` for ``target`` with ``calib`` as calibration data, and
+    the seconds it took."""
     model = ir.serde.deserialize_model(proto)
     start = time.perf_counter()
-    onnxc.compile(model, pipeline, context=Context(calibration_data=calib, seed=0))
+    onnxc.compile(model, pipeline, context=Context(calibration_data=calib, seed=0, target=target))
     return model, time.perf_counter() - start
 
 
@@ -84,13 +93,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="latency rounds (default 7)")
     parser.add_argument("--threads", type=int, default=2, help="ORT intra-op threads (default 2)")
     parser.add_argument("--also-round-to", type=int, help="add the searched plan with this round_to")
+    parser.add_argument("--openvino", action="store_true",
+                        help="also time FP32, searched, int8 and searched+int8 (quantized for openvino) on OpenVINO")
     parser.add_argument("--cpu-time", action="store_true",
-                        help="also time by CPU time at 1 thread (steady when other jobs share the machine)")
+                        help="also time by CPU time at 1 thread (steady when other jobs share the machine; "
+                             "on OpenVINO the process's CPU time)")
     args = parser.parse_args()
 
     header = ["model", "variant", "MACs kept", "params kept", "latency", *(["cpu 1t"] if args.cpu_time else []),
               "compile s", "fidelity"]
-    rows = []
+    rows, ov_rows = [], []
     for name in args.models:
         proto = build(name, image=args.image)
         calib, test = image_feeds(args.calib, 0, args.image), image_feeds(args.test, 1, args.image)
@@ -121,9 +133,36 @@ def main() -> None:
                          f"{parameter_count(model) / base_params:.3f}", f"{latency[label] / latency['fp32']:.3f}x",
                          *([f"{cpu[label] / cpu['fp32']:.3f}x"] if cpu else []),
                          f"{seconds[label]:.1f}", fidelity(fp32, model, test)])
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+        if args.openvino:
+            ov_rows.extend(openvino_rows(name, fp32_proto, models, calib, test, args))
+    print(table(header, rows))
+    if ov_rows:
+        print(f"\nOn OpenVINO's CPU plugin (f32 hint, {args.threads} threads, batch 1; int8 quantized for target openvino)")
+        print(table(["model", "variant", "MACs kept", "latency on OpenVINO",
+                     *(["cpu 1t on OpenVINO"] if args.cpu_time else []), "fidelity"], ov_rows))
+
+
+def openvino_rows(name: str, fp32_proto, models: dict[str, ir.Model], calib: list[dict], test: list[dict],
+                  args: argparse.Namespace) -> list[list[str]]:
+    """FP32, the searched plan, and both quantized for OpenVINO, timed on OpenVINO against the FP32 file."""
+    from onnxc.backends.openvino import openvino_latencies
+
+    fp32 = models["fp32"]
+    ov_models = {"fp32": fp32, "pruned searched": models["pruned searched"]}
+    for label, pipeline in (("int8", "quantize"), ("pruned searched+int8", f"prune(macs={args.macs}),quantize")):
+        ov_models[label], _ = compiled(fp32_proto, pipeline, calib, target="openvino")
+    latency = openvino_latencies(ov_models, test[0], rounds=args.rounds, calls_per_round=10, threads=args.threads,
+                                 precision="f32")
+    cpu = openvino_latencies(ov_models, test[0], rounds=args.rounds, calls_per_round=10, threads=1,
+                             precision="f32", clock=time.process_time) if args.cpu_time else None
+    base_macs = compute_costs(fp32).total_macs
+    return [[name, "fp32", "1.000", f"{latency['fp32'] * 1e3:.2f} ms", *([f"{cpu['fp32'] * 1e3:.2f} ms"] if cpu else []),
+             ""]] + [
+        [name, label, f"{compute_costs(model).total_macs / base_macs:.3f}",
+         f"{latency[label] / latency['fp32']:.3f}x ({latency['fp32'] / latency[label]:.2f}x faster)",
+         *([f"{cpu[label] / cpu['fp32']:.3f}x ({cpu['fp32'] / cpu[label]:.2f}x faster)"] if cpu else []),
+         fidelity(fp32, model, test)]
+        for label, model in ov_models.items() if label != "fp32"]
 
 
 if __name__ == "__main__":
