@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxc.backends.verify import QUANTIZED_RTOL, verify_runner
+from onnxc.backends.verify import QUANTIZED_RTOL, judge_values, verify_runner
 from onnxc.runtime import OrtRunner
 
 
@@ -65,3 +66,13 @@ def test_an_output_off_everywhere_fails():
     assert check.rel_error > QUANTIZED_RTOL and not check.passed, check
     # A runner that cannot keep inner values (no ExposingRunner) names no op.
     assert verification.divergence is None
+
+
+def test_a_value_whose_last_axis_differs_between_feeds_is_judged():
+    """An attention matrix [1, T, T] over two sentence lengths: no class axis common to the feeds."""
+    model = _quantized_sigmoid_head()
+    rng = np.random.default_rng(2)
+    reference = [{"scores": rng.standard_normal((1, n, n)).astype(np.float32)} for n in (38, 37)]
+    candidate = [{"scores": r["scores"] + 1e-4} for r in reference]
+    (check,) = judge_values(model, reference, candidate)
+    assert check.passed and check.rel_error < 1e-3 and check.max_abs == pytest.approx(1e-4, rel=1e-2), check
