@@ -76,3 +76,26 @@ def test_a_value_whose_last_axis_differs_between_feeds_is_judged():
     candidate = [{"scores": r["scores"] + 1e-4} for r in reference]
     (check,) = judge_values(model, reference, candidate)
     assert check.passed and check.rel_error < 1e-3 and check.max_abs == pytest.approx(1e-4, rel=1e-2), check
+
+
+def _dequantized_output() -> ir.Model:
+    """x -> Q/DQ -> y: an output with a stated step (the DequantizeLinear's scale)."""
+    init = [numpy_helper.from_array(np.float32(0.02570466), "s"), numpy_helper.from_array(np.uint8(0), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "dq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])], init)
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_one_step_computed_in_float32_is_one_step():
+    """(q + 1) * s - q * s in float32 exceeds s by an ulp for 98 of the 255 steps of s = 0.0257."""
+    step = np.float32(0.02570466)
+    levels = np.arange(256, dtype=np.float32) * step
+    reference = [{"y": levels[:-1]}]
+    candidate = [{"y": levels[1:]}]  # every value one step up, as float32 computes it
+    assert (levels[1:].astype(np.float64) - levels[:-1]).max() > step
+    (check,) = judge_values(_dequantized_output(), reference, candidate)
+    assert check.rule == "<= one output step 0.0257" and check.passed, check
+    (check,) = judge_values(_dequantized_output(), reference, [{"y": levels[:-1] + 2 * step}])
+    assert not check.passed, check
