@@ -62,6 +62,9 @@ QUANTIZING_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuanti
 # run compiles the artifact again and builds an ORT session), and the seconds it may take in all.
 LOCATE_VALUES_PER_RUN = 256
 LOCATE_SECONDS = 60.0
+# Bytes of kept values per run and runtime (ORT's and the artifact's each hold them), by the
+# values' declared shapes, a symbolic dimension counted as 1.
+LOCATE_BYTES_PER_RUN = 1 << 30
 # Runs that follow a divergence upstream when keeping fewer values moves it there.
 MAX_UPSTREAM_STEPS = 6
 # Ops that move or select values without changing them: an output behind them keeps its step.
@@ -187,22 +190,24 @@ def locate_divergence(runner: ExposingRunner, model: ir.Model, feeds: Sequence[F
     graph outputs that mismatch; ``reference``: ORT's outputs on ``feeds`` when already run).
 
     The values those outputs are computed from are kept as extra outputs of both runtimes,
-    ``values_per_run`` at a time in the graph's (topological) order, and judged as outputs are
-    (:func:`judge_values`). The first one outside its bound, every value before it within, is
-    the op that diverges; a run keeping only its inputs and it confirms it. When no kept value
-    diverges, keeping values is what removed the mismatch: the backend fuses ops across a value
-    and the fusion computes something else. The values are then halved while keeping one half
-    still removes it, down to the one value whose keeping alone does where there is one. The work
+    ``values_per_run`` at a time (and ``LOCATE_BYTES_PER_RUN``) in the graph's (topological)
+    order, and judged as outputs are (:func:`judge_values`). The first one outside its bound,
+    every value before it within, is the op that diverges; a run keeping only its inputs and it
+    confirms it (where its inputs diverge in that run, they are followed upstream). A run whose
+    outputs agree means keeping its values removed the mismatch: the backend fuses ops across
+    one of them and the fusion computes something else. Its values are then halved while keeping
+    one half still removes it, down to the one value whose keeping alone does where there is
+    one, and its consumers' outputs are kept instead to show what the fusion gives. The work
     stops after ``seconds`` with what it found; every run compiles the artifact again. Only the
     first feed on which the outputs mismatch by themselves is run. ``progress``: a bar over the
     runs (None: on a terminal).
     """
+    from onnxc.progress import progress_bar
     from onnxc.runtime import OrtRunner
 
     if reference is None:
         with OrtRunner(model, label="ONNX model") as reference_runner:
             reference = [reference_runner.run(feed) for feed in feeds]
-    from onnxc.progress import progress_bar
 
     feeds, reference = _one_mismatching(runner, model, feeds, reference, outputs, precision)
     with progress_bar(desc="locating the diverging op", unit="run", enabled=progress) as bar:
@@ -246,11 +251,10 @@ class _Locator:
         if not candidates:
             return self.result("unknown", "no op located: the artifact keeps none of the ONNX model's values")
         judged: set[str] = set()
-        for first in range(0, len(candidates), values_per_run):
+        for chunk in _chunks(candidates, values_per_run, LOCATE_BYTES_PER_RUN // max(1, len(self.feeds))):
             if self._late():
                 return self.result("unknown", f"no op located within {self.seconds:g} s "
                                               f"({len(judged)} of {len(candidates)} values compared)")
-            chunk = candidates[first:first + values_per_run]
             candidate = self._run(chunk)
             if self._outputs_agree(candidate):
                 # Keeping these values alone removes the mismatch: the ops compute what ORT does once
@@ -422,6 +426,28 @@ def _computed_ancestors(model: ir.Model, outputs: Sequence[str]) -> list[ir.Valu
             stack.extend(v for v in node.inputs if v is not None)
     return [value for node in model.graph for value in node.outputs
             if value in seen and constant_array(value) is None and value.dtype != ir.DataType.STRING]
+
+
+def _chunks(values: Sequence[ir.Value], count: int, max_bytes: int) -> list[list[ir.Value]]:
+    """``values`` in order, cut into runs of at most ``count`` values and ``max_bytes`` (a value
+    larger than that alone)."""
+    chunks: list[list[ir.Value]] = [[]]
+    size = 0
+    for value in values:
+        nbytes = _declared_bytes(value)
+        if chunks[-1] and (len(chunks[-1]) >= count or size + nbytes > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(value)
+        size += nbytes
+    return chunks if chunks[0] else []
+
+
+def _declared_bytes(value: ir.Value) -> int:
+    if value.shape is None or value.dtype is None:
+        return 0
+    elements = math.prod(dim if isinstance(dim, int) else 1 for dim in value.shape)
+    return int(elements * value.dtype.itemsize)
 
 
 def _paired(reference: Sequence[dict[str, np.ndarray]], candidate: Sequence[dict[str, np.ndarray]],
