@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Sequence
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
