@@ -342,6 +342,9 @@ class _Locator:
             if value is not found:
                 line += f"; with {kept} values kept the first to diverge was {_describe(found)} instead"
             return self.result("op", line + self._fused(node), node, value)
+        if value is found:
+            return self.result("unknown", f"no op located within {self.seconds:g} s: {_describe(found)} is the first "
+                                          f"value to diverge with {kept} values kept (unconfirmed)")
         return self.result("unknown", f"no op located: {_describe(found)} is the first value to diverge with {kept} "
                                       f"values kept, but with fewer kept the values before it diverge too (followed up "
                                       f"to {_describe(value)})")
