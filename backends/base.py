@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -99,6 +100,27 @@ class Runner(Protocol):
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ExposingRunner(Runner, Protocol):
+    """A runner that can also return values inside the model, by their ONNX names: what
+    verification uses to find the first op whose output departs from ORT's. A backend whose
+    runner lacks it still verifies, and reports no op."""
+
+    def exposable(self) -> set[str]:
+        """Names of the ONNX values the artifact still computes and can return."""
+        ...
+
+    def exposing(self, names: Sequence[str]) -> Runner:
+        """A runner over the same artifact, compiled anew, that returns ``names`` beside the
+        model's outputs (keeping a value can stop the backend fusing across it)."""
+        ...
+
+    def fused_with(self, node: str) -> list[str]:
+        """Names of the ops the backend runs in the kernels that run ONNX node ``node``, the
+        backend's own names of ops it made included (empty when it cannot tell)."""
+        ...
 
 
 @runtime_checkable

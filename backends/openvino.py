@@ -21,7 +21,7 @@ import collections
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ INT8_PRECISIONS = ("i8", "u8")
 DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
 # Runtime-graph entries that are bookkeeping, not compute.
 _NOT_LAYERS = frozenset({"Input", "Output", "Const"})
+# Ops of an ov.Model whose tensors are given, not computed: nothing to compare there.
+_NOT_COMPUTED = frozenset({"Parameter", "Constant", "Result"})
 # Layers that move or convert values: an int8 one (a u8 image reordered, int8 weights converted
 # to float) says nothing about INT8 arithmetic, so int8_layers leaves them out.
 _MOVEMENT = frozenset({"Reorder", "Convert", "Reshape", "Transpose", "Gather", "GatherND", "GatherElements",
@@ -105,21 +107,57 @@ class OpenVinoBackend:
         xml = next(f for f in artifact.files if f.suffix == ".xml")
         ov_model = ov.Core().read_model(str(xml))
         metadata = artifact.metadata
-        compiled = compile_for_cpu(ov_model, metadata.get("precision_hint", DEFAULT_PRECISION), metadata.get("threads"))
-        return OpenVinoRunner(compiled, metadata.get("outputs"))
+        return OpenVinoRunner.compile(ov_model, metadata.get("precision_hint", DEFAULT_PRECISION),
+                                      metadata.get("threads"), metadata.get("outputs"))
 
 
 class OpenVinoRunner:
-    """One compiled model and its infer request; outputs by the ONNX model's output names."""
+    """One compiled model and its infer request; outputs by the ONNX model's output names.
 
-    def __init__(self, compiled, output_names: list[str] | None = None):
+    Made by :meth:`compile`, it keeps the OpenVINO model it was compiled from, so that
+    :meth:`exposing` can compile it again with values inside it kept as outputs
+    (:class:`onnxc.backends.base.ExposingRunner`).
+    """
+
+    def __init__(self, compiled, output_names: list[str] | None = None, source=None):
+        """``source``: (ov.Model, precision, threads) ``compiled`` came from, or None."""
         self.compiled = compiled
+        self._source = source
+        self._output_names = list(output_names or ())
         self._request = compiled.create_infer_request()
-        wanted = set(output_names or ())
-        # An OpenVINO output carries every name its tensor had; the ONNX output name is one of them.
-        self._outputs = [(port, next((n for n in sorted(port.get_names()) if n in wanted), port.get_any_name()))
-                         for port in compiled.outputs]
+        wanted = set(self._output_names)
+        # An OpenVINO output carries every name its tensor had (an Identity's input and output are
+        # one tensor there): each wanted ONNX name among them is returned, else any name.
+        self._outputs = [(port, sorted(port.get_names() & wanted) or [port.get_any_name()]) for port in compiled.outputs]
         self.input_names = [port.get_any_name() for port in compiled.inputs]
+
+    @classmethod
+    def compile(cls, ov_model, precision: str, threads: int | None, output_names: list[str] | None = None) -> OpenVinoRunner:
+        return cls(compile_for_cpu(ov_model, precision, threads), output_names, (ov_model, precision, threads))
+
+    def exposable(self) -> set[str]:
+        if self._source is None:
+            return set()
+        return {name for op in self._source[0].get_ordered_ops() if op.get_type_name() not in _NOT_COMPUTED
+                for output in op.outputs() for name in output.get_names()}
+
+    def exposing(self, names: Sequence[str]) -> OpenVinoRunner:
+        if self._source is None:
+            raise OnnxcError("this OpenVINO runner was not made by OpenVinoRunner.compile: it cannot keep more values")
+        ov_model, precision, threads = self._source
+        ov_model = ov_model.clone()
+        ov_model.add_outputs(list(names))
+        return OpenVinoRunner.compile(ov_model, precision, threads, [*self._output_names, *names])
+
+    def fused_with(self, node: str) -> list[str]:
+        """The original op names of the runtime layers that run ``node`` (the CPU plugin's
+        ``originalLayersNames``; OpenVINO names the ops it splits a node into ``node/...``)."""
+        names: list[str] = []
+        for op in self.compiled.get_runtime_model().get_ops():
+            layer = op.get_rt_info()["originalLayersNames"].astype(str).split(",")
+            if any(name == node or name.startswith(node + "/") for name in layer):
+                names.extend(name for name in layer if name not in names)
+        return names
 
     def run(self, feeds: Feeds) -> dict[str, np.ndarray]:
         missing = [name for name in self.input_names if name not in feeds]
@@ -130,11 +168,12 @@ class OpenVinoRunner:
         except RuntimeError as error:
             raise OnnxcError(f"OpenVINO failed to run the model: {_summary(error)}") from None
         # The request reuses its buffers on the next call: copy out.
-        return {name: np.array(results[port]) for port, name in self._outputs}
+        return {name: np.array(results[port]) for port, names in self._outputs for name in names}
 
     def close(self) -> None:
         self._request = None
         self.compiled = None
+        self._source = None
 
 
 def hint_for(precision: str | None) -> str:
@@ -230,7 +269,7 @@ def openvino_latencies(models: dict, feed: dict, *, rounds: int = 5, calls_per_r
             except OpenVinoConversionError as error:
                 raise OpenVinoConversionError(f"the {name} {label}: {error}") from None
             output_names = [v.name for v in model.graph.outputs] if isinstance(model, ir.Model) else None
-            runners[name] = OpenVinoRunner(compile_for_cpu(ov_model, hint_for(precision), threads), output_names)
+            runners[name] = OpenVinoRunner.compile(ov_model, hint_for(precision), threads, output_names)
         return compare_latency({name: (lambda r=r: r.run(feed)) for name, r in runners.items()},
                                rounds=rounds, calls_per_round=calls_per_round, clock=clock)
     finally:

@@ -23,7 +23,9 @@ its default types, MinMax) on the same calibration feeds, judged the same way; `
 Intel NNCF's post-training ``nncf.quantize`` on the ONNX model (its defaults, same feeds).
 ``--build TARGET`` also lowers each compiled model for TARGET (``onnxc build``'s lowerer, e.g.
 openvino) and verifies the artifact against ORT on the same feeds (onnxc.backends.verify's bounds):
-the build column says ok, mismatch, or error with the one line saying which op and why; a built
+the build column says ok, mismatch (with the first op whose output departs from ORT's, or the
+fusion whose removal makes the mismatch go: onnxc.backends.verify.locate_divergence), or error
+with the one line saying which op and why; a built
 model is then timed as ``onnxc bench original compiled --target TARGET --batch 1`` does at the
 first feed's shapes (both lowered for the target; speed-up = original's median over compiled's).
 ``--backend-tests`` runs ONNX's node and data test cases through the pipeline instead: every
@@ -148,6 +150,8 @@ def _build_and_verify(target_name: str, model_path: Path, feeds: list[dict], fol
     int8 = artifact.metadata.get("int8_layers") or {}
     spread = "" if worst.rel_error is None else f", rel_error {worst.rel_error:.2g}"
     note = f"{worst.name}: rel {worst.max_rel:.2g}{spread}, cosine {worst.cosine:.5f} [{worst.rule}]"
+    if verification.divergence is not None:
+        note += f"; {verification.divergence.line}"
     if int8:
         note += "; int8 at run time: " + ", ".join(f"{layer} {n}" for layer, n in int8.items())
     return {"build": "ok" if verification.passed else "mismatch", "build_note": note}

@@ -34,7 +34,8 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads the artifact runs with (default: the backend's)")
     p.add_argument("--no-verify", action="store_true", help="skip running the artifact against ORT on generated inputs")
     p.add_argument("--samples", type=int, default=2, help="generated input sets for verification (default 2); "
-                   "outputs outside the bound exit 1, the artifact is still written")
+                   "outputs outside the bound exit 1 and name the first op whose output departs from ORT's "
+                   "(OpenVINO), the artifact is still written")
     p.add_argument("--shape", action="append", metavar="NAME=DIMS", help=SHAPE_HELP + "; fixes the artifact's input shape")
     p.add_argument("--seed", type=int, default=0, help="seed for generated verification inputs")
     p.set_defaults(handler=run)
@@ -53,7 +54,9 @@ def build_and_report(model: ir.Model, target_name: str, out_dir: Path, *, shapes
                      samples: int = 2, seed: int = 0) -> int:
     """Lower ``model`` for the target into ``out_dir`` (``shapes`` as ``--shape`` items), verify
     it on ``samples`` generated input sets, print the summary; exit 1 when the artifact's outputs
-    are outside the verification bound (:mod:`onnxc.backends.verify`)."""
+    are outside the verification bound (:mod:`onnxc.backends.verify`), the summary and the
+    manifest then saying where the artifact's values first depart from ORT's where the backend
+    can tell (:func:`onnxc.backends.verify.locate_divergence`)."""
     from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions
     from onnxc.backends.verify import verify_runner
     from onnxc.inputs import check_input_shapes, parse_shape_overrides, seeded_feeds

@@ -238,7 +238,7 @@ def _class_axis(reference: list[np.ndarray], rows: Rows) -> tuple[np.ndarray, np
     """Both outputs as rows along the last axis when it holds classes, and whether the rows are
     probability distributions; None for a 1-D output (its only axis is its positions) or an
     ordered last axis (see the module docstring)."""
-    if reference[0].ndim < 2 or reference[0].shape[-1] < 2:
+    if reference[0].ndim < 2 or reference[0].shape[-1] < 2 or any(r.shape[-1] != reference[0].shape[-1] for r in reference):
         return None
     r, c = rows(-1)
     if r.shape[0] == 0 or _neighbour_correlation(r) > ORDERED_AXIS:

@@ -7,7 +7,7 @@ import json
 import onnx
 import onnx_ir as ir
 import pytest
-from test_openvino import unconvertible_model
+from test_openvino import needs_bf16, offset_model, unconvertible_model
 
 from onnxc import models_zoo
 from onnxc.cli import main
@@ -110,3 +110,15 @@ def test_an_artifact_that_cannot_run_here_is_built_and_said_to_be_unverified(res
     assert "not verified (running a TensorRT engine needs an NVIDIA GPU" in printed
     assert (out / "model.engine").stat().st_size > 0
     assert "needs an NVIDIA GPU" in json.loads((out / "artifact.json").read_text())["metadata"]["verification"]["skipped"]
+
+
+@needs_bf16
+def test_a_mismatching_build_names_the_diverging_op_in_the_summary_and_manifest(tmp_path, capsys):
+    path = tmp_path / "offset.onnx"
+    ir.save(offset_model(), path)
+    out = tmp_path / "ov"
+    assert main(["build", str(path), "--target", "openvino", "-o", str(out), "--precision", "bf16", "--threads", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "DOES NOT match ORT" in printed and "\n  first diverging op: Sub 'remove_offset' -> 'd' (" in printed, printed
+    divergence = json.loads((out / "artifact.json").read_text())["metadata"]["verification"]["divergence"]
+    assert (divergence["cause"], divergence["node"], divergence["value"]) == ("op", "remove_offset", "d")

@@ -23,7 +23,7 @@ import onnxc  # noqa: E402
 from onnxc import models_zoo  # noqa: E402
 from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions  # noqa: E402
 from onnxc.backends.openvino import OpenVinoBackend, OpenVinoConversionError  # noqa: E402
-from onnxc.backends.verify import output_steps, verify_runner  # noqa: E402
+from onnxc.backends.verify import judge_values, locate_divergence, output_steps, verify_runner  # noqa: E402
 from onnxc.inputs import random_feeds, resolve_input_shapes, seeded_feeds  # noqa: E402
 from onnxc.targets import get_target  # noqa: E402
 
@@ -77,6 +77,7 @@ def test_float_zoo_model_matches_ort_within_1e_3_relative(name, tmp_path):
     assert [check.name for check in verification.outputs] == [v.name for v in model.graph.outputs]
     for check in verification.outputs:
         assert check.rule == FLOAT_RULE and check.max_rel <= 1e-3, check
+    assert verification.divergence is None and "divergence" not in verification.as_dict()
 
 
 @pytest.mark.parametrize("name", [pytest.param("resnet50", marks=pytest.mark.slow), "mobilenetv2", "bert"])
@@ -241,3 +242,71 @@ def test_f32_switches_off_dynamic_activation_quantization(tmp_path):
     exact = runner.run(feed)["y"]
     runner.close()
     assert np.abs(default - exact).max() / np.abs(exact).max() > 1e-3
+
+
+HAS_BF16 = "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16: OpenVINO's CPU plugin runs a bf16 request in f32")
+
+
+def offset_model() -> ir.Model:
+    """x -> MatMul 'project' -> a -> Add 1024 'add_offset' -> b -> MatMul 'mix' -> c -> Sub
+    'remove_offset' (1024 mixed the same way) -> d -> Relu -> y. Exact arithmetic gives d = a @ w2.
+    In bf16 (8 significant bits) b = 1024 + a keeps a only to a multiple of 8, so a, b and c are
+    each within bf16's bound of ORT's (3e-2 of their largest magnitude: c is about 1000) while
+    'remove_offset' leaves next to nothing of what a contributed: d is where bf16 ruins the values."""
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal((16, 16)).astype(np.float32) / 4 for _ in range(2))
+    init = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(np.full(1, 1024, np.float32), "offset"),
+            numpy_helper.from_array(1024 * w2.sum(0, keepdims=True), "offset_mixed")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="project"),
+             helper.make_node("Add", ["a", "offset"], ["b"], name="add_offset"),
+             helper.make_node("MatMul", ["b", "w2"], ["c"], name="mix"),
+             helper.make_node("Sub", ["c", "offset_mixed"], ["d"], name="remove_offset"),
+             helper.make_node("Relu", ["d"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "offset", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], init)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto, full_check=True)
+    return ir.serde.deserialize_model(proto)
+
+
+@needs_bf16
+def test_a_mismatch_names_the_first_op_whose_output_diverges(tmp_path):
+    from onnxc.calibration.collect import _exposed_runner
+
+    model = offset_model()
+    artifact, verification = lower_and_verify(model, tmp_path, precision="bf16")
+    assert artifact.metadata["precision_ran"] == "bf16" and not verification.passed
+    divergence = verification.divergence
+    assert (divergence.cause, divergence.op_type, divergence.node, divergence.value) == ("op", "Sub", "remove_offset", "d")
+    assert divergence.line.startswith("first diverging op: Sub 'remove_offset' -> 'd' (") and "its inputs agree" in divergence.line
+    assert divergence.line in verification.lines() and verification.as_dict()["divergence"]["node"] == "remove_offset"
+    # The values before it agree with ORT's by the bound outputs are held to, and d does not.
+    feeds = seeded_feeds(model, samples=2)
+    runner = OpenVinoBackend().load(artifact)
+    kept = runner.exposing(["a", "b", "c", "d"])
+    try:
+        candidate = [kept.run(feed) for feed in feeds]
+    finally:
+        kept.close()
+        runner.close()
+    values = [v for node in model.graph for v in node.outputs if v.name in "abcd"]
+    with _exposed_runner(model, values) as ort:
+        reference = [ort.run(feed) for feed in feeds]
+    checks = {check.name: check for check in judge_values(model, reference, candidate, "bf16")}
+    assert [checks[name].passed for name in "abcd"] == [True, True, True, False], checks
+    assert checks["c"].max_rel < 1e-2 and checks["d"].max_rel > 0.5, checks
+
+
+@needs_bf16
+def test_localization_stops_at_its_time_bound(tmp_path):
+    model = offset_model()
+    artifact = OpenVinoBackend().lower(model, tmp_path, LowerOptions(precision="bf16", threads=1))
+    runner = OpenVinoBackend().load(artifact)
+    try:
+        divergence = locate_divergence(runner, model, seeded_feeds(model, samples=1), ["y"], precision="bf16", seconds=0)
+    finally:
+        runner.close()
+    assert divergence.cause == "unknown" and divergence.runs == 0, divergence
+    assert divergence.line == "no op located within 0 s (0 of 5 values compared)"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import onnx_ir as ir
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxc.backends.verify import QUANTIZED_RTOL, verify_runner
+from onnxc.backends.verify import QUANTIZED_RTOL, judge_values, verify_runner
 from onnxc.runtime import OrtRunner
 
 
@@ -60,5 +61,41 @@ def test_a_few_far_positions_pass_where_the_bulk_agrees():
 
 def test_an_output_off_everywhere_fails():
     model = _quantized_sigmoid_head()
-    (check,) = verify_runner(_Perturbed(model, lambda y: y + 0.1 * np.sign(y - 0.5)), model, _feeds()).outputs
+    verification = verify_runner(_Perturbed(model, lambda y: y + 0.1 * np.sign(y - 0.5)), model, _feeds())
+    (check,) = verification.outputs
     assert check.rel_error > QUANTIZED_RTOL and not check.passed, check
+    # A runner that cannot keep inner values (no ExposingRunner) names no op.
+    assert verification.divergence is None
+
+
+def test_a_value_whose_last_axis_differs_between_feeds_is_judged():
+    """An attention matrix [1, T, T] over two sentence lengths: no class axis common to the feeds."""
+    model = _quantized_sigmoid_head()
+    rng = np.random.default_rng(2)
+    reference = [{"scores": rng.standard_normal((1, n, n)).astype(np.float32)} for n in (38, 37)]
+    candidate = [{"scores": r["scores"] + 1e-4} for r in reference]
+    (check,) = judge_values(model, reference, candidate)
+    assert check.passed and check.rel_error < 1e-3 and check.max_abs == pytest.approx(1e-4, rel=1e-2), check
+
+
+def _dequantized_output() -> ir.Model:
+    """x -> Q/DQ -> y: an output with a stated step (the DequantizeLinear's scale)."""
+    init = [numpy_helper.from_array(np.float32(0.02570466), "s"), numpy_helper.from_array(np.uint8(0), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "dq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])], init)
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_one_step_computed_in_float32_is_one_step():
+    """(q + 1) * s - q * s in float32 exceeds s by an ulp for 98 of the 255 steps of s = 0.0257."""
+    step = np.float32(0.02570466)
+    levels = np.arange(256, dtype=np.float32) * step
+    reference = [{"y": levels[:-1]}]
+    candidate = [{"y": levels[1:]}]  # every value one step up, as float32 computes it
+    assert (levels[1:].astype(np.float64) - levels[:-1]).max() > step
+    (check,) = judge_values(_dequantized_output(), reference, candidate)
+    assert check.rule == "<= one output step 0.0257" and check.passed, check
+    (check,) = judge_values(_dequantized_output(), reference, [{"y": levels[:-1] + 2 * step}])
+    assert not check.passed, check
