@@ -295,9 +295,9 @@ class _Locator:
     def _judge(self, values: Sequence[ir.Value], candidate: Sequence[dict[str, np.ndarray]]) -> dict[str, OutputCheck]:
         """``values`` of ``candidate`` judged against ORT's with ORT keeping them too, in order up to
         the first outside its bound (judging is most of the work)."""
-        from onnxc.calibration.collect import _exposed_runner
+        from onnxc.calibration.collect import exposed_runner
 
-        with _exposed_runner(self.model, values) as ort_runner:
+        with exposed_runner(self.model, values) as ort_runner:
             reference = [ort_runner.run(feed) for feed in self.feeds]
         checks: dict[str, OutputCheck] = {}
         for value in values:

@@ -296,8 +296,8 @@ def _first_runner(model: ir.Model, exposed: Sequence[ir.Value], stack: bool) -> 
     and whether it has one."""
     if stack:
         with contextlib.suppress(InvalidModelError):
-            return _exposed_runner(model, exposed, batch_axis=True), True
-    return _exposed_runner(model, exposed), False
+            return exposed_runner(model, exposed, batch_axis=True), True
+    return exposed_runner(model, exposed), False
 
 
 def _collect_chunk(model: ir.Model, chunk: Sequence[ir.Value], fed: Sequence[str], values: Mapping[str, ir.Value],
@@ -312,14 +312,14 @@ def _collect_chunk(model: ir.Model, chunk: Sequence[ir.Value], fed: Sequence[str
         if source.size > 1:
             if runner is None:
                 with contextlib.suppress(InvalidModelError):
-                    runner = _exposed_runner(model, chunk, batch_axis=True)
+                    runner = exposed_runner(model, chunk, batch_axis=True)
             if runner is not None and not _first_group(runner, names, fed, values, stats, source, bar):
                 runner.close()
                 runner = None
             if runner is None:
                 source.size = 1
         if runner is None:
-            runner = _exposed_runner(model, chunk)
+            runner = exposed_runner(model, chunk)
         _run_streams(runner, names, fed, values, stats, source, bar)
     finally:
         if runner is not None:
@@ -612,7 +612,7 @@ def _session_shapes(runner: OrtRunner, feeds: Feeds) -> dict[str, list[int] | No
     return shapes
 
 
-def _exposed_runner(model: ir.Model, values: Sequence[ir.Value], batch_axis: bool = False) -> OrtRunner:
+def exposed_runner(model: ir.Model, values: Sequence[ir.Value], batch_axis: bool = False) -> OrtRunner:
     """An ORT session whose outputs are ``values``, for one of ``_STREAMS`` streams; with
     ``batch_axis`` the inputs' leading dimension is made symbolic and the declared shapes of the
     main graph's values are dropped (ORT infers them again). The model gets its own outputs and

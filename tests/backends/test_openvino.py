@@ -273,7 +273,7 @@ def offset_model() -> ir.Model:
 
 @needs_bf16
 def test_a_mismatch_names_the_first_op_whose_output_diverges(tmp_path):
-    from onnxc.calibration.collect import _exposed_runner
+    from onnxc.calibration.collect import exposed_runner
 
     model = offset_model()
     artifact, verification = lower_and_verify(model, tmp_path, precision="bf16")
@@ -292,7 +292,7 @@ def test_a_mismatch_names_the_first_op_whose_output_diverges(tmp_path):
         kept.close()
         runner.close()
     values = [v for node in model.graph for v in node.outputs if v.name in "abcd"]
-    with _exposed_runner(model, values) as ort:
+    with exposed_runner(model, values) as ort:
         reference = [ort.run(feed) for feed in feeds]
     checks = {check.name: check for check in judge_values(model, reference, candidate, "bf16")}
     assert [checks[name].passed for name in "abcd"] == [True, True, True, False], checks

@@ -258,7 +258,7 @@ def test_chunk_sizes_come_from_ort_or_shape_inference_when_the_model_declares_no
     declared = collect_module._declared_elements(CONV, exposed, feeds)
     assert declared == {"c1": None, "r1": None, "c2": None, "f": None, "y": 3 * 2}  # only the output is declared
     assert collect_module._bytes(CONV, exposed, feeds, dict(declared)) == want  # shape inference
-    runner = collect_module._exposed_runner(CONV, exposed)
+    runner = collect_module.exposed_runner(CONV, exposed)
     from_ort = dict(declared)
     collect_module._fill(from_ort, collect_module._session_shapes(runner, feeds))
     assert None not in from_ort.values() and collect_module._bytes(CONV, exposed, feeds, from_ort) == want
