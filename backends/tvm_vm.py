@@ -46,6 +46,31 @@ class TvmRunner:
         values = [result] if len(self.output_names) == 1 else list(result)
         return {name: np.from_dlpack(value).copy() for name, value in zip(self.output_names, values)}
 
+    def kernel_times(self, feeds: dict[str, np.ndarray], runs: int = 10) -> dict[str, float]:
+        """Seconds per run spent in each function the VM calls (the build's kernels), largest first:
+        which layers a tuning left slow."""
+        import statistics
+        import time
+
+        spans: dict[str, list[float]] = {}
+        started: dict[str, float] = {}
+
+        def instrument(func, symbol, before_run, ret_value, *args):
+            now = time.perf_counter()
+            if before_run:
+                started[symbol] = now
+            else:
+                spans.setdefault(symbol, []).append(now - started[symbol])
+
+        self._vm["set_instrument"](instrument)
+        try:
+            for _ in range(runs):
+                self.run(feeds)
+        finally:
+            self._vm["set_instrument"](None)
+        per_run = {symbol: statistics.median(times) * len(times) / runs for symbol, times in spans.items()}
+        return dict(sorted(per_run.items(), key=lambda item: -item[1]))
+
     def close(self) -> None:
         self._main = self._vm = None
 

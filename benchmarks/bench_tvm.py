@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import tempfile
@@ -78,32 +77,11 @@ def main() -> None:
         for name, runner in runners.items():
             if name != "onnxruntime":
                 print(f"\n{name}: ms per run by kernel")
-                for kernel, seconds in kernel_times(runner, feed).items():
+                for kernel, seconds in runner.kernel_times(feed).items():
                     print(f"{seconds * 1e3:>10.3f}  {kernel}")
     if args.json:
         args.json.write_text(json.dumps({"image": args.image, "threads": args.threads, "builds": builds,
                                          "latency_s": latencies}, indent=2) + "\n")
-
-
-def kernel_times(runner, feed: dict[str, np.ndarray], runs: int = 10) -> dict[str, float]:
-    """Seconds per run spent in each function the build's VM calls, largest first."""
-    spans, started = collections.defaultdict(list), {}
-
-    def instrument(func, symbol, before_run, ret_value, *args):
-        now = time.perf_counter()
-        if before_run:
-            started[symbol] = now
-        else:
-            spans[symbol].append(now - started[symbol])
-
-    runner._vm["set_instrument"](instrument)
-    try:
-        for _ in range(runs):
-            runner.run(feed)
-    finally:
-        runner._vm["set_instrument"](None)
-    per_run = {symbol: float(np.median(times)) * len(times) / runs for symbol, times in spans.items()}
-    return dict(sorted(per_run.items(), key=lambda item: -item[1]))
 
 
 if __name__ == "__main__":

@@ -131,6 +131,23 @@ def test_a_quantized_build_runs_integer_kernels_within_one_step(tmp_path):
     assert np.abs(outputs["logits"] - expected).max() <= step
 
 
+def test_kernel_times_cover_the_build_kernels_and_leave_outputs_alone(tmp_path):
+    model, feed = conv_model(), images(1, 16)[0]
+    build_and_run(model, feed, tmp_path)
+    runner = TvmX86Backend().load(Artifact.read(tmp_path))
+    try:
+        before = runner.run(feed)["logits"]
+        times = runner.kernel_times(feed, runs=3)
+        after = runner.run(feed)["logits"]
+    finally:
+        runner.close()
+    # Two convolutions and the classifier's matmul each get their own kernel; every one took time.
+    assert sum("conv2d" in kernel for kernel in times) >= 2 and any("matmul" in kernel for kernel in times)
+    assert all(seconds > 0 for seconds in times.values())
+    assert list(times.values()) == sorted(times.values(), reverse=True)
+    np.testing.assert_array_equal(before, after)
+
+
 def test_builds_are_byte_identical(tmp_path):
     model = conv_model()
     for name in ("a", "b"):
