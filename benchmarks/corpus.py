@@ -21,8 +21,9 @@ data, save; then
 ``--peer ort-quantize`` adds a row per model for onnxruntime.quantization.quantize_static (QDQ,
 its default types, MinMax) on the same calibration feeds, judged the same way; ``--peer nncf`` one for
 Intel NNCF's post-training ``nncf.quantize`` on the ONNX model (its defaults, same feeds).
-``--build TARGET`` also lowers each compiled model for TARGET (``onnxc build``'s lowerer, e.g.
-openvino) and verifies the artifact against ORT on the same feeds (onnxc.backends.verify's bounds):
+``--build TARGET`` compiles for TARGET (as ``onnxc compile --target TARGET --build DIR`` does),
+lowers each compiled model for it (``onnxc build``'s lowerer, e.g. openvino) and verifies the
+artifact against ORT on the same feeds (onnxc.backends.verify's bounds):
 the build column says ok, mismatch (with the first op whose output departs from ORT's, or the
 fusion whose removal makes the mismatch go: onnxc.backends.verify.locate_divergence), or error
 with the one line saying which op and why; a built
@@ -64,14 +65,18 @@ def _pass_reasons(report) -> list[str]:
     return [f"{record.name}: {record.details['reason']}" for record in report.passes if record.details.get("reason")]
 
 
-def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict]) -> dict:
+def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict], for_target: str | None) -> dict:
     import onnxc
     from onnxc.errors import OnnxcError
 
     start = time.perf_counter()
     try:
         model = onnxc.load(source)
-        report = onnxc.compile(model, pipeline, context=onnxc.Context(calibration_data=feeds, verification_inputs=feeds))
+        # Compiled for the target it is built for, as ``onnxc compile --target T --build DIR`` does:
+        # quantize places Q/DQ for it and the speed check times on it.
+        context = onnxc.Context(calibration_data=feeds, verification_inputs=feeds,
+                                **({"target": for_target} if for_target else {}))
+        report = onnxc.compile(model, pipeline, context=context)
         onnxc.save(model, target)
     except OnnxcError as error:
         return {"status": "error", "reason": _one_line(error)}
@@ -89,7 +94,8 @@ def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict])
     return result
 
 
-def _compile_ort_quantize(source: Path, target: Path, pipeline: str, feeds: list[dict]) -> dict:
+def _compile_ort_quantize(source: Path, target: Path, pipeline: str, feeds: list[dict], for_target: str | None) -> dict:
+    """ORT's quantize_static with its defaults (it has no notion of a target)."""
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -107,7 +113,8 @@ def _compile_ort_quantize(source: Path, target: Path, pipeline: str, feeds: list
     return {"status": "ok", "compile_s": time.perf_counter() - start}
 
 
-def _compile_nncf(source: Path, target: Path, pipeline: str, feeds: list[dict]) -> dict:
+def _compile_nncf(source: Path, target: Path, pipeline: str, feeds: list[dict], for_target: str | None) -> dict:
+    """NNCF's ONNX post-training quantization with its defaults (its target is its own choice)."""
     import logging
 
     import nncf
@@ -189,7 +196,7 @@ def judge(name: str, tool: str, pipeline: str, n_feeds: int, latency_rounds: int
     feeds = [realworld.sample_inputs(name, seed=seed) for seed in range(n_feeds)]
     with tempfile.TemporaryDirectory(prefix="onnxc-corpus-") as tmp:
         target = Path(tmp) / f"{name}.onnx"
-        row.update(COMPILERS[tool](source, target, pipeline, feeds))
+        row.update(COMPILERS[tool](source, target, pipeline, feeds, build))
         if row["status"] in ("error", "bug"):
             return row
         try:
@@ -361,8 +368,9 @@ def main() -> None:
     parser.add_argument("--latency-rounds", type=int, default=5, help="interleaved latency rounds, 0 to skip (default 5)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model and tool (default 600)")
     parser.add_argument("--json", type=Path, help="also write the rows (or backend results) to this file")
-    parser.add_argument("--build", metavar="TARGET", help="also lower each compiled model for TARGET (e.g. openvino) "
-                                                          "and verify the artifact against ORT")
+    parser.add_argument("--build", metavar="TARGET", help="compile for TARGET (e.g. openvino: quantize places Q/DQ "
+                                                          "for it, the speed check times on it), lower each compiled "
+                                                          "model for it and verify the artifact against ORT")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--tool", default="onnxc", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
