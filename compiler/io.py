@@ -41,7 +41,7 @@ from google.protobuf.message import DecodeError
 from onnxc._version import __version__
 from onnxc.errors import InvalidModelError, ModelLoadError, first_line
 from onnxc.irutil import all_graphs
-from onnxc.shapes import apply_inferred, fixed_dims_agree, infer_proto
+from onnxc.shapes import apply_inferred, infer_proto
 
 # Protobuf refuses messages over 2 GiB; stay clear of it, leaving room for the graph itself.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
@@ -381,8 +381,14 @@ def _declared_types_written(model: ir.Model) -> Iterator[None]:
 
 def _agrees(declared: ir.Shape | None, current: ir.Shape | None) -> bool:
     """Whether the file's shape still holds for the value: a pass that removed channels changed a
-    size the file fixed, and writing the old one would contradict the weights."""
-    return declared is None or current is None or fixed_dims_agree(declared, current)
+    size the file fixed, and writing the old one would contradict the weights. A declared -1 is a
+    size here, unlike in :func:`onnxc.shapes.fixed_dims_agree` (a user's ``--shape``): the full
+    checker compares it with what it infers, so where onnxc now knows the size, the size is written."""
+    if declared is None or current is None:
+        return True
+    if len(declared) != len(current):
+        return False
+    return all(not isinstance(d, int) or not isinstance(c, int) or d == c for d, c in zip(declared, current))
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
