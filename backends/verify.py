@@ -23,6 +23,13 @@ page for a text detector, does not turn a 1e-5 error into a large relative one):
   of the output, not its worst element (and a runtime may dequantize integer weights and skip
   dynamic activation quantization altogether). Integers a quantizing op computes (a u8
   activation, an i32 accumulator) are judged the same way, as float values.
+  ORT itself does not compute a Q/DQ graph's own arithmetic (DequantizeLinear, the float op,
+  QuantizeLinear): its integer kernels requantize once, in their own rounding. Where an output
+  fails that bound, ORT is run once more with its graph optimizations off (the Q/DQ arithmetic
+  as written) and the bound widens to twice ORT's own distance from it, in rel_error and in
+  angle: two implementations that each stay that close to the graph's arithmetic can be that far
+  apart. layout-cdla (PicoDet, 60 int8 layers) on OpenVINO is 0.057 from ORT while ORT is 0.053
+  from the Q/DQ arithmetic; captcha-crnn's real fault (cosine 0.66) is far outside either.
 
 Where a mismatch starts: when outputs are outside their bound and the runner can keep values
 inside the model (:class:`~onnxc.backends.base.ExposingRunner`), :func:`locate_divergence` keeps
@@ -38,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,6 +74,7 @@ LOCATE_SECONDS = 60.0
 LOCATE_BYTES_PER_RUN = 1 << 30
 # Runs that follow a divergence upstream when keeping fewer values moves it there.
 MAX_UPSTREAM_STEPS = 6
+_FLOAT_OF_QUANTIZED = "float output of a quantized model"
 # Ops that move or select values without changing them: an output behind them keeps its step.
 _PASS_THROUGH = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool",
                            "Slice", "Gather", "Split", "Concat", "Expand", "Tile", "DepthToSpace", "SpaceToDepth"})
@@ -137,6 +145,10 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
         reference = [reference_runner.run(feed) for feed in feeds]
     candidate = [runner.run(feed) for feed in feeds]
     checks = judge_values(model, reference, candidate, precision)
+    widened = [check.name for check in checks if not check.passed and check.rule.startswith(_FLOAT_OF_QUANTIZED)]
+    if widened:
+        checks = judge_values(model, reference, candidate, precision,
+                              ort_own_distance(model, feeds, reference, widened))
     verification = Verification(len(feeds), checks)
     if locate and not verification.passed and isinstance(runner, ExposingRunner):
         failing = [check.name for check in checks if not check.passed]
@@ -145,13 +157,28 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
     return verification
 
 
+def ort_own_distance(model: ir.Model, feeds: Sequence[Feeds], reference: Sequence[dict[str, np.ndarray]],
+                     names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """For each of ``names``, how far ORT's run (``reference``) is from the quantized graph's own
+    Q/DQ arithmetic (ORT with graph optimizations off): (rel_error, cosine)."""
+    from onnxc.runtime import OrtRunner
+
+    with OrtRunner(model, optimization="none", label="ONNX model (Q/DQ arithmetic)") as arithmetic_runner:
+        arithmetic = [{name: arithmetic_runner.run(feed)[name] for name in names} for feed in feeds]
+    ours = [{name: values[name] for name in names} for values in reference]
+    return {error.name: (error.rel_error, error.cosine) for error in output_errors(arithmetic, ours).outputs}
+
+
 def judge_values(model: ir.Model, reference: Sequence[dict[str, np.ndarray]],
-                 candidate: Sequence[dict[str, np.ndarray]], precision: str | None = None) -> list[OutputCheck]:
+                 candidate: Sequence[dict[str, np.ndarray]], precision: str | None = None,
+                 ort_distance: Mapping[str, tuple[float, float]] | None = None) -> list[OutputCheck]:
     """Each value of ``reference`` (per feed, by name; a graph output or any value inside
     ``model``) against ``candidate``'s of the same name, held to the bound of the module docstring.
     One step bounds graph outputs only: inside the graph a value a step off at a few positions is
     what the bulk bound of the values after it allows, so quantized models' inner values are held
-    to that bulk bound."""
+    to that bulk bound. ``ort_distance``: ORT's own (rel_error, cosine) from the Q/DQ arithmetic
+    by name (:func:`ort_own_distance`); a float output of a quantized model may then be twice as
+    far from ORT."""
     values = {value.name: value for value in _all_values(model)}
     outputs = {value.name for value in model.graph.outputs}
     quantized = _is_quantized(model)
@@ -172,8 +199,18 @@ def judge_values(model: ir.Model, reference: Sequence[dict[str, np.ndarray]],
         elif quantized:
             # Integer values (indices) have no spread to measure against: their largest error counts.
             rel_error = spread_errors.get(diff.name, max_rel)
-            rule = f"float output of a quantized model: rel_error <= {QUANTIZED_RTOL:g}, cosine >= {QUANTIZED_MIN_COSINE:g}"
-            passed = rel_error <= QUANTIZED_RTOL and diff.cosine >= QUANTIZED_MIN_COSINE
+            rel_bound, cosine_bound = QUANTIZED_RTOL, QUANTIZED_MIN_COSINE
+            rule = f"{_FLOAT_OF_QUANTIZED}: rel_error <= {rel_bound:g}, cosine >= {cosine_bound:g}"
+            own = (ort_distance or {}).get(diff.name)
+            if own is not None:
+                own_rel, own_cosine = own
+                angle = math.acos(min(1.0, max(-1.0, own_cosine)))
+                rel_bound = max(rel_bound, 2 * own_rel)
+                cosine_bound = min(cosine_bound, math.cos(min(math.pi, 2 * angle)))
+                rule = (f"{_FLOAT_OF_QUANTIZED}: rel_error <= {rel_bound:.3g}, cosine >= {cosine_bound:.6g} "
+                        f"(twice ORT's own distance from the Q/DQ arithmetic: rel_error {own_rel:.3g}, "
+                        f"cosine {own_cosine:.6f})")
+            passed = rel_error <= rel_bound and diff.cosine >= cosine_bound
         else:
             rtol = REDUCED_PRECISION_RTOL if (precision or "").lower() in REDUCED_PRECISIONS else FLOAT_RTOL
             rule, passed = f"rel <= {rtol:g}", max_rel <= rtol
