@@ -157,6 +157,10 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
     return verification
 
 
+def _angle(cosine: float) -> float:
+    return math.acos(min(1.0, max(-1.0, cosine)))
+
+
 def ort_own_distance(model: ir.Model, feeds: Sequence[Feeds], reference: Sequence[dict[str, np.ndarray]],
                      names: Sequence[str]) -> dict[str, tuple[float, float]]:
     """For each of ``names``, how far ORT's run (``reference``) is from the quantized graph's own
@@ -202,11 +206,10 @@ def judge_values(model: ir.Model, reference: Sequence[dict[str, np.ndarray]],
             rel_bound, cosine_bound = QUANTIZED_RTOL, QUANTIZED_MIN_COSINE
             rule = f"{_FLOAT_OF_QUANTIZED}: rel_error <= {rel_bound:g}, cosine >= {cosine_bound:g}"
             own = (ort_distance or {}).get(diff.name)
-            if own is not None:
+            if own is not None and (2 * own[0] > rel_bound or math.cos(min(math.pi, 2 * _angle(own[1]))) < cosine_bound):
                 own_rel, own_cosine = own
-                angle = math.acos(min(1.0, max(-1.0, own_cosine)))
                 rel_bound = max(rel_bound, 2 * own_rel)
-                cosine_bound = min(cosine_bound, math.cos(min(math.pi, 2 * angle)))
+                cosine_bound = min(cosine_bound, math.cos(min(math.pi, 2 * _angle(own_cosine))))
                 rule = (f"{_FLOAT_OF_QUANTIZED}: rel_error <= {rel_bound:.3g}, cosine >= {cosine_bound:.6g} "
                         f"(twice ORT's own distance from the Q/DQ arithmetic: rel_error {own_rel:.3g}, "
                         f"cosine {own_cosine:.6f})")
