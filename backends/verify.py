@@ -144,11 +144,12 @@ def verify_runner(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], *, pr
     with OrtRunner(model, label="ONNX model") as reference_runner:
         reference = [reference_runner.run(feed) for feed in feeds]
     candidate = [runner.run(feed) for feed in feeds]
-    checks = judge_values(model, reference, candidate, precision)
+    facts = _GraphFacts.of(model)
+    checks = judge_values(model, reference, candidate, precision, facts=facts)
     widened = [check.name for check in checks if not check.passed and check.rule.startswith(_FLOAT_OF_QUANTIZED)]
     if widened:
         checks = judge_values(model, reference, candidate, precision,
-                              ort_own_distance(model, feeds, reference, widened))
+                              ort_own_distance(model, feeds, reference, widened), facts=facts)
     verification = Verification(len(feeds), checks)
     if locate and not verification.passed and isinstance(runner, ExposingRunner):
         failing = [check.name for check in checks if not check.passed]
@@ -173,30 +174,46 @@ def ort_own_distance(model: ir.Model, feeds: Sequence[Feeds], reference: Sequenc
     return {error.name: (error.rel_error, error.cosine) for error in output_errors(arithmetic, ours).outputs}
 
 
+@dataclasses.dataclass(frozen=True)
+class _GraphFacts:
+    """What judging needs from the model, walked once: its values by name, the graph outputs,
+    whether it quantizes, and the values a quantizing op computes."""
+
+    values: dict[str, ir.Value]
+    outputs: frozenset[str]
+    quantized: bool
+    quantizer_made: frozenset[str]
+
+    @classmethod
+    def of(cls, model: ir.Model) -> _GraphFacts:
+        values = {value.name: value for value in _all_values(model)}
+        return cls(values, frozenset(value.name for value in model.graph.outputs), _is_quantized(model),
+                   frozenset(name for name, value in values.items()
+                             if value.producer() is not None and _quantizing(value.producer())))
+
+
 def judge_values(model: ir.Model, reference: Sequence[dict[str, np.ndarray]],
                  candidate: Sequence[dict[str, np.ndarray]], precision: str | None = None,
-                 ort_distance: Mapping[str, tuple[float, float]] | None = None) -> list[OutputCheck]:
+                 ort_distance: Mapping[str, tuple[float, float]] | None = None,
+                 facts: _GraphFacts | None = None) -> list[OutputCheck]:
     """Each value of ``reference`` (per feed, by name; a graph output or any value inside
     ``model``) against ``candidate``'s of the same name, held to the bound of the module docstring.
     One step bounds graph outputs only: inside the graph a value a step off at a few positions is
     what the bulk bound of the values after it allows, so quantized models' inner values are held
     to that bulk bound. ``ort_distance``: ORT's own (rel_error, cosine) from the Q/DQ arithmetic
     by name (:func:`ort_own_distance`); a float output of a quantized model may then be twice as
-    far from ORT."""
-    values = {value.name: value for value in _all_values(model)}
-    outputs = {value.name for value in model.graph.outputs}
-    quantized = _is_quantized(model)
+    far from ORT. ``facts``: the model's :class:`_GraphFacts` when judging it many times."""
+    facts = facts or _GraphFacts.of(model)
+    quantized = facts.quantized
     # Integers a quantizing op computes (u8 activations, i32 accumulators) are judged in bulk as
     # float values are: a one-step flip upstream moves a few of them far, like the floats after them.
-    measured = {name for name, value in values.items() if value.producer() is not None
-                and _quantizing(value.producer())}
-    reference, candidate = _as_float(reference, measured), _as_float(candidate, measured)
+    reference, candidate = _as_float(reference, facts.quantizer_made), _as_float(candidate, facts.quantizer_made)
     spread_errors = {error.name: error.rel_error for error in output_errors(reference, candidate).outputs}
     checks = []
     for diff in compare_outputs(reference, candidate).outputs:
         scale = _largest_magnitude(reference, diff.name)
         max_rel = diff.max_abs / scale if scale > 0 else (0.0 if diff.max_abs == 0 else math.inf)
-        step = value_step(values[diff.name]) if diff.name in outputs else None
+        step = value_step(facts.values[diff.name]) if diff.name in facts.outputs else None
         if quantized and step is not None:
             # One step computed in float32 ((q1 - zp) * s - (q2 - zp) * s) can exceed s by an ulp.
             rule, passed = f"<= one output step {step:.3g}", diff.max_abs <= step * (1 + STEP_ROUNDING)
@@ -206,10 +223,10 @@ def judge_values(model: ir.Model, reference: Sequence[dict[str, np.ndarray]],
             rel_bound, cosine_bound = QUANTIZED_RTOL, QUANTIZED_MIN_COSINE
             rule = f"{_FLOAT_OF_QUANTIZED}: rel_error <= {rel_bound:g}, cosine >= {cosine_bound:g}"
             own = (ort_distance or {}).get(diff.name)
-            if own is not None and (2 * own[0] > rel_bound or math.cos(min(math.pi, 2 * _angle(own[1]))) < cosine_bound):
-                own_rel, own_cosine = own
-                rel_bound = max(rel_bound, 2 * own_rel)
-                cosine_bound = min(cosine_bound, math.cos(min(math.pi, 2 * _angle(own_cosine))))
+            widened = None if own is None else (
+                max(rel_bound, 2 * own[0]), min(cosine_bound, math.cos(min(math.pi, 2 * _angle(own[1])))))
+            if widened is not None and widened != (rel_bound, cosine_bound):
+                (rel_bound, cosine_bound), (own_rel, own_cosine) = widened, own
                 rule = (f"{_FLOAT_OF_QUANTIZED}: rel_error <= {rel_bound:.3g}, cosine >= {cosine_bound:.6g} "
                         f"(twice ORT's own distance from the Q/DQ arithmetic: rel_error {own_rel:.3g}, "
                         f"cosine {own_cosine:.6f})")
@@ -277,6 +294,7 @@ class _Locator:
                  reference: Sequence[dict[str, np.ndarray]], outputs: Sequence[str], precision: str | None,
                  seconds: float, bar: Any):
         self.runner, self.model, self.feeds, self.precision = runner, model, feeds, precision
+        self.facts = _GraphFacts.of(model)
         self.bar = bar
         self.outputs = list(outputs)
         self.reference = [{name: values[name] for name in self.outputs} for values in reference]
@@ -330,7 +348,7 @@ class _Locator:
 
     def _outputs_agree(self, candidate: Sequence[dict[str, np.ndarray]]) -> bool:
         return all(check.passed for check in judge_values(self.model, *_paired(self.reference, candidate, self.outputs),
-                                                          self.precision))
+                                                          self.precision, facts=self.facts))
 
     def _judge(self, values: Sequence[ir.Value], candidate: Sequence[dict[str, np.ndarray]]) -> dict[str, OutputCheck]:
         """``values`` of ``candidate`` judged against ORT's with ORT keeping them too, in order up to
@@ -341,7 +359,8 @@ class _Locator:
             reference = [ort_runner.run(feed) for feed in self.feeds]
         checks: dict[str, OutputCheck] = {}
         for value in values:
-            for check in judge_values(self.model, *_paired(reference, candidate, [value.name]), self.precision):
+            for check in judge_values(self.model, *_paired(reference, candidate, [value.name]), self.precision,
+                                      facts=self.facts):
                 checks[check.name] = check
             if value.name in checks and not checks[value.name].passed:
                 break
