@@ -13,7 +13,6 @@ import onnx_ir as ir
 
 from onnxc.context import Feeds
 from onnxc.errors import OnnxcError
-from onnxc.shapes import fixed_dims_agree
 from onnxc.irutil import constant_array
 
 DEFAULT_SYMBOLIC_DIM = 128
@@ -43,7 +42,8 @@ def check_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]]) -> 
         declared = inputs[name].shape
         if declared is None:
             continue
-        if not fixed_dims_agree(declared, dims):
+        if len(declared) != len(dims) or any(isinstance(d, int) and d >= 0 and d != given
+                                             for d, given in zip(declared, dims)):
             shown = [d if isinstance(d, int) and d >= 0 else "?" for d in declared]
             raise OnnxcError(f"shape {'x'.join(map(str, dims))} for input {name!r} does not fit its declared shape "
                              f"{shown}: only symbolic dims can be fixed")

@@ -382,7 +382,7 @@ def _declared_types_written(model: ir.Model) -> Iterator[None]:
 def _agrees(declared: ir.Shape | None, current: ir.Shape | None) -> bool:
     """Whether the file's shape still holds for the value: a pass that removed channels changed a
     size the file fixed, and writing the old one would contradict the weights. A declared -1 is a
-    size here, unlike in :func:`onnxc.shapes.fixed_dims_agree` (a user's ``--shape``): the full
+    size here, unlike in :func:`onnxc.inputs.check_input_shapes` (a user's ``--shape``): the full
     checker compares it with what it infers, so where onnxc now knows the size, the size is written."""
     if declared is None or current is None:
         return True

@@ -6,8 +6,6 @@ weightless proto of the current graph).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import logging
 
 import onnx
@@ -24,15 +22,6 @@ _INLINE_INITIALIZER_BYTES = 1024
 
 # Set on ``model.meta`` by a rewrite that made shapes inferable where inference failed before.
 _SHAPES_STALE = "onnxc.fold.shapes_stale"
-
-
-def fixed_dims_agree(declared: Sequence[object], dims: Sequence[object]) -> bool:
-    """Whether ``dims`` keeps every size ``declared`` fixes: same rank, and each known size
-    (a non-negative int on both sides) equal. A symbolic, unknown or -1 dim agrees with anything."""
-    if len(declared) != len(dims):
-        return False
-    return all(not (isinstance(d, int) and d >= 0 and isinstance(g, int) and g >= 0) or d == g
-               for d, g in zip(declared, dims))
 
 
 def infer_proto(proto: onnx.ModelProto, *, data_prop: bool = True) -> onnx.ModelProto | None:
