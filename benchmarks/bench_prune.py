@@ -134,7 +134,7 @@ def main() -> None:
                          *([f"{cpu[label] / cpu['fp32']:.3f}x"] if cpu else []),
                          f"{seconds[label]:.1f}", fidelity(fp32, model, test)])
         if args.openvino:
-            ov_rows.extend(openvino_rows(name, fp32_proto, models, calib, test, args))
+            ov_rows.extend(openvino_rows(name, fp32_proto, models, base_macs, calib, test, args))
     print(table(header, rows))
     if ov_rows:
         print(f"\nOn OpenVINO's CPU plugin (f32 hint, {args.threads} threads, batch 1; int8 quantized for target openvino)")
@@ -142,8 +142,8 @@ def main() -> None:
                      *(["cpu 1t on OpenVINO"] if args.cpu_time else []), "fidelity"], ov_rows))
 
 
-def openvino_rows(name: str, fp32_proto, models: dict[str, ir.Model], calib: list[dict], test: list[dict],
-                  args: argparse.Namespace) -> list[list[str]]:
+def openvino_rows(name: str, fp32_proto, models: dict[str, ir.Model], base_macs: int, calib: list[dict],
+                  test: list[dict], args: argparse.Namespace) -> list[list[str]]:
     """FP32, the searched plan, and both quantized for OpenVINO, timed on OpenVINO against the FP32 file."""
     from onnxc.backends.openvino import openvino_latencies
 
@@ -155,7 +155,6 @@ def openvino_rows(name: str, fp32_proto, models: dict[str, ir.Model], calib: lis
                                  precision="f32")
     cpu = openvino_latencies(ov_models, test[0], rounds=args.rounds, calls_per_round=10, threads=1,
                              precision="f32", clock=time.process_time) if args.cpu_time else None
-    base_macs = compute_costs(fp32).total_macs
     return [[name, "fp32", "1.000", f"{latency['fp32'] * 1e3:.2f} ms", *([f"{cpu['fp32'] * 1e3:.2f} ms"] if cpu else []),
              ""]] + [
         [name, label, f"{compute_costs(model).total_macs / base_macs:.3f}",

@@ -68,6 +68,7 @@ def _pass_reasons(report) -> list[str]:
 def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict], for_target: str | None) -> dict:
     import onnxc
     from onnxc.errors import OnnxcError
+    from onnxc.targets import DEFAULT_TARGET
 
     start = time.perf_counter()
     try:
@@ -75,7 +76,7 @@ def _compile_onnxc(source: Path, target: Path, pipeline: str, feeds: list[dict],
         # Compiled for the target it is built for, as ``onnxc compile --target T --build DIR`` does:
         # quantize places Q/DQ for it and the speed check times on it.
         context = onnxc.Context(calibration_data=feeds, verification_inputs=feeds,
-                                **({"target": for_target} if for_target else {}))
+                                target=for_target or DEFAULT_TARGET)
         report = onnxc.compile(model, pipeline, context=context)
         onnxc.save(model, target)
     except OnnxcError as error:
