@@ -17,7 +17,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'onnxc[openvino]')")
+openvino = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'onnxc[openvino]')")
 
 import onnxc  # noqa: E402
 from onnxc import models_zoo  # noqa: E402
@@ -35,6 +35,8 @@ ZOO = {
     "mobilenetv2": (dict(image=32, width_mult=0.35), None),
     "bert": (dict(layers=1, hidden=64, heads=2, intermediate=128, vocab=1000), TOKENS),
 }
+HAS_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16: OpenVINO's CPU plugin runs a bf16 request in f32")
 FLOAT_RULE = "rel <= 0.001"
 FLOAT_OUTPUT_OF_QUANTIZED_RULE = "float output of a quantized model: rel_error <= 0.05, cosine >= 0.999"
 
@@ -129,18 +131,15 @@ def test_qdq_output_is_within_one_output_quantization_step(tmp_path):
 
 
 def test_precision_is_set_explicitly_and_the_one_that_ran_is_recorded(tmp_path):
-    import openvino
-
     model = zoo_model("resnet50")
     f32, verification = lower_and_verify(model, tmp_path / "f32")
     assert (f32.metadata["precision_hint"], f32.metadata["precision_ran"]) == ("f32", "f32") and verification.passed
     bf16, verification = lower_and_verify(model, tmp_path / "bf16", precision="bf16")
-    has_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert bf16.metadata["precision_ran"] == ("bf16" if has_bf16 else "f32")
+    assert bf16.metadata["precision_ran"] == ("bf16" if HAS_BF16 else "f32")
     # bf16 is held to its own bound (3e-2 relative), and really differs from f32 where it ran.
     (check,) = verification.outputs
     assert check.rule == "rel <= 0.03" and verification.passed
-    if has_bf16:
+    if HAS_BF16:
         assert check.max_rel > 1e-4
     with pytest.raises(onnxc.OnnxcError, match="OpenVINO has no precision 'int4'"):
         OpenVinoBackend().lower(model, tmp_path / "x", LowerOptions(precision="int4"))
@@ -242,10 +241,6 @@ def test_f32_switches_off_dynamic_activation_quantization(tmp_path):
     exact = runner.run(feed)["y"]
     runner.close()
     assert np.abs(default - exact).max() / np.abs(exact).max() > 1e-3
-
-
-HAS_BF16 = "BF16" in __import__("openvino").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16: OpenVINO's CPU plugin runs a bf16 request in f32")
 
 
 def offset_model() -> ir.Model:
