@@ -66,6 +66,10 @@ class TargetProfile:
         min_region_macs: a region with fewer multiply-accumulates stays float.
         min_macs_per_boundary_element: a region stays float unless its MACs are at least this
             many times the elements its border Q/DQ kernels convert.
+        narrow_conv: ``(channels, reduction)``: a dense Conv (group 1) reading fewer input channels
+            than ``channels`` with a reduction ``C_in * kh * kw`` below ``reduction`` stays float,
+            because the backend's float kernel beats its integer one there (an RGB stem); None: no
+            such rule.
     """
 
     name: str
@@ -90,6 +94,7 @@ class TargetProfile:
     # The backend's x86 kernels multiply u8 x s8 with VPMADDUBSW where the CPU lacks VNNI, which
     # saturates 8-bit weights: there they are quantized to 7 bits (as ORT's own tools do).
     narrow_weights_without_vnni: bool = False
+    narrow_conv: tuple[int, int] | None = None
 
     def with_options(self, **changes: object) -> TargetProfile:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -137,6 +142,10 @@ onnxruntime (CPU EP, x86-64 and ARM64): node units that ORT's QDQ transformer fu
   CPUs without VNNI, where 8-bit products saturate.
 - ConvTranspose stays float: the CPU EP has no integer ConvTranspose for QDQ models (DQ -> ConvTranspose -> Q is
   left unfused, per-channel or per-tensor weights alike), so Q/DQ there would only add work.
+- Never slower: a dense Conv reading fewer than 8 channels with a reduction C_in*kh*kw under 100 (an RGB stem,
+  3x3x3) stays float: ORT's float kernel reads few-channel NCHW images directly, its integer one runs im2col into
+  a GEMM too short to pay (0.24-0.99x float on x86-64; YOLOv5's 6x6 stem, 108, is 1.1x and a 7x7, 147, 1.8x
+  faster in int8, and they are quantized).
 - Never slower: a connected int8 region stays float unless its contractions outweigh its border Q/DQ."""
 
 _TENSORRT_RULES = """\
@@ -182,6 +191,11 @@ ONNXRUNTIME = TargetProfile(
     activation_dtype="uint8",
     symmetric_activations=False,
     narrow_weights_without_vnni=True,
+    # Integer vs float kernel of one Conv, ORT 1.32, one thread, x86-64 AVX-512 VNNI
+    # (benchmarks/bench_conv_kernels.py, three runs): C_in 3 k3 0.24-0.62x, C_in 4 k3 0.59-0.98x, C_in 6 k3
+    # 0.44-0.63x, C_in 3 k5 (reduction 75) 0.74-0.99x; C_in 3 k6 (YOLOv5, 108) 1.06-1.10x, C_in 5 k5 (125)
+    # 1.16-1.39x, C_in 3 k7 (ResNet, 147) 1.67-1.89x, C_in 8 k3 1.18-1.50x.
+    narrow_conv=(8, 100),
 )
 TENSORRT = TargetProfile(
     name="tensorrt",

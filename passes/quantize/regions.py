@@ -1,4 +1,8 @@
-"""Never slower, by estimate: which connected int8 regions repay their border conversions.
+"""Never slower, by estimate: which convolutions and which connected int8 regions pay in int8.
+
+A dense Conv the profile calls narrow (few input channels, a short reduction: an RGB stem) stays
+float before regions are formed: the backend's float kernel beats its integer one there whatever
+surrounds it (``TargetProfile.narrow_conv``).
 
 A region is a set of units connected through quantized tensors. Inside it data stays int8;
 at its border a QuantizeLinear converts each float tensor entering it and a DequantizeLinear
@@ -24,6 +28,7 @@ import onnx_ir as ir
 from onnxc import costs
 from onnxc.graph.index import GraphIndex
 from onnxc.inputs import resolve_input_shapes
+from onnxc.irutil import constant_tensor
 from onnxc.passes.quantize.placement import Plan, Region, restrict
 from onnxc.profiles import TargetProfile
 
@@ -88,6 +93,23 @@ class _Connectivity:
 def components(model: ir.Model, plan: Plan) -> list[list]:
     """The plan's int8 regions: units connected through quantized tensors."""
     return _Connectivity(GraphIndex(model), plan).groups(plan)
+
+
+def narrow_convs(index: GraphIndex, plan: Plan, profile: TargetProfile) -> list[str]:
+    """Names of the plan's dense Convs that the profile's ``narrow_conv`` rule keeps float."""
+    if profile.narrow_conv is None:
+        return []
+    channels, reduction = profile.narrow_conv
+    names = []
+    for unit in plan.compute_units():
+        node = index.nodes[unit.index]
+        weight = constant_tensor(node.inputs[1]) if unit.op_type == "Conv" else None
+        if weight is None or node.attributes.get_int("group", 1) != 1:
+            continue
+        dims = tuple(weight.shape)
+        if dims[1] < channels and math.prod(dims[1:]) < reduction:
+            names.append(unit.name)
+    return names
 
 
 def select_regions(index: GraphIndex, plan: Plan, profile: TargetProfile, shapes: Shapes) -> Plan:

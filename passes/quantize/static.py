@@ -41,7 +41,7 @@ from onnxc.passes.quantize.placement import (Plan, empty_plan_reason, output_hea
                                             weights_as_inputs)
 from onnxc.profiles import TargetProfile
 from onnxc.passes.quantize.qdq import apply_plan
-from onnxc.passes.quantize.regions import concrete_shapes, node_macs, select_regions
+from onnxc.passes.quantize.regions import concrete_shapes, narrow_convs, node_macs, select_regions
 from onnxc.passes.quantize.sensitivity import (DEFAULT_MAX_REL_ERROR, DEFAULT_MIN_AGREEMENT, RANDOM_DATA_MAX_REL_ERROR,
                                                guard)
 from onnxc.search.bound import Bound
@@ -208,6 +208,11 @@ def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options
             plan = headless
             details["float_head"] = head
     if options.never_slower:
+        if narrow := narrow_convs(index, plan, profile):
+            logger.info("quantize: %d narrow convolutions stay float (%s): %s is faster in float there",
+                        len(narrow), ", ".join(narrow), profile.name)
+            details["float_narrow_convs"] = narrow
+            plan = restrict(model, plan, profile, [u.index for u in plan.units if u.name not in narrow], index)
         plan = select_regions(index, plan, profile, shapes)
     details["regions"] = [r.describe() for r in plan.regions]
     for region in plan.regions:

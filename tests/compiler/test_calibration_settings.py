@@ -20,11 +20,12 @@ from onnxc.context import Context
 
 @pytest.fixture
 def cnn(tmp_path):
-    """A detector-like input (batch, H and W symbolic) and two convolutions worth quantizing."""
+    """A detector-like input (batch, H and W symbolic) and two convolutions worth quantizing (the
+    7x7 stem's reduction is long enough for ORT's integer kernel to pay)."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
-               for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)))]
-    nodes = [helper.make_node("Conv", ["images", "w1"], ["a"], pads=[1, 1, 1, 1]),
+               for name, shape in (("w1", (8, 3, 7, 7)), ("w2", (8, 8, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["images", "w1"], ["a"], pads=[3, 3, 3, 3]),
              helper.make_node("Relu", ["a"], ["b"]),
              helper.make_node("Conv", ["b", "w2"], ["out"], pads=[1, 1, 1, 1])]
     graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],

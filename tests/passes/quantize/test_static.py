@@ -224,6 +224,46 @@ def test_never_slower_leaves_a_small_model_float(cnn):
     assert not region["kept"] and "MACs" in region["reason"]
 
 
+def _stem_cnn(stem_kernel: int) -> ir.Model:
+    """An RGB stem (3 input channels, ``stem_kernel`` square) and a wide 3x3 conv after it."""
+    rng = np.random.default_rng(0)
+    k = stem_kernel
+    nodes = [onnx.helper.make_node("Conv", ["x", "w1"], ["a"], name="stem", pads=[k // 2] * 4),
+             onnx.helper.make_node("Relu", ["a"], ["b"]),
+             onnx.helper.make_node("Conv", ["b", "w2"], ["c"], name="body", pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("Relu", ["c"], ["y"])]
+    return make_model(nodes, [("x", [1, 3, 32, 32])], [("y", [1, 32, 32, 32])],
+                      {"w1": rng.normal(0, 0.3, (16, 3, k, k)).astype(np.float32),
+                       "w2": rng.normal(0, 0.1, (32, 16, 3, 3)).astype(np.float32)})
+
+
+def dequantized_weights(model: ir.Model) -> list[str]:
+    return [n.name for n in model.graph if n.op_type == "Conv" and n.inputs[1].producer() is not None
+            and n.inputs[1].producer().op_type == "DequantizeLinear"]
+
+
+def test_a_narrow_rgb_stem_stays_float_on_onnxruntime():
+    # A 3x3x3 reduction: ORT's integer conv is 0.2-0.6x its float one there (profiles.ONNXRUNTIME).
+    data = feeds(smooth_images(8, seed=0, shape=(1, 3, 32, 32)))
+    model, report = quantized(_stem_cnn(3), "quantize", data=data)
+    assert report.passes[0].details["float_narrow_convs"] == ["stem"]
+    assert dequantized_weights(model) == ["body"]
+    checked(model)
+    errors = compare_models(_stem_cnn(3), model, feeds(smooth_images(4, seed=100, shape=(1, 3, 32, 32))))
+    assert errors.min_cosine > 0.999
+    # Only an estimate of speed: never_slower=false quantizes the stem too.
+    model, report = quantized(_stem_cnn(3), "quantize(never_slower=false)", data=data)
+    assert "float_narrow_convs" not in report.passes[0].details
+    assert dequantized_weights(model) == ["stem", "body"]
+
+
+def test_a_7x7_rgb_stem_is_long_enough_for_int8():
+    data = feeds(smooth_images(8, seed=0, shape=(1, 3, 32, 32)))
+    model, report = quantized(_stem_cnn(7), "quantize", data=data)
+    assert "float_narrow_convs" not in report.passes[0].details
+    assert dequantized_weights(model) == ["stem", "body"]
+
+
 def test_a_model_left_float_needs_no_calibration_data(cnn):
     model, report = quantized(cnn, "quantize")
     assert report.passes[0].details["quantized_units"] == 0 and op_count(model, "QuantizeLinear") == 0
@@ -233,12 +273,12 @@ def test_regions_are_sized_at_the_calibration_inputs_shape():
     # Symbolic height and width: the default of 128 would size this Conv 64 times larger than the
     # 16 x 16 images it really runs on.
     rng = np.random.default_rng(0)
-    conv = onnx.helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    conv = onnx.helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[7, 7], pads=[3, 3, 3, 3])
     model = make_model([conv], [("x", [1, 3, "h", "w"])], [("y", [1, 8, "h", "w"])],
-                       {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)})
+                       {"w": rng.standard_normal((8, 3, 7, 7)).astype(np.float32)})
     _, report = quantized(model, "quantize", data=CALIB)
     (region,) = report.passes[0].details["regions"]
-    assert region["macs"] == 8 * 16 * 16 * 3 * 3 * 3
+    assert region["macs"] == 8 * 16 * 16 * 3 * 7 * 7
 
 
 def test_digits_accuracy_drop_is_at_most_half_a_point():
