@@ -70,6 +70,8 @@ class TargetProfile:
             than ``channels`` with a reduction ``C_in * kh * kw`` below ``reduction`` stays float,
             because the backend's float kernel beats its integer one there (an RGB stem); None: no
             such rule.
+        narrow_depthwise: a depthwise Conv with fewer channels that reads a Conv kept float by
+            ``narrow_conv`` stays float too (0: never).
     """
 
     name: str
@@ -95,6 +97,7 @@ class TargetProfile:
     # saturates 8-bit weights: there they are quantized to 7 bits (as ORT's own tools do).
     narrow_weights_without_vnni: bool = False
     narrow_conv: tuple[int, int] | None = None
+    narrow_depthwise: int = 0
 
     def with_options(self, **changes: object) -> TargetProfile:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -145,7 +148,8 @@ onnxruntime (CPU EP, x86-64 and ARM64): node units that ORT's QDQ transformer fu
 - Never slower: a dense Conv reading fewer than 8 channels with a reduction C_in*kh*kw under 100 (an RGB stem,
   3x3x3) stays float: ORT's float kernel reads few-channel NCHW images directly, its integer one runs im2col into
   a GEMM too short to pay (0.24-0.99x float on x86-64; YOLOv5's 6x6 stem, 108, is 1.1x and a 7x7, 147, 1.8x
-  faster in int8, and they are quantized).
+  faster in int8, and they are quantized). A depthwise Conv of fewer than 64 channels reading such a stem stays
+  float with it (MobileNetV2's first one runs 2x slower in int8): the float region's border moves past it.
 - Never slower: a connected int8 region stays float unless its contractions outweigh its border Q/DQ."""
 
 _TENSORRT_RULES = """\
@@ -196,6 +200,9 @@ ONNXRUNTIME = TargetProfile(
     # 0.44-0.63x, C_in 3 k5 (reduction 75) 0.74-0.99x; C_in 3 k6 (YOLOv5, 108) 1.06-1.10x, C_in 5 k5 (125)
     # 1.16-1.39x, C_in 3 k7 (ResNet, 147) 1.67-1.89x, C_in 8 k3 1.18-1.50x.
     narrow_conv=(8, 100),
+    # MLAS's AVX-512 integer depthwise kernel works on 64 channels at a time: MobileNetV2's first
+    # depthwise at 16 channels, 112x112, runs 167 us in int8 against about 60-80 us in float (one thread).
+    narrow_depthwise=64,
 )
 TENSORRT = TargetProfile(
     name="tensorrt",

@@ -2,7 +2,10 @@
 
 A dense Conv the profile calls narrow (few input channels, a short reduction: an RGB stem) stays
 float before regions are formed: the backend's float kernel beats its integer one there whatever
-surrounds it (``TargetProfile.narrow_conv``).
+surrounds it (``TargetProfile.narrow_conv``). So does a narrow depthwise Conv that reads such a
+float Conv (a mobile network's stem -> depthwise): its float kernel is faster too, and leaving it
+float moves the float prefix's border past it instead of adding one
+(``TargetProfile.narrow_depthwise``).
 
 A region is a set of units connected through quantized tensors. Inside it data stays int8;
 at its border a QuantizeLinear converts each float tensor entering it and a DequantizeLinear
@@ -96,19 +99,24 @@ def components(model: ir.Model, plan: Plan) -> list[list]:
 
 
 def narrow_convs(index: GraphIndex, plan: Plan, profile: TargetProfile) -> list[str]:
-    """Names of the plan's dense Convs that the profile's ``narrow_conv`` rule keeps float."""
+    """Names of the plan's Convs that the profile's ``narrow_conv`` and ``narrow_depthwise`` rules
+    keep float (see the module docstring), in graph order."""
     if profile.narrow_conv is None:
         return []
     channels, reduction = profile.narrow_conv
-    names = []
+    names, float_outputs = [], set()
     for unit in plan.compute_units():
         node = index.nodes[unit.index]
         weight = constant_tensor(node.inputs[1]) if unit.op_type == "Conv" else None
-        if weight is None or node.attributes.get_int("group", 1) != 1:
+        if weight is None:
             continue
-        dims = tuple(weight.shape)
-        if dims[1] < channels and math.prod(dims[1:]) < reduction:
+        dims, group = tuple(weight.shape), node.attributes.get_int("group", 1)
+        narrow = group == 1 and dims[1] < channels and math.prod(dims[1:]) < reduction
+        depthwise_after_float = (group > 1 and dims[1] == 1 and dims[0] == group and group < profile.narrow_depthwise
+                                 and unit.inputs and unit.inputs[0] in float_outputs)
+        if narrow or depthwise_after_float:
             names.append(unit.name)
+            float_outputs.update(unit.outputs)
     return names
 
 
