@@ -262,6 +262,16 @@ def test_a_narrow_rgb_stem_stays_float_on_onnxruntime():
     assert dequantized_weights(model) == ["stem", "dw", "body"]
 
 
+def test_a_model_of_narrow_convs_only_says_why_it_stays_float():
+    rng = np.random.default_rng(0)
+    conv = onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="stem", pads=[1, 1, 1, 1])
+    model = make_model([conv], [("x", [1, 3, 32, 32])], [("y", [1, 16, 32, 32])],
+                       {"w": rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32)})
+    quantized_model, report = quantized(model, "quantize", data=feeds(smooth_images(4, seed=0, shape=(1, 3, 32, 32))))
+    assert op_count(quantized_model, "QuantizeLinear") == 0
+    assert report.passes[0].details["reason"].startswith("its only convolutions are narrow (stem)")
+
+
 def test_a_7x7_rgb_stem_is_long_enough_for_int8():
     data = feeds(smooth_images(8, seed=0, shape=(1, 3, 32, 32)))
     model, report = quantized(_stem_cnn(7), "quantize", data=data)
