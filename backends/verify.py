@@ -266,9 +266,10 @@ def locate_divergence(runner: ExposingRunner, model: ir.Model, feeds: Sequence[F
         with OrtRunner(model, label="ONNX model") as reference_runner:
             reference = [reference_runner.run(feed) for feed in feeds]
 
-    feeds, reference = _one_mismatching(runner, model, feeds, reference, outputs, precision)
+    facts = _GraphFacts.of(model)
+    feeds, reference = _one_mismatching(runner, model, feeds, reference, outputs, precision, facts)
     with progress_bar(desc="locating the diverging op", unit="run", enabled=progress) as bar:
-        locator = _Locator(runner, model, feeds, reference, outputs, precision, seconds, bar)
+        locator = _Locator(runner, model, facts, feeds, reference, outputs, precision, seconds, bar)
         try:
             return locator.locate(max(1, values_per_run))
         except OnnxcError as error:
@@ -276,13 +277,15 @@ def locate_divergence(runner: ExposingRunner, model: ir.Model, feeds: Sequence[F
 
 
 def _one_mismatching(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], reference: Sequence[dict[str, np.ndarray]],
-                     outputs: Sequence[str], precision: str | None) -> tuple[list[Feeds], list[dict[str, np.ndarray]]]:
+                     outputs: Sequence[str], precision: str | None,
+                     facts: _GraphFacts) -> tuple[list[Feeds], list[dict[str, np.ndarray]]]:
     """The first feed on which ``outputs`` mismatch by themselves, and ORT's outputs on it: judging
     every value kept costs time in proportion to the feeds, and one feed shows where the values
     part. All of them when none mismatches alone."""
     for feed, expected in zip(feeds, reference):
         candidate = runner.run(feed)
-        if not all(check.passed for check in judge_values(model, *_paired([expected], [candidate], outputs), precision)):
+        if not all(check.passed for check in judge_values(model, *_paired([expected], [candidate], outputs), precision,
+                                                          facts=facts)):
             return [feed], [expected]
     return list(feeds), list(reference)
 
@@ -290,11 +293,11 @@ def _one_mismatching(runner: Runner, model: ir.Model, feeds: Sequence[Feeds], re
 class _Locator:
     """One localization's runs, clock and findings (:func:`locate_divergence`)."""
 
-    def __init__(self, runner: ExposingRunner, model: ir.Model, feeds: Sequence[Feeds],
+    def __init__(self, runner: ExposingRunner, model: ir.Model, facts: _GraphFacts, feeds: Sequence[Feeds],
                  reference: Sequence[dict[str, np.ndarray]], outputs: Sequence[str], precision: str | None,
                  seconds: float, bar: Any):
         self.runner, self.model, self.feeds, self.precision = runner, model, feeds, precision
-        self.facts = _GraphFacts.of(model)
+        self.facts = facts
         self.bar = bar
         self.outputs = list(outputs)
         self.reference = [{name: values[name] for name in self.outputs} for values in reference]
@@ -567,11 +570,6 @@ def _as_float(outputs: Sequence[dict[str, np.ndarray]], names: set[str]) -> list
     """``outputs`` with the integer arrays of ``names`` as float64."""
     return [{name: (array.astype(np.float64) if name in names and np.issubdtype(np.asarray(array).dtype, np.integer)
                     else array) for name, array in output.items()} for output in outputs]
-
-
-def output_steps(model: ir.Model) -> dict[str, float | None]:
-    """Each graph output's quantization step (:func:`value_step`)."""
-    return {output.name: value_step(output) for output in model.graph.outputs}
 
 
 def value_step(value: ir.Value) -> float | None:

@@ -23,7 +23,7 @@ import onnxc  # noqa: E402
 from onnxc import models_zoo  # noqa: E402
 from onnxc.backends.base import Artifact, BackendUnavailableError, LowerOptions  # noqa: E402
 from onnxc.backends.openvino import OpenVinoBackend, OpenVinoConversionError  # noqa: E402
-from onnxc.backends.verify import judge_values, locate_divergence, output_steps, verify_runner  # noqa: E402
+from onnxc.backends.verify import judge_values, locate_divergence, value_step, verify_runner  # noqa: E402
 from onnxc.inputs import random_feeds, resolve_input_shapes, seeded_feeds  # noqa: E402
 from onnxc.targets import get_target  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_float_zoo_model_matches_ort_within_1e_3_relative(name, tmp_path):
 @pytest.mark.parametrize("name", [pytest.param("resnet50", marks=pytest.mark.slow), "mobilenetv2", "bert"])
 def test_int8_zoo_model_matches_ort_and_runs_int8_kernels(name, tmp_path):
     model = quantized_for_openvino(zoo_model(name), ZOO[name][1])
-    assert all(step is None for step in output_steps(model).values())  # outputs are float: the looser bound
+    assert all(value_step(output) is None for output in model.graph.outputs)  # outputs are float: the looser bound
     artifact, verification = lower_and_verify(model, tmp_path, ZOO[name][1])
     for check in verification.outputs:
         assert check.rule == FLOAT_OUTPUT_OF_QUANTIZED_RULE and check.max_rel <= 0.05 and check.cosine >= 0.999, check
@@ -123,7 +123,7 @@ def _qdq_conv_model() -> ir.Model:
 
 def test_qdq_output_is_within_one_output_quantization_step(tmp_path):
     model = _qdq_conv_model()
-    assert output_steps(model) == {"y": pytest.approx(0.05)}
+    assert {output.name: value_step(output) for output in model.graph.outputs} == {"y": pytest.approx(0.05)}
     artifact, verification = lower_and_verify(model, tmp_path)
     (check,) = verification.outputs
     assert check.rule == "<= one output step 0.05" and check.max_abs <= 0.05 + 1e-6, check
