@@ -222,10 +222,11 @@ def make_plan(model: ir.Model, context: Context, profile: TargetProfile, options
     if overridable := weights_as_inputs(index, profile.compute_ops):
         details["weights_are_inputs"] = overridable
     if plan.empty:
-        details["reason"] = empty_plan_reason(index, plan, profile, options.ops or None)
         if "float_narrow_convs" in details and not plan.regions:
             details["reason"] = (f"its only convolutions are narrow ({', '.join(details['float_narrow_convs'])}), "
                                  f"faster in float on {profile.name}; never_slower=false quantizes them anyway")
+        else:
+            details["reason"] = empty_plan_reason(index, plan, profile, options.ops or None)
         logger.warning("quantize: nothing quantized for %s: %s", profile.name, details["reason"])
         return None
     return plan
