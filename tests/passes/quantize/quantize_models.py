@@ -72,6 +72,13 @@ def feeds(images: list[np.ndarray], name: str = "x") -> list[dict[str, np.ndarra
     return [{name: image} for image in images]
 
 
+def weight_dequantized(model: ir.Model) -> list[ir.Node]:
+    """The contractions (Conv, Gemm, MatMul) whose weight (input 1) is read through a
+    DequantizeLinear, in graph order: the ones quantize made integer."""
+    return [n for n in model.graph if n.op_type in ("Conv", "Gemm", "MatMul") and n.inputs[1].producer() is not None
+            and n.inputs[1].producer().op_type == "DequantizeLinear"]
+
+
 def quantized(model: ir.Model, pipeline: str = "quantize(never_slower=false,float_head=false)", *, data=None,
               context: Context | None = None) -> tuple[ir.Model, onnxc.manager.CompileReport]:
     """A quantized copy of ``model`` (the input model is left alone) and the compile report."""

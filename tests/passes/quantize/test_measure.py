@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 import pytest
-from quantize_models import feeds, quantized, small_cnn, smooth_images
+from quantize_models import feeds, quantized, small_cnn, smooth_images, weight_dequantized
 
 from onnxc.passes.quantize import measure
 from testutil import checked, op_count
@@ -12,10 +12,8 @@ CALIB = feeds(smooth_images(8, seed=0))
 
 
 def quantized_ops(model: ir.Model) -> list[str]:
-    """Op types of the contractions whose weights (input 1) are read through a DequantizeLinear."""
-    return sorted(n.op_type for n in model.graph
-                  if n.op_type in ("Conv", "Gemm") and n.inputs[1].producer() is not None
-                  and n.inputs[1].producer().op_type == "DequantizeLinear")
+    """Op types of the quantized contractions."""
+    return sorted(n.op_type for n in weight_dequantized(model))
 
 
 def fake_timer(gains: dict[str, float], base: float = 1.0):

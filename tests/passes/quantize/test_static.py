@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 from quantize_models import (concat_cnn, feeds, initializer, make_model, mlp, quantized, silu_cnn, small_cnn,
-                             smooth_images)
+                             smooth_images, weight_dequantized)
 
 from onnxc import models_zoo
 from onnxc.context import Context
@@ -241,25 +241,20 @@ def _stem_cnn(stem_kernel: int) -> ir.Model:
                        "w2": rng.normal(0, 0.1, (32, 16, 3, 3)).astype(np.float32)})
 
 
-def dequantized_weights(model: ir.Model) -> list[str]:
-    return [n.name for n in model.graph if n.op_type == "Conv" and n.inputs[1].producer() is not None
-            and n.inputs[1].producer().op_type == "DequantizeLinear"]
-
-
 def test_a_narrow_rgb_stem_stays_float_on_onnxruntime():
     # A 3x3x3 reduction: ORT's integer conv is 0.2-0.6x its float one there (profiles.ONNXRUNTIME);
     # the 16-channel depthwise conv reading it stays float with it.
     data = feeds(smooth_images(8, seed=0, shape=(1, 3, 32, 32)))
     model, report = quantized(_stem_cnn(3), "quantize", data=data)
     assert report.passes[0].details["float_narrow_convs"] == ["stem", "dw"]
-    assert dequantized_weights(model) == ["body"]
+    assert [n.name for n in weight_dequantized(model)] == ["body"]
     checked(model)
     errors = compare_models(_stem_cnn(3), model, feeds(smooth_images(4, seed=100, shape=(1, 3, 32, 32))))
     assert errors.min_cosine > 0.999
     # Only an estimate of speed: never_slower=false quantizes the stem too.
     model, report = quantized(_stem_cnn(3), "quantize(never_slower=false)", data=data)
     assert "float_narrow_convs" not in report.passes[0].details
-    assert dequantized_weights(model) == ["stem", "dw", "body"]
+    assert [n.name for n in weight_dequantized(model)] == ["stem", "dw", "body"]
 
 
 def test_a_model_of_narrow_convs_only_says_why_it_stays_float():
@@ -276,7 +271,7 @@ def test_a_7x7_rgb_stem_is_long_enough_for_int8():
     data = feeds(smooth_images(8, seed=0, shape=(1, 3, 32, 32)))
     model, report = quantized(_stem_cnn(7), "quantize", data=data)
     assert "float_narrow_convs" not in report.passes[0].details
-    assert dequantized_weights(model) == ["stem", "dw", "body"]
+    assert [n.name for n in weight_dequantized(model)] == ["stem", "dw", "body"]
 
 
 def test_a_model_left_float_needs_no_calibration_data(cnn):
